@@ -1,0 +1,410 @@
+"""Typed configs as dataclasses, loaded from and saved to YAML/JSON.
+
+Every config is a dataclass deriving from `Config`. Help text lives once, on the field
+(`option(default, "help ...")`), and both the CLI and the UI read it from there. Loading
+validates where the data enters: an unknown key, a wrong type or an out-of-range value
+raises `ConfigError` (a `ValueError`) naming the dotted key, the value received and what is
+allowed, so `--set train.epochs=abc` fails with one readable line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Self, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be accepted; the message names the dotted key."""
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None) -> Any:
+    """A dataclass field carrying its help text (read by the CLI and the UI)."""
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class Config:
+    """Base for typed configs: from_dict/to_dict with validation, dotted overrides."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, *, prefix: str = "") -> Self:
+        data = dict(data or {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            key = f"{prefix}{unknown[0]}"
+            raise ConfigError(f"unknown key '{key}'; allowed: {', '.join(sorted(fields))}")
+        kwargs = {name: _coerce(data[name], hints[name], f"{prefix}{name}") for name in data}
+        try:
+            return cls(**kwargs)
+        except ConfigError:
+            raise
+        except TypeError as exc:  # a required field missing
+            raise ConfigError(f"{prefix or cls.__name__}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    def with_overrides(self, assignments: list[str] | dict[str, Any]) -> Self:
+        """Apply dotted overrides, e.g. ["train.epochs=3", "model.name=ast"].
+
+        Values are parsed as YAML scalars (so "3" is an int, "[1, 2]" a list, "null" None).
+        """
+        data = self.to_dict()
+        items = assignments.items() if isinstance(assignments, dict) else map(_split_assignment, assignments)
+        for key, value in items:
+            _set_dotted(data, key, value)
+        return type(self).from_dict(data)
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """Dotted key -> help text, for every field including nested configs."""
+        out: dict[str, str] = {}
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = _unwrap_optional(hints[f.name])
+            if isinstance(hint, type) and issubclass(hint, Config):
+                out.update({f"{f.name}.{k}": v for k, v in hint.field_help().items()})
+            else:
+                out[f.name] = f.metadata.get("help", "")
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.to_dict(), indent=2) if path.suffix == ".json" else yaml.safe_dump(self.to_dict(), sort_keys=False)
+        path.write_text(text)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        return cls.from_dict(read_mapping(path))
+
+
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON file that must hold a mapping; clear errors for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) if path.suffix != ".json" else json.loads(path.read_text())
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def check_range(name: str, value: float, *, low: float | None = None, high: float | None = None,
+                low_inclusive: bool = True, high_inclusive: bool = True) -> None:
+    """Raise ConfigError naming `name` when value lies outside [low, high]."""
+    too_low = low is not None and (value < low if low_inclusive else value <= low)
+    too_high = high is not None and (value > high if high_inclusive else value >= high)
+    if too_low or too_high:
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        brackets = ("[" if low_inclusive else "(") + f"{lo}, {hi}" + ("]" if high_inclusive else ")")
+        raise ConfigError(f"{name}: {value!r} is out of range {brackets}")
+
+
+def check_choice(name: str, value: Any, allowed: typing.Iterable[Any]) -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+
+
+# --- internals -------------------------------------------------------------------------
+
+def _split_assignment(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node.get(part), dict):
+            known = ", ".join(sorted(k for k, v in node.items() if isinstance(v, dict)))
+            raise ConfigError(f"unknown key '{'.'.join(parts[:i + 1])}'; sections: {known}")
+        node = node[part]
+    if parts[-1] not in node:
+        raise ConfigError(f"unknown key '{key}'; allowed: {', '.join(sorted(node))}")
+    node[parts[-1]] = value
+
+
+def _unwrap_optional(hint: Any) -> Any:
+    if get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def _type_name(hint: Any) -> str:
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    return getattr(hint, "__name__", str(hint))
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of the allowed types")
+    if origin is Literal:
+        if value not in get_args(hint):
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, get_args(hint)))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        args = get_args(hint)
+        item = args[0] if args else Any
+        items = [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        k_hint, v_hint = get_args(hint) or (Any, Any)
+        return {_coerce(k, k_hint, key): _coerce(v, v_hint, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(hint, type) and issubclass(hint, Config):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return hint.from_dict(value, prefix=f"{key}.")
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "3e-5" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(hint)}")
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# --- the experiment configs -------------------------------------------------------------
+# Units are in the field names (_hz, _s, _db). Presets in data/presets/*.yaml fill these.
+
+@dataclasses.dataclass
+class FeatureConfig(Config):
+    """Log-mel front end (D1). The cache key is derived from every field."""
+    sample_rate_hz: int = option(16000, "Audio is resampled to this rate before features.")
+    n_mels: int = option(64, "Number of mel bands.")
+    n_fft: int = option(1024, "FFT size in samples.")
+    hop_length: int = option(320, "Hop between frames in samples (320 at 16 kHz = 20 ms).")
+    f_min_hz: float = option(0.0, "Lowest mel frequency; 500 acts as the plan's high-pass (D1).")
+    f_max_hz: float | None = option(None, "Highest mel frequency; default is half the sample rate.")
+    max_length_s: float = option(10.0, "Clips are cropped or padded to this length (A6: 10 s).")
+    crop: Literal["start", "center", "random"] = option("center", "Which part of a longer clip to keep.")
+    pad: Literal["zeros", "repeat"] = option("zeros", "How a shorter clip is filled up to max_length_s.")
+    top_db: float | None = option(80.0, "dB dynamic range kept below each clip's peak; null keeps all.")
+    normalize: bool = option(True, "Standardise with mean/std from the training split (C2).")
+
+    def __post_init__(self) -> None:
+        check_range("features.sample_rate_hz", self.sample_rate_hz, low=1000, high=192000)
+        check_range("features.n_mels", self.n_mels, low=8, high=512)
+        check_range("features.n_fft", self.n_fft, low=64, high=16384)
+        check_range("features.hop_length", self.hop_length, low=1, high=self.n_fft)
+        check_range("features.max_length_s", self.max_length_s, low=0.05, high=600)
+        nyquist = self.sample_rate_hz / 2
+        check_range("features.f_min_hz", self.f_min_hz, low=0, high=nyquist, high_inclusive=False)
+        if self.f_max_hz is not None:
+            check_range("features.f_max_hz", self.f_max_hz, low=self.f_min_hz, high=nyquist, low_inclusive=False)
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.max_length_s * self.sample_rate_hz))
+
+    @property
+    def n_frames(self) -> int:
+        return self.n_samples // self.hop_length + 1
+
+
+@dataclasses.dataclass
+class LoraSettings(Config):
+    """LoRA adapters on AST attention (B3 grid defaults)."""
+    enabled: bool = option(False, "Train LoRA adapters + head instead of the whole backbone.")
+    rank: int = option(8, "Adapter rank r.")
+    alpha: int = option(16, "LoRA scaling alpha.")
+    dropout: float = option(0.05, "Dropout on the adapter input.")
+    target_modules: list[str] = option(factory=lambda: ["q_proj", "v_proj"],
+                                       help="Module names to adapt (transformers 5 AST: q_proj, k_proj, v_proj, o_proj).")
+
+    def __post_init__(self) -> None:
+        check_range("model.lora.rank", self.rank, low=1, high=1024)
+        check_range("model.lora.dropout", self.dropout, low=0, high=1, high_inclusive=False)
+
+
+@dataclasses.dataclass
+class ModelConfig(Config):
+    """Which architecture to build (a registry name) and its sizes."""
+    name: str = option("cnn", "Registered model name: cnn or ast.")
+    head_dropout: float = option(0.1, "Dropout before the classification head (A6: 0.1).")
+    pretrained: str | None = option(None, "Local folder or hub id of a pretrained checkpoint (AST).")
+    cnn_channels: list[int] = option(factory=lambda: [32, 64, 128, 128], help="CNN: channels per conv block.")
+    ast_hidden_size: int = option(192, "AST built from scratch: hidden size.")
+    ast_layers: int = option(4, "AST built from scratch: transformer layers.")
+    ast_heads: int = option(4, "AST built from scratch: attention heads.")
+    ast_patch_stride: int = option(10, "AST: patch stride in both axes (10 = the paper's overlap).")
+    lora: LoraSettings = option(factory=LoraSettings, help="LoRA settings.")
+
+    def __post_init__(self) -> None:
+        check_range("model.head_dropout", self.head_dropout, low=0, high=1, high_inclusive=False)
+
+
+@dataclasses.dataclass
+class AugmentSpec(Config):
+    """One augmentation: a registered name, its probability and its parameters."""
+    name: str = option(help="Registered augmentation name.")
+    p: float = option(1.0, "Probability of applying it to a sample.")
+    params: dict[str, Any] = option(factory=dict, help="Parameters of the transform.")
+
+    def __post_init__(self) -> None:
+        check_range(f"augment.{self.name}.p", self.p, low=0, high=1)
+
+
+@dataclasses.dataclass
+class CurriculumStage(Config):
+    """One stage of a curriculum (A7)."""
+    epochs: int = option(1, "Epochs in this stage.")
+    hard_examples: bool = option(False, "Add hard clips (misclassified before, since corrected).")
+    hard_repeat: int = option(2, "How many times each hard clip is repeated.")
+    hard_fraction: float = option(0.5, "Fraction of the hard clips drawn each epoch.")
+    hard_classes: list[str] = option(factory=list, help="Limit hard clips to these classes (empty = all).")
+    augment: list[AugmentSpec] | None = option(None, "Augmentations for this stage; null keeps the run's list.")
+    lr: float | None = option(None, "Learning-rate override for this stage.")
+
+    def __post_init__(self) -> None:
+        check_range("curriculum.epochs", self.epochs, low=1)
+        check_range("curriculum.hard_fraction", self.hard_fraction, low=0, high=1)
+
+
+@dataclasses.dataclass
+class TrainConfig(Config):
+    """The optimisation recipe: optimiser, schedule, loss, batches, stopping."""
+    epochs: int = option(10, "Epochs (ignored when a curriculum is given: its stages decide).")
+    batch_size: int = option(32, "Clips per batch.")
+    grad_accum_steps: int = option(1, "Gradient accumulation steps.")
+    lr: float = option(1e-3, "Learning rate (the head's when backbone_lr is set).")
+    backbone_lr: float | None = option(None, "Backbone learning rate for discriminative LRs (D2: 5e-5).")
+    weight_decay: float = option(0.01, "AdamW weight decay.")
+    warmup_steps: int = option(0, "Linear warm-up steps; 0 disables (D2: warm-up can wreck transfer).")
+    schedule: Literal["cosine", "linear", "constant"] = option("cosine", "Decay after warm-up.")
+    loss: Literal["ce", "focal"] = option("ce", "Cross-entropy or focal loss.")
+    focal_gamma: float = option(2.0, "Focal loss gamma (D2: 2).")
+    class_weights: Literal["none", "balanced", "effective", "sqrt"] = option("none", "Class weighting (C1).")
+    effective_beta: float = option(0.999, "Beta of effective-number class weights.")
+    label_smoothing: float = option(0.0, "Label smoothing for cross-entropy.")
+    batch_composition: dict[str, int] | None = option(
+        None, "Clips per class in each batch (A5); null = plain shuffled batches.")
+    oversample: dict[str, float] | None = option(None, "Class -> oversampling factor for plain batches.")
+    curriculum: list[CurriculumStage] = option(factory=list, help="Curriculum stages (A7); empty = none.")
+    early_stopping_patience: int = option(3, "Epochs without improvement before stopping; 0 disables.")
+    early_stopping_metric: Literal["accuracy", "f1_macro", "loss"] = option("f1_macro", "Validation metric to watch.")
+    seed: int = option(42, "Seed for every random draw of the run.")
+    num_workers: int = option(0, "Data-loader worker processes.")
+
+    def __post_init__(self) -> None:
+        check_range("train.epochs", self.epochs, low=1, high=10000)
+        check_range("train.batch_size", self.batch_size, low=1, high=65536)
+        check_range("train.grad_accum_steps", self.grad_accum_steps, low=1)
+        check_range("train.lr", self.lr, low=0, low_inclusive=False, high=10)
+        if self.backbone_lr is not None:
+            check_range("train.backbone_lr", self.backbone_lr, low=0, low_inclusive=False, high=10)
+        check_range("train.weight_decay", self.weight_decay, low=0)
+        check_range("train.warmup_steps", self.warmup_steps, low=0)
+        check_range("train.focal_gamma", self.focal_gamma, low=0)
+        check_range("train.effective_beta", self.effective_beta, low=0, high=1, high_inclusive=False)
+        check_range("train.label_smoothing", self.label_smoothing, low=0, high=1, high_inclusive=False)
+        if self.batch_composition is not None:
+            for cls_name, n in self.batch_composition.items():
+                check_range(f"train.batch_composition.{cls_name}", n, low=0)
+
+
+@dataclasses.dataclass
+class ExperimentConfig(Config):
+    """A whole preset: what a run is built from, saved resolved into every run folder."""
+    name: str = option("custom", "Preset name.")
+    description: str = option("", "What this preset is for.")
+    features: FeatureConfig = option(factory=FeatureConfig, help="Log-mel features.")
+    model: ModelConfig = option(factory=ModelConfig, help="Model.")
+    train: TrainConfig = option(factory=TrainConfig, help="Training recipe.")
+    augment: list[AugmentSpec] = option(factory=list, help="On-the-fly augmentations.")
+    mixup_alpha: float = option(0.0, "MixUp Beta(alpha); 0 disables (A6: none for sirens).")
+    mixup_p: float = option(0.0, "Probability of MixUp per batch (D3: 0.5-0.6).")
+
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "data" / "presets"
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_preset(name_or_path: str, overrides: list[str] | None = None) -> ExperimentConfig:
+    """A preset by name (data/presets/NAME.yaml) or by path, with dotted overrides applied."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown preset {name_or_path!r}; available: {', '.join(list_presets()) or 'none'}")
+    config = ExperimentConfig.load(path)
+    return config.with_overrides(overrides) if overrides else config
