@@ -1,0 +1,507 @@
+"""The session store: one DuckDB file per session, and the only module that writes SQL.
+
+Why it looks like this:
+- Decisions are an append-only log. A clip's current label, exclusion and quarantine state are
+  derived from it (the latest effective decision that sets each field); nothing is updated in
+  place, so every change can be audited and undone, and the state "as of" any decision id can
+  be rebuilt exactly.
+- Decision ids and import batches draw from one sequence (`event_seq`), so "as of decision D"
+  also fixes which clips existed: a training set frozen at D can be rebuilt exactly.
+- One writing process per session (DESIGN.md): an exclusive lock file holds the writer's pid,
+  so a second process gets a readable "open in another process (pid N)" instead of a DuckDB
+  lock trace. Child jobs never open the store; they read frozen manifests.
+- Every acknowledged write is its own committed transaction (DuckDB syncs its WAL on commit),
+  so a killed process loses nothing it acknowledged.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+DB_FILENAME = "workbench.duckdb"
+LOCK_FILENAME = "workbench.lock"
+# as_of value meaning "everything": larger than any id the sequence will hand out.
+LATEST = 2**62
+
+DECISION_ACTIONS = ("tag", "relabel", "exclude", "include", "quarantine", "release", "keep", "note", "undo")
+RULE_ACTIONS = ("relabel", "exclude", "keep")
+CLIP_COLUMNS = ("path", "duration_s", "sample_rate_hz", "channels", "split", "fold", "source_group",
+                "original_label", "status", "reason", "metadata", "parent_clip_id")
+
+
+class StoreError(RuntimeError):
+    """A session store problem explained for the user."""
+
+
+class SessionInUseError(StoreError):
+    """Another process holds the session's write lock."""
+
+
+class SchemaVersionError(StoreError):
+    """The session file was written by a newer Earmark."""
+
+
+# --- schema ----------------------------------------------------------------------------
+# Each migration is a list of statements applied in one transaction; never edit a released
+# migration, append a new one.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, [
+        "CREATE SEQUENCE event_seq START 1",
+        "CREATE SEQUENCE dataset_seq START 1",
+        "CREATE SEQUENCE clip_seq START 1",
+        "CREATE SEQUENCE quarantine_seq START 1",
+        "CREATE SEQUENCE promotion_seq START 1",
+        """CREATE TABLE datasets (
+            id INTEGER PRIMARY KEY, name VARCHAR NOT NULL UNIQUE, root VARCHAR NOT NULL,
+            layout VARCHAR NOT NULL, class_map VARCHAR, options VARCHAR, created_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE clips (
+            id BIGINT PRIMARY KEY, dataset_id INTEGER NOT NULL, path VARCHAR NOT NULL,
+            duration_s DOUBLE, sample_rate_hz INTEGER, channels INTEGER,
+            split VARCHAR, fold VARCHAR, source_group VARCHAR, original_label VARCHAR,
+            status VARCHAR NOT NULL, reason VARCHAR, metadata VARCHAR, parent_clip_id BIGINT,
+            import_seq BIGINT NOT NULL, created_at TIMESTAMP NOT NULL,
+            UNIQUE (dataset_id, path))""",
+        """CREATE TABLE decisions (
+            id BIGINT PRIMARY KEY, clip_id BIGINT NOT NULL, annotator VARCHAR NOT NULL,
+            action VARCHAR NOT NULL, tag VARCHAR, rule VARCHAR, new_label VARCHAR,
+            set_excluded BOOLEAN, set_quarantined BOOLEAN, note VARCHAR, undoes BIGINT,
+            created_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE relabel_rules (
+            tag VARCHAR PRIMARY KEY, action VARCHAR NOT NULL, target_label VARCHAR,
+            keep_quarantined BOOLEAN NOT NULL, description VARCHAR, hotkey VARCHAR,
+            updated_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE quarantine (
+            id BIGINT PRIMARY KEY, clip_id BIGINT NOT NULL, audit_run_id VARCHAR, method VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL, score DOUBLE, rank INTEGER, decision_id BIGINT NOT NULL,
+            created_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE runs (
+            id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, status VARCHAR NOT NULL, preset VARCHAR,
+            config VARCHAR, parent_run_id VARCHAR, manifest_decision_id BIGINT, run_dir VARCHAR,
+            error VARCHAR, summary VARCHAR, created_at TIMESTAMP NOT NULL, finished_at TIMESTAMP)""",
+        """CREATE TABLE run_metrics (
+            run_id VARCHAR NOT NULL, step INTEGER, epoch DOUBLE, name VARCHAR NOT NULL, value DOUBLE)""",
+        """CREATE TABLE metrics (
+            run_id VARCHAR NOT NULL, split VARCHAR NOT NULL, name VARCHAR NOT NULL,
+            class_label VARCHAR, value DOUBLE)""",
+        """CREATE TABLE predictions (
+            run_id VARCHAR NOT NULL, clip_id BIGINT NOT NULL, split VARCHAR, label VARCHAR,
+            predicted VARCHAR, confidence DOUBLE, probs FLOAT[])""",
+        """CREATE TABLE promotions (
+            id BIGINT PRIMARY KEY, run_id VARCHAR, action VARCHAR NOT NULL, actor VARCHAR NOT NULL,
+            reason VARCHAR, report VARCHAR, created_at TIMESTAMP NOT NULL)""",
+        "CREATE INDEX decisions_clip ON decisions (clip_id)",
+        "CREATE INDEX predictions_run ON predictions (run_id)",
+        # The current state of every clip, for ad-hoc queries; labels(as_of=...) is the
+        # parameterised form of the same query.
+        "CREATE VIEW current_labels AS " + "{labels_sql}",
+    ]),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+# Latest effective decision per field; a decision is effective unless an undo at or before
+# as_of names it. One pass over the log (arg_max ... FILTER), no per-row Python.
+_LABELS_SQL = """
+WITH undone AS (
+    SELECT undoes AS id FROM decisions WHERE action = 'undo' AND id <= {as_of}
+), effective AS (
+    SELECT d.* FROM decisions d ANTI JOIN undone u ON d.id = u.id
+    WHERE d.id <= {as_of} AND d.action <> 'undo'
+), state AS (
+    SELECT clip_id,
+        arg_max(new_label, id) FILTER (WHERE new_label IS NOT NULL) AS new_label,
+        arg_max(set_excluded, id) FILTER (WHERE set_excluded IS NOT NULL) AS excluded,
+        arg_max(set_quarantined, id) FILTER (WHERE set_quarantined IS NOT NULL) AS quarantined,
+        max(id) AS last_decision_id
+    FROM effective GROUP BY clip_id
+)
+SELECT c.id AS clip_id, c.dataset_id, c.path, c.split, c.fold, c.source_group, c.status,
+       c.original_label, c.parent_clip_id, c.duration_s,
+       coalesce(s.new_label, c.original_label) AS label,
+       coalesce(s.excluded, false) AS excluded,
+       coalesce(s.quarantined, false) AS quarantined,
+       s.last_decision_id
+FROM clips c LEFT JOIN state s ON s.clip_id = c.id
+WHERE c.import_seq <= {as_of}
+"""
+
+
+@dataclass(frozen=True)
+class Rule:
+    tag: str
+    action: str
+    target_label: str | None
+    keep_quarantined: bool
+    description: str = ""
+    hotkey: str | None = None
+
+    def describe(self) -> str:
+        """The rule as recorded on each decision that applied it."""
+        target = f" {self.target_label}" if self.target_label else ""
+        quarantine = "keep quarantined" if self.keep_quarantined else "release"
+        return f"{self.tag} -> {self.action}{target}, {quarantine}"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+class Store:
+    """A session's DuckDB store. Open with `Store.open(session_dir)`; close when done.
+
+    Thread-safe within the process (one connection behind a lock; every call is short).
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, session_dir: Path, lock_file) -> None:
+        self._con = con
+        self.session_dir = session_dir
+        self._lock_file = lock_file
+        self._mutex = threading.RLock()
+
+    # --- opening and closing ---------------------------------------------------------
+    @classmethod
+    def open(cls, session_dir: str | Path, *, create: bool = True) -> "Store":
+        """Open (and migrate) the session in session_dir as its one writer."""
+        session_dir = Path(session_dir)
+        db_path = session_dir / DB_FILENAME
+        if not db_path.exists():
+            if not create:
+                raise StoreError(f"no session at {session_dir} (no {DB_FILENAME}); create one with 'earmark demo' or 'earmark import'")
+            session_dir.mkdir(parents=True, exist_ok=True)
+        lock_file = _acquire_lock(session_dir)
+        try:
+            con = duckdb.connect(str(db_path))
+        except duckdb.IOException as exc:
+            lock_file.close()
+            raise _lock_error(session_dir, str(exc)) from None
+        except duckdb.Error as exc:
+            lock_file.close()
+            raise StoreError(f"{db_path} is not a readable Earmark session database: {exc}") from None
+        store = cls(con, session_dir, lock_file)
+        try:
+            store._migrate()
+        except Exception:
+            store.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+            if self._lock_file is not None:
+                self._lock_file.close()  # closing releases the flock
+                self._lock_file = None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._scalar("SELECT max(version) FROM schema_version"))
+
+    def _migrate(self) -> None:
+        with self._mutex:
+            self._con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)")
+            current = self._fetch_one("SELECT coalesce(max(version), 0) FROM schema_version")[0]
+            if current > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"session {self.session_dir} uses schema version {current}, but this Earmark knows only up "
+                    f"to version {SCHEMA_VERSION}: upgrade Earmark to open it")
+            for version, statements in MIGRATIONS:
+                if version <= current:
+                    continue
+                self._con.execute("BEGIN TRANSACTION")
+                try:
+                    for statement in statements:
+                        self._con.execute(statement.replace("{labels_sql}", _LABELS_SQL.format(as_of=LATEST)))
+                    self._con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, _now()])
+                    self._con.execute("COMMIT")
+                except Exception:
+                    self._con.execute("ROLLBACK")
+                    raise
+
+    # --- small helpers ------------------------------------------------------------------
+    def _fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        """First row or None. fetchall, not fetchone: DuckDB 2 refuses new work on a
+        connection while an earlier result is unfinished."""
+        with self._mutex:
+            rows = self._con.execute(sql, list(params)).fetchall()
+        return rows[0] if rows else None
+
+    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self._fetch_one(sql, params)
+        return None if row is None else row[0]
+
+    def _df(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pd.DataFrame:
+        with self._mutex:
+            return self._con.execute(sql, params if isinstance(params, dict) else list(params)).df()
+
+    def _next_event(self) -> int:
+        return int(self._fetch_one("SELECT nextval('event_seq')")[0])
+
+    # --- datasets and clips -----------------------------------------------------------
+    def add_dataset(self, *, name: str, root: str | Path, layout: str, class_map: dict | None = None,
+                    options: dict | None = None) -> int:
+        """Register a dataset, or return the id of the one with this name (same root only)."""
+        root = str(Path(root).resolve())
+        with self._mutex:
+            row = self._fetch_one("SELECT id, root FROM datasets WHERE name = ?", [name])
+            if row is not None:
+                if row[1] != root:
+                    raise StoreError(f"dataset {name!r} is already imported from {row[1]}; choose another name for {root}")
+                return int(row[0])
+            dataset_id = self._fetch_one("SELECT nextval('dataset_seq')")[0]
+            self._con.execute("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              [dataset_id, name, root, layout, _json(class_map), _json(options), _now()])
+            return int(dataset_id)
+
+    def datasets(self) -> pd.DataFrame:
+        return self._df("SELECT * FROM datasets ORDER BY id")
+
+    def dataset_roots(self) -> dict[int, Path]:
+        return {int(r.id): Path(r.root) for r in self.datasets().itertuples()}
+
+    def existing_paths(self, dataset_id: int) -> set[str]:
+        with self._mutex:
+            rows = self._con.execute("SELECT path FROM clips WHERE dataset_id = ?", [dataset_id]).fetchall()
+        return {r[0] for r in rows}
+
+    def add_clips(self, dataset_id: int, clips: pd.DataFrame) -> int:
+        """Insert clips (columns from CLIP_COLUMNS; path relative to the dataset root).
+
+        Paths already in the dataset are skipped, so re-importing adds nothing twice.
+        Returns the number of clips added.
+        """
+        missing = [c for c in ("path", "status") if c not in clips.columns]
+        if missing:
+            raise ValueError(f"clips is missing columns {missing}; expected some of {CLIP_COLUMNS}")
+        unknown = sorted(set(clips.columns) - set(CLIP_COLUMNS))
+        if unknown:
+            raise ValueError(f"clips has unknown columns {unknown}; allowed: {CLIP_COLUMNS}")
+        frame = clips.reindex(columns=list(CLIP_COLUMNS)).drop_duplicates(subset="path")
+        if frame.empty:
+            return 0
+        with self._mutex:
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                import_seq = self._next_event()
+                self._con.register("incoming_clips", frame)
+                before = self._fetch_one("SELECT count(*) FROM clips")[0]
+                self._con.execute(
+                    """INSERT INTO clips
+                       SELECT nextval('clip_seq'), ?, i.path, i.duration_s, i.sample_rate_hz, i.channels,
+                              i.split, i.fold, i.source_group, i.original_label, i.status, i.reason,
+                              i.metadata, i.parent_clip_id, ?, ?
+                       FROM incoming_clips i
+                       WHERE NOT EXISTS (SELECT 1 FROM clips c WHERE c.dataset_id = ? AND c.path = i.path)""",
+                    [dataset_id, import_seq, _now(), dataset_id])
+                added = self._fetch_one("SELECT count(*) FROM clips")[0] - before
+                self._con.execute("COMMIT")
+            except Exception:
+                self._con.execute("ROLLBACK")
+                raise
+            finally:
+                self._con.unregister("incoming_clips")
+        return int(added)
+
+    def clips(self, *, dataset_id: int | None = None, status: str | None = None) -> pd.DataFrame:
+        return self._df(
+            """SELECT c.*, d.name AS dataset, d.root AS dataset_root FROM clips c JOIN datasets d ON d.id = c.dataset_id
+               WHERE (?::INTEGER IS NULL OR c.dataset_id = ?) AND (?::VARCHAR IS NULL OR c.status = ?)
+               ORDER BY c.id""", [dataset_id, dataset_id, status, status])
+
+    def clip(self, clip_id: int) -> dict[str, Any]:
+        frame = self._df(
+            """SELECT c.*, d.name AS dataset, d.root AS dataset_root FROM clips c JOIN datasets d ON d.id = c.dataset_id
+               WHERE c.id = ?""", [clip_id])
+        if frame.empty:
+            raise StoreError(f"no clip with id {clip_id}")
+        return frame.iloc[0].to_dict()
+
+    def clip_count(self) -> int:
+        return int(self._scalar("SELECT count(*) FROM clips"))
+
+    def dataset_summary(self) -> pd.DataFrame:
+        """Clips per dataset, label, split and status (original labels), for stats views."""
+        return self._df(
+            """SELECT d.name AS dataset, c.original_label AS label, c.split, c.status,
+                      count(*) AS clips, sum(c.duration_s) AS seconds
+               FROM clips c JOIN datasets d ON d.id = c.dataset_id
+               GROUP BY ALL ORDER BY ALL""")
+
+    # --- decisions ----------------------------------------------------------------------
+    def record_decision(self, clip_id: int, *, annotator: str, action: str, tag: str | None = None,
+                        rule: str | None = None, new_label: str | None = None,
+                        set_excluded: bool | None = None, set_quarantined: bool | None = None,
+                        note: str | None = None) -> int:
+        """Append one decision and commit it; returns its id once durable."""
+        _check_decision(action, annotator)
+        with self._mutex:
+            if self._fetch_one("SELECT 1 FROM clips WHERE id = ?", [clip_id]) is None:
+                raise StoreError(f"no clip with id {clip_id}")
+            decision_id = self._next_event()
+            self._con.execute(
+                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                [decision_id, clip_id, annotator, action, tag, rule, new_label, set_excluded,
+                 set_quarantined, note, _now()])
+        return decision_id
+
+    def record_decisions(self, decisions: pd.DataFrame) -> list[int]:
+        """Append many decisions in one transaction (e.g. an audit's quarantine proposals).
+
+        Columns: clip_id, annotator, action and optionally tag, rule, new_label, set_excluded,
+        set_quarantined, note. Returns the new ids in row order.
+        """
+        columns = ["clip_id", "annotator", "action", "tag", "rule", "new_label", "set_excluded", "set_quarantined", "note"]
+        unknown = sorted(set(decisions.columns) - set(columns))
+        if unknown:
+            raise ValueError(f"decisions has unknown columns {unknown}; allowed: {columns}")
+        frame = decisions.reindex(columns=columns)
+        for action in frame["action"].unique():
+            _check_decision(action, "batch")
+        if frame["annotator"].isna().any() or (frame["annotator"].astype(str).str.strip() == "").any():
+            raise ValueError("annotator must be a non-empty name on every decision")
+        if frame.empty:
+            return []
+        frame = frame.astype({"set_excluded": "boolean", "set_quarantined": "boolean"})
+        frame.insert(0, "row_order", range(len(frame)))
+        with self._mutex:
+            self._con.register("incoming_decisions", frame)
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                unknown_clips = self._fetch_one(
+                    "SELECT count(*) FROM incoming_decisions i ANTI JOIN clips c ON c.id = i.clip_id")[0]
+                if unknown_clips:
+                    raise StoreError(f"{unknown_clips} decisions name clips that do not exist")
+                first = self._fetch_one("SELECT max(id) FROM decisions")[0]
+                self._con.execute(
+                    """INSERT INTO decisions
+                       SELECT nextval('event_seq'), clip_id, annotator, action, tag, rule, new_label,
+                              set_excluded, set_quarantined, note, NULL, ?
+                       FROM (SELECT * FROM incoming_decisions ORDER BY row_order)""", [_now()])
+                ids = [r[0] for r in self._con.execute(
+                    "SELECT id FROM decisions WHERE id > ? ORDER BY id", [first or 0]).fetchall()]
+                self._con.execute("COMMIT")
+            except Exception:
+                self._con.execute("ROLLBACK")
+                raise
+            finally:
+                self._con.unregister("incoming_decisions")
+        return ids
+
+    def undo(self, decision_id: int, *, annotator: str, note: str | None = None) -> int:
+        """Append a decision that reverses decision_id's effects; returns the new id."""
+        _check_decision("undo", annotator)
+        with self._mutex:
+            row = self._fetch_one("SELECT clip_id, action FROM decisions WHERE id = ?", [decision_id])
+            if row is None:
+                raise StoreError(f"no decision with id {decision_id}")
+            if row[1] == "undo":
+                raise StoreError(f"decision {decision_id} is itself an undo; record the decision again instead")
+            if self._fetch_one("SELECT 1 FROM decisions WHERE action = 'undo' AND undoes = ?", [decision_id]):
+                raise StoreError(f"decision {decision_id} is already undone")
+            undo_id = self._next_event()
+            self._con.execute(
+                "INSERT INTO decisions VALUES (?, ?, ?, 'undo', NULL, NULL, NULL, NULL, NULL, ?, ?, ?)",
+                [undo_id, row[0], annotator, note, decision_id, _now()])
+        return undo_id
+
+    def last_decision_id(self) -> int:
+        """The newest event id (decision or import): the 'as of' to freeze a manifest at."""
+        return int(self._scalar("SELECT coalesce(max(id), 0) FROM (SELECT max(id) AS id FROM decisions UNION ALL SELECT max(import_seq) FROM clips)"))
+
+    def decisions(self, *, clip_id: int | None = None, since_id: int | None = None,
+                  annotator: str | None = None, limit: int | None = None) -> pd.DataFrame:
+        """The log, newest first, with whether each decision has since been undone."""
+        return self._df(
+            """SELECT d.*, (u.id IS NOT NULL) AS undone, u.id AS undone_by
+               FROM decisions d LEFT JOIN decisions u ON u.action = 'undo' AND u.undoes = d.id
+               WHERE (?::BIGINT IS NULL OR d.clip_id = ?) AND (?::BIGINT IS NULL OR d.id > ?)
+                 AND (?::VARCHAR IS NULL OR d.annotator = ?)
+               ORDER BY d.id DESC LIMIT ?""",
+            [clip_id, clip_id, since_id, since_id, annotator, annotator, limit if limit is not None else LATEST])
+
+    def labels(self, *, as_of: int | None = None) -> pd.DataFrame:
+        """Every clip's state (label, excluded, quarantined) as of a decision id (default: now)."""
+        bound = LATEST if as_of is None else int(as_of)
+        return self._df(_LABELS_SQL.format(as_of="$as_of") + " ORDER BY c.id", {"as_of": bound})
+
+    def clip_state(self, clip_id: int) -> dict[str, Any]:
+        frame = self._df(_LABELS_SQL.format(as_of="$as_of") + " AND c.id = $clip_id", {"as_of": LATEST, "clip_id": clip_id})
+        if frame.empty:
+            raise StoreError(f"no clip with id {clip_id}")
+        return frame.iloc[0].to_dict()
+
+    # --- relabel rules --------------------------------------------------------------------
+    def set_rule(self, rule: Rule) -> None:
+        if rule.action not in RULE_ACTIONS:
+            raise ValueError(f"rule action must be one of {RULE_ACTIONS}, got {rule.action!r}")
+        if rule.action == "relabel" and not rule.target_label:
+            raise ValueError(f"rule {rule.tag!r}: a relabel rule needs a target_label")
+        with self._mutex:
+            self._con.execute(
+                """INSERT OR REPLACE INTO relabel_rules VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                [rule.tag, rule.action, rule.target_label, rule.keep_quarantined, rule.description, rule.hotkey, _now()])
+
+    def rules(self) -> list[Rule]:
+        with self._mutex:
+            rows = self._con.execute(
+                "SELECT tag, action, target_label, keep_quarantined, description, hotkey FROM relabel_rules ORDER BY hotkey NULLS LAST, tag").fetchall()
+        return [Rule(*row) for row in rows]
+
+    def delete_rule(self, tag: str) -> None:
+        with self._mutex:
+            self._con.execute("DELETE FROM relabel_rules WHERE tag = ?", [tag])
+
+
+def _check_decision(action: str, annotator: str) -> None:
+    if action not in DECISION_ACTIONS:
+        raise ValueError(f"action must be one of {DECISION_ACTIONS}, got {action!r}")
+    if not annotator or not annotator.strip():
+        raise ValueError("annotator must be a non-empty name")
+
+
+def _acquire_lock(session_dir: Path):
+    lock_path = session_dir / LOCK_FILENAME
+    handle = open(lock_path, "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "unknown"
+        handle.close()
+        raise SessionInUseError(
+            f"session {session_dir} is open in another process (pid {pid}); close it there, or work on another session") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _lock_error(session_dir: Path, message: str) -> StoreError:
+    match = re.search(r"PID (\d+)", message)
+    if "lock" in message.lower():
+        pid = match.group(1) if match else "unknown"
+        return SessionInUseError(f"session {session_dir} is open in another process (pid {pid}); close it there, or work on another session")
+    return StoreError(f"{session_dir / DB_FILENAME} is not a readable Earmark session database: {message}")
+

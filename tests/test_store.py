@@ -1,0 +1,217 @@
+"""The session store against a real DuckDB file: log semantics, as-of rebuilds, locking, durability."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from core.store import (MIGRATIONS, SCHEMA_VERSION, Rule, SchemaVersionError, SessionInUseError, Store,
+                        StoreError)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store.open(tmp_path / "session") as s:
+        yield s
+
+
+def add_three_clips(store: Store) -> list[int]:
+    dataset_id = store.add_dataset(name="d", root=store.session_dir, layout="folder")
+    store.add_clips(dataset_id, pd.DataFrame({
+        "path": ["a.wav", "b.wav", "c.wav"], "status": "ok", "split": ["train", "val", "test"],
+        "original_label": ["emergency_sirens", "alert_sounds", "road_traffic"]}))
+    return store.clips().id.tolist()
+
+
+def test_new_session_has_every_table_at_the_latest_schema(store):
+    assert store.schema_version == SCHEMA_VERSION
+    tables = set(store._df("SELECT table_name FROM information_schema.tables").table_name)
+    assert {"datasets", "clips", "decisions", "relabel_rules", "quarantine", "runs", "run_metrics",
+            "predictions", "metrics", "promotions", "current_labels", "schema_version"} <= tables
+
+
+def test_reimport_adds_nothing_twice(store):
+    add_three_clips(store)
+    dataset_id = store.add_dataset(name="d", root=store.session_dir, layout="folder")
+    added = store.add_clips(dataset_id, pd.DataFrame({"path": ["a.wav", "d.wav"], "status": "ok"}))
+    assert added == 1
+    assert sorted(store.clips().path) == ["a.wav", "b.wav", "c.wav", "d.wav"]
+
+
+def test_same_dataset_name_from_another_root_is_refused(store, tmp_path):
+    store.add_dataset(name="d", root=tmp_path / "one", layout="folder")
+    with pytest.raises(StoreError, match="already imported from"):
+        store.add_dataset(name="d", root=tmp_path / "two", layout="folder")
+
+
+def test_current_label_is_derived_from_the_log_and_undo_appends(store):
+    a, b, _ = add_three_clips(store)
+    relabel = store.record_decision(a, annotator="ann", action="tag", tag="non_siren_alert",
+                                    rule="non_siren_alert -> relabel alert_sounds", new_label="alert_sounds",
+                                    set_quarantined=False)
+    exclude = store.record_decision(b, annotator="bob", action="exclude", set_excluded=True)
+    state = store.labels().set_index("clip_id")
+    assert state.loc[a, "label"] == "alert_sounds"
+    assert state.loc[a, "original_label"] == "emergency_sirens"  # never updated in place
+    assert bool(state.loc[b, "excluded"])
+
+    undo_id = store.undo(relabel, annotator="ann")
+    assert undo_id > exclude > relabel  # ids only grow
+    state = store.labels().set_index("clip_id")
+    assert state.loc[a, "label"] == "emergency_sirens"
+    log = store.decisions(clip_id=a)
+    assert list(log.action) == ["undo", "tag"]
+    assert bool(log.set_index("id").loc[relabel, "undone"])
+    with pytest.raises(StoreError, match="already undone"):
+        store.undo(relabel, annotator="ann")
+    with pytest.raises(StoreError, match="itself an undo"):
+        store.undo(undo_id, annotator="ann")
+
+
+def test_undo_restores_the_previous_effective_label_not_the_original(store):
+    a, _, _ = add_three_clips(store)
+    store.record_decision(a, annotator="ann", action="relabel", new_label="alert_sounds")
+    second = store.record_decision(a, annotator="ann", action="relabel", new_label="collision_sounds")
+    store.undo(second, annotator="ann")
+    assert store.clip_state(a)["label"] == "alert_sounds"
+
+
+def test_labels_as_of_any_decision_rebuild_the_state_and_clip_set_exactly(store):
+    a, b, c = add_three_clips(store)
+    d1 = store.record_decision(a, annotator="ann", action="relabel", new_label="alert_sounds")
+    frozen_at = store.last_decision_id()
+    frozen = store.labels(as_of=frozen_at)
+    store.record_decision(b, annotator="ann", action="relabel", new_label="emergency_sirens")
+    store.undo(d1, annotator="ann")
+    dataset_id = store.add_dataset(name="d", root=store.session_dir, layout="folder")
+    store.add_clips(dataset_id, pd.DataFrame({"path": ["late.wav"], "status": "ok", "original_label": "road_traffic"}))
+
+    rebuilt = store.labels(as_of=frozen_at)
+    pd.testing.assert_frame_equal(rebuilt, frozen)
+    assert len(store.labels()) == 4 and len(rebuilt) == 3
+    assert store.labels().set_index("clip_id").loc[a, "label"] == "emergency_sirens"
+    assert rebuilt.set_index("clip_id").loc[a, "label"] == "alert_sounds"
+
+
+def test_bulk_decisions_get_increasing_ids_in_row_order(store):
+    a, b, c = add_three_clips(store)
+    ids = store.record_decisions(pd.DataFrame({
+        "clip_id": [c, a, b], "annotator": "audit", "action": "quarantine", "set_quarantined": True}))
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    log = store.decisions().set_index("id")
+    assert [log.loc[i, "clip_id"] for i in ids] == [c, a, b]
+    assert store.labels().quarantined.all()
+
+
+def test_bad_decisions_are_refused_with_a_clear_message(store):
+    a, _, _ = add_three_clips(store)
+    with pytest.raises(ValueError, match="action must be one of"):
+        store.record_decision(a, annotator="ann", action="delete")
+    with pytest.raises(ValueError, match="annotator"):
+        store.record_decision(a, annotator="  ", action="relabel", new_label="x")
+    with pytest.raises(StoreError, match="no clip with id 999"):
+        store.record_decision(999, annotator="ann", action="relabel", new_label="x")
+    with pytest.raises(StoreError, match="do not exist"):
+        store.record_decisions(pd.DataFrame({"clip_id": [a, 999], "annotator": "x", "action": "tag"}))
+    assert store.decisions().empty  # the failed batch left nothing behind
+
+
+def test_rules_are_editable(store):
+    store.set_rule(Rule("true_siren", "relabel", "emergency_sirens", False, "a real siren", "1"))
+    store.set_rule(Rule("true_siren", "relabel", "emergency_sirens", False, "edited", "1"))
+    store.set_rule(Rule("ambiguous_drone", "exclude", None, True, "tonal drone", "6"))
+    rules = {r.tag: r for r in store.rules()}
+    assert rules["true_siren"].description == "edited"
+    assert rules["ambiguous_drone"].describe() == "ambiguous_drone -> exclude, keep quarantined"
+    with pytest.raises(ValueError, match="target_label"):
+        store.set_rule(Rule("bad", "relabel", None, False))
+
+
+def test_second_process_gets_a_clear_in_use_message(tmp_path):
+    session = tmp_path / "session"
+    with Store.open(session):
+        code = f"from core.store import Store; Store.open({str(session)!r})"
+        result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert f"is open in another process (pid {os.getpid()})" in result.stderr
+    # released on close: opening again works
+    with Store.open(session) as again:
+        assert again.schema_version == SCHEMA_VERSION
+
+
+def test_opening_a_newer_session_fails_clearly(tmp_path):
+    session = tmp_path / "session"
+    Store.open(session).close()
+    con = duckdb.connect(str(session / "workbench.duckdb"))
+    con.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION + 1])
+    con.close()
+    with pytest.raises(SchemaVersionError, match=f"schema version {SCHEMA_VERSION + 1}.*upgrade Earmark"):
+        Store.open(session)
+
+
+def test_opening_an_older_session_upgrades_it(tmp_path, monkeypatch):
+    session = tmp_path / "session"
+    Store.open(session).close()
+    extra = (SCHEMA_VERSION + 1, ["CREATE TABLE probe_upgrade (x INTEGER)"])
+    monkeypatch.setattr("core.store.MIGRATIONS", MIGRATIONS + [extra])
+    monkeypatch.setattr("core.store.SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with Store.open(session) as upgraded:
+        assert upgraded.schema_version == SCHEMA_VERSION + 1
+        assert upgraded._scalar("SELECT count(*) FROM probe_upgrade") == 0
+
+
+def test_a_non_database_file_is_reported_not_traced(tmp_path):
+    session = tmp_path / "session"
+    session.mkdir()
+    (session / "workbench.duckdb").write_text("this is not a database")
+    with pytest.raises(StoreError, match="not a readable Earmark session database"):
+        Store.open(session)
+
+
+def test_missing_session_without_create_is_explained(tmp_path):
+    with pytest.raises(StoreError, match="no session at"):
+        Store.open(tmp_path / "nowhere", create=False)
+
+
+def test_acknowledged_writes_survive_sigkill(tmp_path):
+    """A writer acknowledges decisions as fast as it can and is killed with SIGKILL mid-stream;
+    every decision it acknowledged is in the file on reopen."""
+    session = tmp_path / "session"
+    with Store.open(session) as s:
+        clip_id = add_three_clips(s)[0]
+    ack_file = tmp_path / "acks.txt"
+    writer = textwrap.dedent(f"""
+        from core.store import Store
+        store = Store.open({str(session)!r})
+        with open({str(ack_file)!r}, "a") as acks:
+            i = 0
+            while True:
+                decision = store.record_decision({clip_id}, annotator="ann", action="relabel", new_label=f"label_{{i}}")
+                acks.write(f"{{decision}} label_{{i}}\\n"); acks.flush()
+                i += 1
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", writer], cwd=REPO)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not ack_file.exists() or len(ack_file.read_text().splitlines()) < 150):
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    acknowledged = [line.split() for line in ack_file.read_text().splitlines() if line.strip()]
+    assert len(acknowledged) >= 150
+    with Store.open(session) as s:
+        stored = set(s.decisions().id)
+        assert {int(decision) for decision, _ in acknowledged} <= stored
+        # the clip's label is the last acknowledged one, or one written after it that was not yet acked
+        last_label = acknowledged[-1][1]
+        current = s.clip_state(clip_id)["label"]
+        assert int(current.split("_")[1]) >= int(last_label.split("_")[1])
