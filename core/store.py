@@ -429,6 +429,9 @@ class Store:
         """The newest event id (decision or import): the 'as of' to freeze a manifest at."""
         return int(self._scalar("SELECT coalesce(max(id), 0) FROM (SELECT max(id) AS id FROM decisions UNION ALL SELECT max(import_seq) FROM clips)"))
 
+    def decision_count(self) -> int:
+        return int(self._scalar("SELECT count(*) FROM decisions"))
+
     def decisions(self, *, clip_id: int | None = None, since_id: int | None = None,
                   annotator: str | None = None, limit: int | None = None) -> pd.DataFrame:
         """The log, newest first, with whether each decision has since been undone."""

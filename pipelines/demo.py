@@ -1,0 +1,73 @@
+"""The built-in demo session: synthetic siren-task audio (plan A) imported into sessions/demo.
+
+Idempotent: audio already synthesised with the same seed is reused and clips already imported
+are skipped, so `earmark demo` is cheap the second time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from core.store import Rule, Store
+from pipelines.demo_synth import synthesize_demo_dataset
+from pipelines.importing import ImportSummary, import_dataset
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SESSION = REPO_ROOT / "sessions" / "demo"
+DEFAULT_AUDIO = REPO_ROOT / "data" / "demo_audio"
+DEMO_DATASET = "demo"
+
+# A3: the sirens plan's relabel rules; the hotkey is the digit that applies the tag in Review.
+SIRENS_RULES = (
+    Rule("true_siren", "relabel", "emergency_sirens", False, "A real siren mislabelled as alert/environmental/collision.", "1"),
+    Rule("non_siren_alert", "relabel", "alert_sounds", False, "A non-siren beep or chirp labelled as a siren.", "2"),
+    Rule("ambient", "relabel", "environmental_sounds", False, "Ambient/environmental sound.", "3"),
+    Rule("collision_artifact", "relabel", "collision_sounds", False, "A broadband impact labelled as a siren.", "4"),
+    Rule("scream_like", "relabel", "human_scream", False, "A human scream.", "5"),
+    Rule("ambiguous_drone", "exclude", None, True, "Ambiguous tonal drone without modulation: excluded from training, stays quarantined.", "6"),
+)
+
+
+@dataclasses.dataclass
+class DemoSummary:
+    session_dir: Path
+    audio_dir: Path
+    synth_seconds: float
+    imported: ImportSummary
+
+    def lines(self) -> list[str]:
+        return [f"demo audio in {self.audio_dir} ({self.synth_seconds:.1f} s)",
+                f"session {self.session_dir}", *self.imported.lines()]
+
+
+def seed_sirens_rules(store: Store) -> int:
+    """Add the sirens plan's rules that the session does not have yet (edits are kept)."""
+    existing = {rule.tag for rule in store.rules()}
+    missing = [rule for rule in SIRENS_RULES if rule.tag not in existing]
+    for rule in missing:
+        store.set_rule(rule)
+    return len(missing)
+
+
+def build_demo_session(*, session_dir: str | Path = DEFAULT_SESSION, audio_dir: str | Path = DEFAULT_AUDIO,
+                       seed: int = 0, clips_per_class: int = 100, progress: bool = True,
+                       store: Store | None = None) -> DemoSummary:
+    """Synthesise the demo audio (if missing) and import it into the demo session (if missing).
+
+    Pass an open store to build into it (the writer process); otherwise one is opened.
+    """
+    session_dir, audio_dir = Path(session_dir), Path(audio_dir)
+    started = time.perf_counter()
+    synthesize_demo_dataset(audio_dir, seed=seed, clips_per_class=clips_per_class, progress=progress)
+    synth_seconds = time.perf_counter() - started
+    own_store = store is None
+    store = store or Store.open(session_dir)
+    try:
+        imported = import_dataset(store, audio_dir / "manifest.csv", layout="manifest", name=DEMO_DATASET,
+                                  seed=seed, progress=progress)
+        seed_sirens_rules(store)
+    finally:
+        if own_store:
+            store.close()
+    return DemoSummary(session_dir=session_dir, audio_dir=audio_dir, synth_seconds=synth_seconds, imported=imported)
