@@ -18,7 +18,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 from tqdm.auto import tqdm
 
 from core.audio import probe
@@ -380,6 +379,7 @@ def _grouped_split(rows: pd.DataFrame, *, seed: int, warnings: list[str]) -> np.
     if n_groups < 5:
         warnings.append(f"only {n_groups} source groups: too few for a 60/20/20 split, all go to train")
         return np.full(len(rows), "train", dtype=object)
+    from sklearn.model_selection import StratifiedGroupKFold  # deferred: seconds of import time
     fold_of = np.empty(len(rows), dtype=int)
     splitter = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
     for fold, (_, test_index) in enumerate(splitter.split(np.zeros(len(rows)), labels, groups)):
