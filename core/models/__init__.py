@@ -1,0 +1,125 @@
+"""The model zoo: architectures registered by name, built from typed configs.
+
+Every registered model maps a batch of normalised log-mel features, float (B, n_mels,
+n_frames) as `core.features` produces them for a `FeatureConfig`, to logits (B, n_classes),
+and derives from `AudioClassifier`, so training code can ask any of them for AdamW
+parameter groups and the labels its outputs stand for. The UI drop-down lists
+`available_models()`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from torch import nn
+
+from core.config import FeatureConfig, ModelConfig
+
+__all__ = ["AudioClassifier", "ModelBuilder", "available_models", "build_model", "count_parameters", "register_model"]
+
+
+class AudioClassifier(nn.Module):
+    """Base of every registered model: features (B, n_mels, n_frames) -> logits (B, len(labels)).
+
+    Subclasses name the submodule that is their classification head (`head_name`); that
+    name decides which parameters get the head learning rate.
+    """
+
+    head_name: str = "head"
+
+    def __init__(self, *, labels: list[str]) -> None:
+        super().__init__()
+        self.labels = list(labels)
+
+    def is_head_parameter(self, name: str) -> bool:
+        """True for parameters (by state-dict name) that belong to the classification head."""
+        return self.head_name in name.split(".")
+
+    def architecture(self) -> dict[str, Any]:
+        """What besides the ModelConfig is needed to rebuild this exact shape (for checkpoints).
+
+        Empty when the ModelConfig says it all; a pretrained AST returns its transformers config.
+        """
+        return {}
+
+    def parameter_groups(self, *, backbone_lr: float, head_lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW parameter groups: discriminative LRs (D2) and no decay on biases or norm weights.
+
+        Only parameters that require grad are listed (frozen LoRA bases are left out); empty
+        groups are dropped. Each group carries a "name" ("backbone", "backbone_no_decay",
+        "head", "head_no_decay") for logging.
+        """
+        for name, value in (("backbone_lr", backbone_lr), ("head_lr", head_lr)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        groups: dict[str, dict[str, Any]] = {}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            part = "head" if self.is_head_parameter(name) else "backbone"
+            # Biases and 1-d norm scales only shift/scale activations: decaying them hurts.
+            decays = param.ndim > 1 and not name.endswith("bias")
+            key = part if decays else f"{part}_no_decay"
+            group = groups.setdefault(key, {
+                "name": key,
+                "params": [],
+                "lr": head_lr if part == "head" else backbone_lr,
+                "weight_decay": weight_decay if decays else 0.0,
+            })
+            group["params"].append(param)
+        return list(groups.values())
+
+
+class ModelBuilder(Protocol):
+    def __call__(self, model_cfg: ModelConfig, *, feature_cfg: FeatureConfig, labels: list[str],
+                 architecture: dict[str, Any]) -> AudioClassifier: ...
+
+
+_REGISTRY: dict[str, ModelBuilder] = {}
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator registering a builder under `name` (the value of ModelConfig.name)."""
+    def decorate(builder: ModelBuilder) -> ModelBuilder:
+        if name in _REGISTRY:
+            raise ValueError(f"model name {name!r} is already registered")
+        _REGISTRY[name] = builder
+        return builder
+    return decorate
+
+
+def available_models() -> list[str]:
+    """Registered model names, sorted (the UI drop-down)."""
+    return sorted(_REGISTRY)
+
+
+def build_model(model_cfg: ModelConfig, *, feature_cfg: FeatureConfig, labels: list[str],
+                architecture: dict[str, Any] | None = None) -> AudioClassifier:
+    """Build the model `model_cfg.name` for features of `feature_cfg` and these class labels.
+
+    `architecture` is what a checkpoint saved from `model.architecture()`: when given, the
+    exact saved shape is built with fresh weights and no pretrained source is read (the
+    checkpoint's weights are loaded afterwards).
+    """
+    if model_cfg.name not in _REGISTRY:
+        raise ValueError(f"model.name: {model_cfg.name!r} is not a registered model; "
+                         f"available: {', '.join(available_models())}")
+    if len(labels) < 2:
+        raise ValueError(f"labels: need at least 2 classes, got {labels!r}")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels: must be unique, got {labels!r}")
+    if not all(isinstance(label, str) and label for label in labels):
+        raise ValueError(f"labels: must be non-empty strings, got {labels!r}")
+    return _REGISTRY[model_cfg.name](model_cfg, feature_cfg=feature_cfg, labels=list(labels),
+                                     architecture=architecture or {})
+
+
+def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
+    """Number of scalar parameters (only those requiring grad when trainable_only)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+# Importing the built-in architectures registers them (explicit, so the registry is never empty).
+from core.models import ast, cnn  # noqa: E402,F401
