@@ -48,6 +48,30 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.finetune import finetune
+    with Store.open(args.session, create=False) as store:
+        outcome = finetune(store, preset=args.preset, overrides=args.set, init_from=args.init_from,
+                           processes=args.processes, progress=not (args.quiet or args.json))
+    result = outcome.result
+    line = {"run_id": outcome.run_id, "status": result["status"], "seconds": result.get("seconds"),
+            "val_accuracy": result.get("accuracy", {}).get("val"),
+            "val_accuracy_true": result.get("accuracy_true", {}).get("val"),
+            "test_accuracy": result.get("accuracy", {}).get("test"), "error": result.get("error")}
+    if args.json:
+        print(json.dumps(line))
+    else:
+        parts = [f"run {line['run_id']}: {line['status']}"]
+        if line["val_accuracy"] is not None:
+            parts.append(f"val accuracy {line['val_accuracy']:.4f} (given labels)")
+        if line["val_accuracy_true"] is not None:
+            parts.append(f"{line['val_accuracy_true']:.4f} (true labels)")
+        parts.append(f"{line['seconds'] or 0:.0f} s")
+        print(", ".join(parts) + (f"; error: {line['error']}" if line["error"] else ""))
+    return 0 if result["status"] == "succeeded" else 1
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         from workbench.server import serve
@@ -100,6 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unreadable", action="store_true", help="list every unreadable file with its reason")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_stats)
+
+    from core.config import list_presets
+    p = sub.add_parser("train", help="fine-tune on the session's current labels (a child process; Ctrl-C cancels cleanly)")
+    session_arg(p)
+    p.add_argument("--preset", default="demo-fast", help=f"preset name ({', '.join(list_presets())}) or a YAML path")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset value, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--init-from", default="production",
+                   help="production (default), none, a run id, or a checkpoint folder")
+    p.add_argument("--processes", type=int, default=1, help="training processes (Accelerate DDP); default 1")
+    p.add_argument("--json", action="store_true", help="end with one JSON line instead of the text summary")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("serve", help="launch the workbench in the browser (default: the demo session)")
     session_arg(p)

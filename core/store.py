@@ -36,6 +36,7 @@ LATEST = 2**62
 
 DECISION_ACTIONS = ("tag", "relabel", "exclude", "include", "quarantine", "release", "keep", "note", "undo")
 RULE_ACTIONS = ("relabel", "exclude", "keep")
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 CLIP_COLUMNS = ("path", "duration_s", "sample_rate_hz", "channels", "split", "fold", "source_group",
                 "original_label", "status", "reason", "metadata", "parent_clip_id")
 
@@ -176,7 +177,7 @@ class Store:
     @classmethod
     def open(cls, session_dir: str | Path, *, create: bool = True) -> "Store":
         """Open (and migrate) the session in session_dir as its one writer."""
-        session_dir = Path(session_dir)
+        session_dir = Path(session_dir).expanduser().resolve()  # child jobs run from another cwd
         db_path = session_dir / DB_FILENAME
         if not db_path.exists():
             if not create:
@@ -475,6 +476,106 @@ class Store:
         with self._mutex:
             self._con.execute("DELETE FROM relabel_rules WHERE tag = ?", [tag])
 
+    # --- runs -------------------------------------------------------------------------------
+    # Written by the session's writer only: it registers a run when it freezes the manifest
+    # and ingests what the child job left in the run folder when the job ends.
+    def create_run(self, run_id: str, *, kind: str, preset: str | None, config: dict | None,
+                   parent_run_id: str | None, manifest_decision_id: int | None, run_dir: str | Path,
+                   status: str = "queued") -> None:
+        _check_status(status)
+        with self._mutex:
+            self._con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL)",
+                              [run_id, kind, status, preset, _json(config), parent_run_id, manifest_decision_id,
+                               str(run_dir), _now()])
+
+    def set_run_status(self, run_id: str, status: str, *, error: str | None = None, summary: dict | None = None) -> None:
+        _check_status(status)
+        finished = _now() if status in ("succeeded", "failed", "cancelled") else None
+        with self._mutex:
+            self._con.execute(
+                """UPDATE runs SET status = ?, error = coalesce(?, error), summary = coalesce(?, summary),
+                   finished_at = coalesce(?, finished_at) WHERE id = ?""",
+                [status, error, _json(summary), finished, run_id])
+
+    def runs(self, *, kind: str | None = None) -> pd.DataFrame:
+        return self._df("SELECT * FROM runs WHERE (?::VARCHAR IS NULL OR kind = ?) ORDER BY created_at DESC, id DESC",
+                        [kind, kind])
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        frame = self._df("SELECT * FROM runs WHERE id = ?", [run_id])
+        if frame.empty:
+            raise StoreError(f"no run with id {run_id!r}")
+        row = frame.iloc[0].to_dict()
+        for key in ("config", "summary"):
+            row[key] = json.loads(row[key]) if isinstance(row[key], str) else None
+        return row
+
+    def ingest_run_results(self, run_id: str, *, history: pd.DataFrame | None = None,
+                           metrics: pd.DataFrame | None = None, predictions: pd.DataFrame | None = None) -> None:
+        """Replace a run's curves (step, epoch, name, value), metrics (split, name, class_label,
+        value) and predictions (clip_id, split, label, predicted, confidence, probs) in one
+        transaction, so ingesting twice leaves one copy."""
+        tables = [("run_metrics", history, ["step", "epoch", "name", "value"]),
+                  ("metrics", metrics, ["split", "name", "class_label", "value"]),
+                  ("predictions", predictions, ["clip_id", "split", "label", "predicted", "confidence", "probs"])]
+        with self._mutex:
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                for table, frame, columns in tables:
+                    if frame is None:
+                        continue
+                    missing = sorted(set(columns) - set(frame.columns))
+                    if missing:
+                        raise ValueError(f"{table} rows are missing columns {missing}")
+                    self._con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])  # table names are constants
+                    self._con.register("incoming_rows", frame[columns])
+                    self._con.execute(f"INSERT INTO {table} SELECT ?, * FROM incoming_rows", [run_id])
+                    self._con.unregister("incoming_rows")
+                self._con.execute("COMMIT")
+            except Exception:
+                self._con.execute("ROLLBACK")
+                raise
+
+    def run_history(self, run_id: str) -> pd.DataFrame:
+        return self._df("SELECT step, epoch, name, value FROM run_metrics WHERE run_id = ? ORDER BY step, name", [run_id])
+
+    def run_metrics(self, run_id: str, *, split: str | None = None) -> pd.DataFrame:
+        return self._df("""SELECT split, name, class_label, value FROM metrics WHERE run_id = ?
+                           AND (?::VARCHAR IS NULL OR split = ?) ORDER BY split, class_label NULLS FIRST, name""",
+                        [run_id, split, split])
+
+    # --- promotions ---------------------------------------------------------------------------
+    def record_promotion(self, run_id: str | None, *, action: str, actor: str, reason: str | None = None,
+                         report: dict | None = None) -> int:
+        """Point production at run_id ('promote', 'override', 'rollback'); the table keeps the history."""
+        if action not in ("promote", "override", "rollback"):
+            raise ValueError(f"action must be promote, override or rollback, got {action!r}")
+        if action == "override" and not (reason and reason.strip()):
+            raise ValueError("an override needs a reason")
+        with self._mutex:
+            if run_id is not None and self._fetch_one("SELECT 1 FROM runs WHERE id = ?", [run_id]) is None:
+                raise StoreError(f"no run with id {run_id!r}")
+            promotion_id = self._fetch_one("SELECT nextval('promotion_seq')")[0]
+            self._con.execute("INSERT INTO promotions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              [promotion_id, run_id, action, actor, reason, _json(report), _now()])
+        return int(promotion_id)
+
+    def production_run(self) -> str | None:
+        """The run production points at now, or None before the first promotion."""
+        return self._scalar("SELECT run_id FROM promotions ORDER BY id DESC LIMIT 1")
+
+    def promotions(self) -> pd.DataFrame:
+        return self._df("SELECT * FROM promotions ORDER BY id DESC")
+
+    def predictions(self, run_id: str, *, split: str | None = None) -> pd.DataFrame:
+        return self._df("""SELECT * FROM predictions WHERE run_id = ? AND (?::VARCHAR IS NULL OR split = ?)
+                           ORDER BY clip_id""", [run_id, split, split])
+
+
+def _check_status(status: str) -> None:
+    if status not in RUN_STATUSES:
+        raise ValueError(f"run status must be one of {RUN_STATUSES}, got {status!r}")
+
 
 def _check_decision(action: str, annotator: str) -> None:
     if action not in DECISION_ACTIONS:
@@ -507,4 +608,5 @@ def _lock_error(session_dir: Path, message: str) -> StoreError:
         pid = match.group(1) if match else "unknown"
         return SessionInUseError(f"session {session_dir} is open in another process (pid {pid}); close it there, or work on another session")
     return StoreError(f"{session_dir / DB_FILENAME} is not a readable Earmark session database: {message}")
+
 

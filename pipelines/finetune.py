@@ -1,0 +1,295 @@
+"""Fine-tune jobs, writer side: freeze a manifest, launch the trainer as a child, follow it, ingest.
+
+The session's writer (the CLI process, or the workbench server) calls these; the child
+(`python -m core.train RUN_DIR`, or `accelerate launch ... -m core.train RUN_DIR` for several
+processes) never opens the store. A crashed or cancelled child leaves the session intact; its
+run is marked failed/cancelled with the reason.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from core import train as trainer
+from core.config import ConfigError, ExperimentConfig, load_preset
+from core.store import Store, StoreError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass
+class PreparedRun:
+    run_id: str
+    run_dir: Path
+    config: ExperimentConfig
+    job: trainer.Job
+    manifest: pd.DataFrame
+
+
+def new_run_id(kind: str) -> str:
+    """Sortable and readable: 20261122-143005-train-3fa2."""
+    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{kind}-{secrets.token_hex(2)}"
+
+
+def freeze_manifest(store: Store, *, as_of: int | None = None) -> tuple[pd.DataFrame, int]:
+    """The training manifest as of a decision id: usable, non-excluded, non-quarantined clips with
+    their current labels, absolute paths, and whether each is a 'hard' example (A7: relabelled
+    since import, or misclassified by the production model)."""
+    as_of = store.last_decision_id() if as_of is None else as_of
+    state = store.labels(as_of=as_of)
+    usable = state[(state.status == "ok") & ~state.excluded & ~state.quarantined & state.label.notna() & state.split.notna()]
+    clips = store.clips().set_index("id")
+    roots = store.dataset_roots()
+    manifest = pd.DataFrame({
+        "clip_id": usable.clip_id.astype("int64"),
+        "path": [str(roots[d] / p) for d, p in zip(usable.dataset_id, usable.path)],
+        "label": usable.label.astype(str),
+        "original_label": usable.original_label.astype(str),
+        "split": usable.split.astype(str),
+        "source_group": usable.source_group.astype(str),
+        "true_label": [_true_label(clips.at[c, "metadata"]) for c in usable.clip_id],
+    }).reset_index(drop=True)
+    hard = manifest.label != manifest.original_label
+    production = store.production_run()
+    if production:
+        previous = store.predictions(production).set_index("clip_id")["predicted"]
+        hard |= manifest.clip_id.map(previous).fillna(manifest.label).ne(manifest.label).to_numpy()
+    manifest["hard"] = hard.to_numpy()
+    return manifest, as_of
+
+
+def _true_label(metadata: Any) -> str | None:
+    """Synthetic data (the demo) carries its true label for scoring; it is never shown in the UI."""
+    if not isinstance(metadata, str):
+        return None
+    value = json.loads(metadata).get("true_label")
+    return value if isinstance(value, str) and value else None
+
+
+def prepare_finetune(store: Store, *, preset: str, overrides: list[str] | None = None,
+                     init_from: str | None = "production", workers: int = 2) -> PreparedRun:
+    """Resolve the preset, freeze the manifest and write the run folder; register the run.
+
+    init_from: "production" (default: the production model, if any), "none" (the preset's
+    own start), a run id, or a checkpoint folder.
+    """
+    config = load_preset(preset, overrides)
+    manifest, as_of = freeze_manifest(store)
+    splits = set(manifest.split)
+    if not {"train", "val"} <= splits:
+        raise ConfigError(f"the session needs usable clips in both train and val splits to fine-tune; it has {sorted(splits) or 'none'}")
+    labels = sorted(manifest.label.unique())
+    if len(labels) < 2:
+        raise ConfigError(f"need at least 2 classes to train, the session has {labels}")
+    for key in ("batch_composition", "oversample"):
+        unknown = sorted(set(getattr(config.train, key) or {}) - set(labels))
+        if unknown:
+            raise ConfigError(f"train.{key}: classes {unknown} are not in the session's labels {labels}")
+    init_checkpoint = _resolve_init(store, init_from, config)
+    run_id = new_run_id("train")
+    run_dir = Path(store.session_dir) / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    config.save(run_dir / trainer.CONFIG_FILE)
+    manifest.to_parquet(run_dir / trainer.MANIFEST_FILE)
+    job = trainer.Job(run_id=run_id, labels=labels, cache_dir=str(Path(store.session_dir) / "cache"),
+                      init_checkpoint=init_checkpoint, frozen_at_decision=as_of, workers=workers)
+    job.save(run_dir)
+    store.create_run(run_id, kind="train", preset=config.name, config=config.to_dict(),
+                     parent_run_id=_run_of_checkpoint(init_checkpoint), manifest_decision_id=as_of, run_dir=run_dir)
+    return PreparedRun(run_id=run_id, run_dir=run_dir, config=config, job=job, manifest=manifest)
+
+
+def _resolve_init(store: Store, init_from: str | None, config: ExperimentConfig) -> str | None:
+    if init_from in (None, "none", ""):
+        return None
+    if init_from == "production":
+        production = store.production_run()
+        if production is None:
+            return None
+        folder = Path(store.run(production)["run_dir"]) / trainer.CHECKPOINT_DIR
+        saved = json.loads((folder / "config.json").read_text())["model"]["name"] if (folder / "config.json").exists() else None
+        return str(folder) if saved == config.model.name else None  # another architecture: start fresh
+    candidate = Path(init_from)
+    if not candidate.is_dir():
+        try:
+            candidate = Path(store.run(init_from)["run_dir"]) / trainer.CHECKPOINT_DIR
+        except StoreError:
+            raise ConfigError(f"init_from: {init_from!r} is neither a checkpoint folder nor a run id of this session") from None
+    if not (candidate / "config.json").is_file():
+        raise ConfigError(f"init_from: {candidate} holds no checkpoint (config.json missing)")
+    return str(candidate)
+
+
+def _run_of_checkpoint(folder: str | None) -> str | None:
+    return None if folder is None else Path(folder).parent.name
+
+
+def launch(prepared: PreparedRun | Path, *, processes: int = 1) -> subprocess.Popen:
+    """Start the trainer child; its output goes to RUN_DIR/job.log."""
+    run_dir = prepared.run_dir if isinstance(prepared, PreparedRun) else Path(prepared)
+    if processes > 1:
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        command += ["--cpu"] if not _cuda_available() else ["--multi_gpu"]
+        command += ["-m", "core.train", str(run_dir)]
+    else:
+        command = [sys.executable, "-m", "core.train", str(run_dir)]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    log = open(run_dir / "job.log", "ab")
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def read_events(run_dir: Path, *, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Events appended since byte offset, and the new offset (only whole lines are read)."""
+    path = Path(run_dir) / trainer.EVENTS_FILE
+    if not path.exists():
+        return [], offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    events = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    return events, offset + end
+
+
+def follow(run_dir: Path, process: subprocess.Popen, *, on_event: Callable[[dict[str, Any]], None],
+           poll_s: float = 0.2) -> int:
+    """Feed every event to on_event until the child exits; returns its exit code."""
+    offset = 0
+    while True:
+        done = process.poll() is not None
+        events, offset = read_events(run_dir, offset=offset)
+        for event in events:
+            on_event(event)
+        if done:
+            return process.returncode
+        time.sleep(poll_s)
+
+
+def cancel(run_dir: Path, process: subprocess.Popen | None = None) -> None:
+    """Ask a run to stop after its current step (cancel file + SIGTERM to its process group)."""
+    (Path(run_dir) / trainer.CANCEL_FILE).touch()
+    if process is not None and process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+
+
+def ingest(store: Store, run_id: str, *, exit_code: int | None = None) -> dict[str, Any]:
+    """Read what the child left in the run folder into the store; mark the run's final status."""
+    run_dir = Path(store.run(run_id)["run_dir"])
+    result_file = run_dir / trainer.RESULT_FILE
+    if not result_file.exists():
+        log_tail = _tail(run_dir / "job.log")
+        result = {"status": "failed", "error": f"the training process ended (exit code {exit_code}) without a result; "
+                                                f"last log lines: {log_tail}"}
+    else:
+        result = json.loads(result_file.read_text())
+    predictions_file = run_dir / trainer.PREDICTIONS_FILE
+    if predictions_file.exists():
+        predictions = pd.read_parquet(predictions_file)
+        predictions["probs"] = predictions["probs"].map(lambda p: np.asarray(p, dtype=np.float32).tolist())
+        metrics = json.loads((run_dir / trainer.METRICS_FILE).read_text())
+        store.ingest_run_results(run_id, history=_history_rows(metrics["history"]), metrics=_metric_rows(metrics),
+                                 predictions=predictions)
+    store.set_run_status(run_id, result["status"], error=result.get("error"), summary=result)
+    return result
+
+
+def _history_rows(history: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = [{"step": int(r["step"]), "epoch": float(r["epoch"]), "name": k, "value": float(v)}
+            for r in history for k, v in r.items() if k not in ("step", "epoch") and isinstance(v, (int, float)) and v is not None]
+    return pd.DataFrame(rows, columns=["step", "epoch", "name", "value"])
+
+
+def _metric_rows(metrics: dict[str, Any]) -> pd.DataFrame:
+    """metrics.json -> (split, name, class_label, value); names against true labels get 'true_'."""
+    rows = []
+    for split, entry in metrics["splits"].items():
+        for basis, report in entry.items():
+            prefix = "" if basis == "given" else f"{basis}_"
+            for name in ("accuracy", "f1_macro", "f1_weighted", "mAP"):
+                rows.append((split, prefix + name, None, report[name]))
+            for name in ("ece", "mce"):
+                rows.append((split, prefix + name, None, report["calibration"][name]))
+            for k, value in report["top_k_accuracy"].items():
+                rows.append((split, f"{prefix}top_{k}_accuracy", None, value))
+            for label, per in report["per_class"].items():
+                for name, value in per.items():
+                    rows.append((split, prefix + name, label, value))
+    frame = pd.DataFrame(rows, columns=["split", "name", "class_label", "value"])
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+    return frame
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    if not path.exists():
+        return "(no log)"
+    return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+
+
+@dataclasses.dataclass
+class FinetuneResult:
+    run_id: str
+    run_dir: Path
+    result: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return self.result["status"]
+
+
+def finetune(store: Store, *, preset: str, overrides: list[str] | None = None, init_from: str | None = "production",
+             processes: int = 1, progress: bool = True) -> FinetuneResult:
+    """The CLI's fine-tune: prepare, run the child with a progress bar, ingest. Ctrl-C cancels cleanly."""
+    prepared = prepare_finetune(store, preset=preset, overrides=overrides, init_from=init_from)
+    store.set_run_status(prepared.run_id, "running")
+    process = launch(prepared, processes=processes)
+    bar = tqdm(total=None, desc=f"{prepared.run_id}", unit="step", disable=not progress)
+
+    def show(event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "start":
+            bar.reset(total=event["total_steps"])
+        elif kind == "step":
+            bar.n = event["step"]
+            bar.set_postfix(epoch=f"{event['epoch']:.2f}", loss=f"{event['loss']:.3f}", refresh=False)
+            bar.refresh()
+        elif kind == "epoch":
+            bar.write(f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}  val loss {event['val_loss']:.4f}  "
+                      f"val acc {event['val_accuracy']:.4f}  val F1 {event['val_f1_macro'] or 0:.4f}"
+                      + (f"  (true labels {event['val_accuracy_true']:.4f})" if "val_accuracy_true" in event else "")
+                      + ("  *best*" if event.get("improved") else ""))
+        elif kind in ("warning", "info"):
+            bar.write(f"{kind}: {event['message']}")
+        elif kind == "error":
+            bar.write(f"error: {event['message']}")
+
+    try:
+        exit_code = follow(prepared.run_dir, process, on_event=show)
+    except KeyboardInterrupt:
+        bar.write("cancelling: the run stops after its current step ...")
+        cancel(prepared.run_dir, process)
+        exit_code = follow(prepared.run_dir, process, on_event=show)
+    finally:
+        bar.close()
+    result = ingest(store, prepared.run_id, exit_code=exit_code)
+    return FinetuneResult(run_id=prepared.run_id, run_dir=prepared.run_dir, result=result)
+
