@@ -245,7 +245,8 @@ def _plain(value: Any) -> Any:
 
 @dataclasses.dataclass
 class FeatureConfig(Config):
-    """Log-mel front end (D1). The cache key is derived from every field."""
+    """Log-mel front end (D1). The feature-cache key is derived from every field but normalize
+    (normalisation is applied after reading from the cache)."""
     sample_rate_hz: int = option(16000, "Audio is resampled to this rate before features.")
     n_mels: int = option(64, "Number of mel bands.")
     n_fft: int = option(1024, "FFT size in samples.")

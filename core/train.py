@@ -170,7 +170,9 @@ def _train_and_evaluate(run_dir: Path, config: ExperimentConfig, job: Job, accel
 
     plan = EpochPlan(train, tc, labels=job.labels, world_size=accelerator.num_processes)
     n_epochs = plan.n_epochs
-    steps_per_epoch = [math.ceil(len(plan.batches(e)) / tc.grad_accum_steps) for e in range(n_epochs)]
+    # Each process steps through its share of every epoch's batches (a multiple of the world size).
+    steps_per_epoch = [math.ceil(len(plan.batches(e)) / accelerator.num_processes / tc.grad_accum_steps)
+                       for e in range(n_epochs)]
     total_steps = sum(steps_per_epoch)
     events.write("start", run_id=job.run_id, epochs=n_epochs, total_steps=total_steps, train_clips=len(train),
                  val_clips=len(val), labels=job.labels, processes=accelerator.num_processes, device=str(accelerator.device))

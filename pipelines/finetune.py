@@ -144,18 +144,15 @@ def launch(prepared: PreparedRun | Path, *, processes: int = 1) -> subprocess.Po
     if processes > 1:
         command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-        command += ["--cpu"] if not _cuda_available() else ["--multi_gpu"]
+        # "--cpu" would route to a single-process launcher; torchrun via --multi_gpu spawns the
+        # processes and core.train picks the gloo CPU backend when no GPU is present.
+        command += ["--multi_gpu"]
         command += ["-m", "core.train", str(run_dir)]
     else:
         command = [sys.executable, "-m", "core.train", str(run_dir)]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     log = open(run_dir / "job.log", "ab")
     return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _cuda_available() -> bool:
-    import torch
-    return torch.cuda.is_available()
 
 
 def read_events(run_dir: Path, *, offset: int = 0) -> tuple[list[dict[str, Any]], int]:

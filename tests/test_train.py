@@ -1,0 +1,199 @@
+"""Fine-tune runs end to end: real audio, a real session, the trainer as a real child process."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import write_wav
+from core.checkpoint import load_checkpoint
+from core.config import ConfigError
+from core.store import Store
+from core.train import CHECKPOINT_DIR
+from pipelines import finetune as ft
+from pipelines.importing import import_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+CLASSES = {"alert_sounds": 700.0, "emergency_sirens": 1200.0, "road_traffic": 150.0}
+# Small and fast: 1 s clips, a small CNN.
+FAST = ["features.max_length_s=1.0", "features.n_mels=32", "model.cnn_channels=[16, 32, 32, 32]",
+        "train.batch_size=8", "train.epochs=4", "train.early_stopping_patience=0"]
+
+
+def make_dataset(root: Path, *, per_class: int = 24, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    t = np.arange(16000) / 16000
+    for label, freq in CLASSES.items():
+        for i in range(per_class):
+            sweep = 0.04 * freq * np.sin(2 * np.pi * (0.5 + i % 3) * t) if label == "emergency_sirens" else 0
+            wave = 0.3 * np.sin(2 * np.pi * (freq * (1 + 0.03 * rng.standard_normal()) * t + sweep / (2 * np.pi)))
+            write_wav(root / label / f"rec{i // 2:02d}-{i}.wav", wave + 0.03 * rng.standard_normal(t.size))
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "ds")
+
+
+@pytest.fixture
+def session(tmp_path, dataset):
+    with Store.open(tmp_path / "session") as store:
+        import_dataset(store, dataset, group_pattern=r"^(rec\d+)-", progress=False)
+        yield store
+
+
+def test_finetune_trains_evaluates_and_ingests_everything(session):
+    a_clip = int(session.labels().query("split == 'train'").clip_id.iloc[0])
+    excluded = session.record_decision(a_clip, annotator="ann", action="exclude", set_excluded=True)
+    outcome = ft.finetune(session, preset="demo-fast", overrides=FAST, progress=False)
+
+    assert outcome.status == "succeeded", outcome.result
+    assert outcome.result["accuracy"]["val"] >= 0.9
+    run = session.run(outcome.run_id)
+    assert run["status"] == "succeeded" and run["manifest_decision_id"] == excluded
+    manifest = pd.read_parquet(outcome.run_dir / "manifest.parquet")
+    assert a_clip not in set(manifest.clip_id)  # excluded clips never reach training
+    predictions = session.predictions(outcome.run_id)
+    assert len(predictions) == len(manifest) and set(predictions.split) == {"train", "val", "test"}
+    assert np.allclose([sum(p) for p in predictions.probs], 1.0, atol=1e-4)
+    metrics = session.run_metrics(outcome.run_id, split="test")
+    per_class = metrics[metrics.class_label.notna()]
+    assert set(per_class.class_label) == set(CLASSES)
+    assert {"accuracy", "f1_macro", "f1_weighted", "mAP", "ece", "mce"} <= set(metrics.name)
+    history = session.run_history(outcome.run_id)
+    assert sorted(history.epoch.unique()) == [1.0, 2.0, 3.0, 4.0]
+    for plot in ("confusion_test.png", "reliability_val.png", "training_curves.png"):
+        assert (outcome.run_dir / "plots" / plot).stat().st_size > 5000
+    checkpoint = load_checkpoint(outcome.run_dir / CHECKPOINT_DIR)
+    assert checkpoint.labels == sorted(CLASSES) and checkpoint.extra["frozen_at_decision"] == excluded
+    card = (outcome.run_dir / CHECKPOINT_DIR / "README.md").read_text()
+    assert f"as of decision {excluded}" in card and "emergency_sirens" in card
+    events = [json.loads(line) for line in (outcome.run_dir / "events.jsonl").read_text().splitlines()]
+    assert events[0]["type"] == "phase" and any(e["type"] == "step" and "eta_s" in e for e in events)
+
+
+def test_same_seed_same_data_same_metrics(session):
+    first = ft.finetune(session, preset="demo-fast", overrides=FAST + ["train.epochs=2"], init_from="none", progress=False)
+    second = ft.finetune(session, preset="demo-fast", overrides=FAST + ["train.epochs=2"], init_from="none", progress=False)
+    a = session.run_history(first.run_id)
+    b = session.run_history(second.run_id)
+    pd.testing.assert_frame_equal(a[a.name != "lr"].reset_index(drop=True), b[b.name != "lr"].reset_index(drop=True))
+
+
+def test_cancel_stops_cleanly_with_the_best_checkpoint_so_far(session):
+    prepared = ft.prepare_finetune(session, preset="demo-fast", overrides=FAST + ["train.epochs=200"])
+    process = ft.launch(prepared)
+    seen: list[str] = []
+
+    def on_event(event):
+        seen.append(event["type"])
+        if event["type"] == "epoch" and event["epoch"] == 2:
+            ft.cancel(prepared.run_dir, process)
+
+    exit_code = ft.follow(prepared.run_dir, process, on_event=on_event)
+    result = ft.ingest(session, prepared.run_id, exit_code=exit_code)
+    assert result["status"] == "cancelled" and 2 <= result["epochs_run"] < 200
+    assert "cancelled" in seen
+    assert session.run(prepared.run_id)["status"] == "cancelled"
+    load_checkpoint(prepared.run_dir / CHECKPOINT_DIR)  # consistent, loadable
+    assert len(session.predictions(prepared.run_id)) == len(prepared.manifest)
+
+
+def test_a_crashing_job_is_recorded_and_leaves_the_session_intact(session):
+    prepared = ft.prepare_finetune(session, preset="demo-fast", overrides=FAST)
+    (prepared.run_dir / "manifest.parquet").write_text("not parquet")
+    process = ft.launch(prepared)
+    result = ft.ingest(session, prepared.run_id, exit_code=ft.follow(prepared.run_dir, process, on_event=lambda e: None))
+    assert result["status"] == "failed" and result["error"]
+    assert session.run(prepared.run_id)["status"] == "failed"
+    assert session.clip_count() == 3 * 24  # the session is untouched
+
+
+def test_curriculum_composed_batches_and_hard_examples(session):
+    labels = session.labels().query("split == 'train'")
+    siren = int(labels[labels.label == "alert_sounds"].clip_id.iloc[0])
+    session.record_decision(siren, annotator="ann", action="relabel", new_label="emergency_sirens")
+    curriculum = ('train.curriculum=[{epochs: 1}, {epochs: 1, hard_examples: true, hard_repeat: 2, hard_fraction: 1.0, '
+                  'hard_classes: [emergency_sirens]}, {epochs: 1, lr: 0.0001}]')
+    overrides = FAST + ["train.batch_composition={emergency_sirens: 6, alert_sounds: 5, road_traffic: 5}", curriculum]
+    outcome = ft.finetune(session, preset="demo-fast", overrides=overrides, progress=False)
+    assert outcome.status == "succeeded", outcome.result
+    manifest = pd.read_parquet(outcome.run_dir / "manifest.parquet").set_index("clip_id")
+    assert bool(manifest.loc[siren, "hard"]) and manifest.hard.sum() == 1
+    epochs = [json.loads(l) for l in (outcome.run_dir / "events.jsonl").read_text().splitlines() if '"epoch"' in l]
+    epochs = [e for e in epochs if e["type"] == "epoch"]
+    assert [e["stage"] for e in epochs] == [1, 2, 3]
+    assert epochs[2]["lr"] < epochs[1]["lr"]  # stage 3's override lowers the rate
+
+
+def test_finetune_from_a_previous_run_starts_from_its_weights(session):
+    first = ft.finetune(session, preset="demo-fast", overrides=FAST, init_from="none", progress=False)
+    second = ft.finetune(session, preset="demo-fast", overrides=FAST + ["train.epochs=1"], init_from=first.run_id, progress=False)
+    assert second.status == "succeeded"
+    assert session.run(second.run_id)["parent_run_id"] == first.run_id
+    assert "initialised from" in (second.run_dir / "events.jsonl").read_text()
+    # starting from a trained model, one epoch is already as good as the three before
+    assert second.result["accuracy"]["val"] >= first.result["accuracy"]["val"] - 0.05
+
+
+def test_bad_requests_are_refused_before_anything_runs(session):
+    with pytest.raises(ConfigError, match="unknown preset"):
+        ft.prepare_finetune(session, preset="no-such-preset")
+    with pytest.raises(ConfigError, match=r"train.batch_composition: classes \['owls'\]"):
+        ft.prepare_finetune(session, preset="demo-fast", overrides=["train.batch_composition={owls: 3}"])
+    with pytest.raises(ConfigError, match="neither a checkpoint folder nor a run id"):
+        ft.prepare_finetune(session, preset="demo-fast", init_from="nope")
+    assert session.runs().empty
+
+
+@pytest.mark.slow
+def test_ast_and_lora_paths_train_on_cpu(session, tmp_path):
+    from transformers import ASTConfig, ASTForAudioClassification
+    ast_small = ["features.max_length_s=1.0", "features.n_mels=32", "features.n_fft=512", "features.hop_length=160",
+                 "features.f_min_hz=0", "model.ast_hidden_size=32", "model.ast_layers=1", "model.ast_heads=2",
+                 "train.epochs=1", "train.batch_size=8", "mixup_p=0.5"]
+    scratch = ft.finetune(session, preset="ast-lms", overrides=ast_small, progress=False)
+    assert scratch.status == "succeeded", scratch.result
+
+    pretrained = tmp_path / "pretrained_ast"
+    config = ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                       num_mel_bins=32, max_length=101, frequency_stride=10, time_stride=10, num_labels=5)
+    ASTForAudioClassification(config).save_pretrained(pretrained)
+    lora = ft.finetune(session, preset="ast-lms", progress=False, init_from="none",
+                       overrides=ast_small + [f"model.pretrained={pretrained}", "model.lora.enabled=true", "model.lora.rank=4"])
+    assert lora.status == "succeeded", lora.result
+    loaded = load_checkpoint(lora.run_dir / CHECKPOINT_DIR)
+    trainable = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
+    assert 0 < trainable < sum(p.numel() for p in loaded.model.parameters()) / 2
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_with_accelerate(session):
+    outcome = ft.finetune(session, preset="demo-fast", overrides=FAST + ["train.epochs=2"], processes=2, progress=False)
+    assert outcome.status == "succeeded", (outcome.result, (outcome.run_dir / "job.log").read_text()[-2000:])
+    start = json.loads((outcome.run_dir / "events.jsonl").read_text().splitlines()[1])
+    assert start["type"] == "start" and start["processes"] == 2
+    assert len(session.predictions(outcome.run_id)) > 0
+
+
+def test_cli_train_json_summary_and_one_line_errors(tmp_path, dataset):
+    session_dir = tmp_path / "session"
+    cli = [sys.executable, str(REPO / "app.py")]
+    subprocess.run(cli + ["import", "--session", str(session_dir), str(dataset), "--group-pattern", r"^(rec\d+)-", "--quiet"],
+                   check=True, cwd=REPO, capture_output=True)
+    sets = [arg for item in FAST + ["train.epochs=1"] for arg in ("--set", item)]
+    done = subprocess.run(cli + ["train", "--session", str(session_dir), "--json"] + sets, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stdout.strip().splitlines()[-1])
+    assert line["status"] == "succeeded" and line["val_accuracy"] > 0.5 and line["run_id"]
+    bad = subprocess.run(cli + ["train", "--session", str(session_dir), "--set", "train.epochs=many"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "earmark: error: train.epochs: expected an integer, got 'many'"
