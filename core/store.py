@@ -455,6 +455,64 @@ class Store:
             raise StoreError(f"no clip with id {clip_id}")
         return frame.iloc[0].to_dict()
 
+    # --- quarantine ---------------------------------------------------------------------------
+    def raise_quarantine(self, entries: pd.DataFrame, *, annotator: str) -> list[int]:
+        """Queue clips for review: one quarantine row (clip_id, method, reason, and optionally
+        score, rank, audit_run_id) and one 'quarantine' decision per clip, in one transaction.
+        Returns the decision ids."""
+        for column in ("clip_id", "method", "reason"):
+            if column not in entries.columns:
+                raise ValueError(f"quarantine entries need a {column} column")
+        _check_decision("quarantine", annotator)
+        frame = entries.reindex(columns=["clip_id", "audit_run_id", "method", "reason", "score", "rank"])
+        frame = frame.astype({"score": "float64", "rank": "Int64", "audit_run_id": "string"})
+        frame.insert(0, "row_order", range(len(frame)))
+        with self._mutex:
+            self._con.register("incoming_quarantine", frame)
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                unknown = self._fetch_one("SELECT count(*) FROM incoming_quarantine i ANTI JOIN clips c ON c.id = i.clip_id")[0]
+                if unknown:
+                    raise StoreError(f"{unknown} quarantine entries name clips that do not exist")
+                first = self._fetch_one("SELECT coalesce(max(id), 0) FROM decisions")[0]
+                now = _now()
+                self._con.execute(
+                    """INSERT INTO decisions SELECT nextval('event_seq'), clip_id, ?, 'quarantine', NULL, NULL, NULL,
+                              NULL, true, reason, NULL, ? FROM (SELECT * FROM incoming_quarantine ORDER BY row_order)""",
+                    [annotator, now])
+                ids = [r[0] for r in self._con.execute("SELECT id FROM decisions WHERE id > ? ORDER BY id", [first]).fetchall()]
+                self._con.execute(
+                    """INSERT INTO quarantine SELECT nextval('quarantine_seq'), i.clip_id, i.audit_run_id, i.method, i.reason,
+                              i.score, i.rank, d.id, ? FROM incoming_quarantine i
+                       JOIN (SELECT id, row_number() OVER (ORDER BY id) - 1 AS row_order FROM decisions WHERE id > ?) d
+                         ON d.row_order = i.row_order""", [now, first])
+                self._con.execute("COMMIT")
+            except Exception:
+                self._con.execute("ROLLBACK")
+                raise
+            finally:
+                self._con.unregister("incoming_quarantine")
+        return ids
+
+    def quarantine_queue(self, *, include_resolved: bool = False) -> pd.DataFrame:
+        """Clips that were ever quarantined: their latest quarantine entry (why, score, which
+        audit), current state, and who decided them last. Open ones first by score."""
+        return self._df(
+            f"""WITH latest AS (
+                    SELECT * FROM quarantine QUALIFY row_number() OVER (PARTITION BY clip_id ORDER BY id DESC) = 1
+                ), state AS ({_LABELS_SQL.format(as_of=LATEST)}),
+                last_decision AS (
+                    SELECT clip_id, arg_max(annotator, id) AS last_annotator, arg_max(action, id) AS last_action,
+                           max(id) AS last_id, count(*) FILTER (WHERE annotator <> 'audit' AND action <> 'quarantine') AS human_decisions
+                    FROM decisions GROUP BY clip_id
+                )
+                SELECT q.id AS quarantine_id, q.clip_id, q.method, q.reason, q.score, q.rank, q.audit_run_id, q.created_at,
+                       s.path, s.split, s.source_group, s.original_label, s.label, s.excluded, s.quarantined,
+                       l.last_annotator, l.last_action, l.last_id, l.human_decisions
+                FROM latest q JOIN state s ON s.clip_id = q.clip_id LEFT JOIN last_decision l ON l.clip_id = q.clip_id
+                WHERE ? OR s.quarantined
+                ORDER BY s.quarantined DESC, q.score DESC NULLS LAST, q.clip_id""", [include_resolved])
+
     # --- relabel rules --------------------------------------------------------------------
     def set_rule(self, rule: Rule) -> None:
         if rule.action not in RULE_ACTIONS:
