@@ -107,11 +107,18 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         # parameterised form of the same query.
         "CREATE VIEW current_labels AS " + "{labels_sql}",
     ]),
+    (2, [
+        # Derived clips (augmented copies) follow their parent: the view picks up the new query.
+        "CREATE OR REPLACE VIEW current_labels AS " + "{labels_sql}",
+        "CREATE INDEX clips_parent ON clips (parent_clip_id)",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 # Latest effective decision per field; a decision is effective unless an undo at or before
-# as_of names it. One pass over the log (arg_max ... FILTER), no per-row Python.
+# as_of names it. One pass over the log (arg_max ... FILTER), no per-row Python. A derived clip
+# (an augmented copy, parent_clip_id set) follows its parent's current label and split, and is
+# out of training whenever its parent is excluded or quarantined.
 _LABELS_SQL = """
 WITH undone AS (
     SELECT undoes AS id FROM decisions WHERE action = 'undo' AND id <= {as_of}
@@ -126,13 +133,16 @@ WITH undone AS (
         max(id) AS last_decision_id
     FROM effective GROUP BY clip_id
 )
-SELECT c.id AS clip_id, c.dataset_id, c.path, c.split, c.fold, c.source_group, c.status,
+SELECT c.id AS clip_id, c.dataset_id, c.path, coalesce(p.split, c.split) AS split, c.fold, c.source_group, c.status,
        c.original_label, c.parent_clip_id, c.duration_s,
-       coalesce(s.new_label, c.original_label) AS label,
-       coalesce(s.excluded, false) AS excluded,
-       coalesce(s.quarantined, false) AS quarantined,
+       CASE WHEN c.parent_clip_id IS NULL THEN coalesce(s.new_label, c.original_label)
+            ELSE coalesce(ps.new_label, p.original_label) END AS label,
+       coalesce(s.excluded, false) OR coalesce(ps.excluded, false) AS excluded,
+       coalesce(s.quarantined, false) OR coalesce(ps.quarantined, false) AS quarantined,
        s.last_decision_id
 FROM clips c LEFT JOIN state s ON s.clip_id = c.id
+     LEFT JOIN clips p ON p.id = c.parent_clip_id
+     LEFT JOIN state ps ON ps.clip_id = c.parent_clip_id
 WHERE c.import_seq <= {as_of}
 """
 
@@ -447,7 +457,9 @@ class Store:
     def labels(self, *, as_of: int | None = None) -> pd.DataFrame:
         """Every clip's state (label, excluded, quarantined) as of a decision id (default: now)."""
         bound = LATEST if as_of is None else int(as_of)
-        return self._df(_LABELS_SQL.format(as_of="$as_of") + " ORDER BY c.id", {"as_of": bound})
+        # Sorting the fetched frame costs a few ms; ORDER BY in the query costs ~30 ms at 100k clips.
+        frame = self._df(_LABELS_SQL.format(as_of="$as_of"), {"as_of": bound})
+        return frame.sort_values("clip_id", ignore_index=True)
 
     def clip_state(self, clip_id: int) -> dict[str, Any]:
         frame = self._df(_LABELS_SQL.format(as_of="$as_of") + " AND c.id = $clip_id", {"as_of": LATEST, "clip_id": clip_id})
