@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import signal
 import sys
 import time
 import traceback
@@ -32,6 +31,7 @@ from core.checkpoint import init_from_checkpoint, load_checkpoint, save_checkpoi
 from core.config import ExperimentConfig, TrainConfig
 from core.evaluate import classification_report
 from core.features import FeatureCache, compute_norm_stats, normalize
+from core.jobs import CONFIG_FILE, EVENTS_FILE, JOB_FILE, MANIFEST_FILE, RESULT_FILE, EventLog, StopFlag, json_default
 from core.losses import build_loss
 from core.mixup import mixup
 from core.models import build_model
@@ -39,12 +39,6 @@ from core.plots import plot_confusion, plot_reliability, plot_training_curves
 from core.sampling import ComposedBatchSampler, curriculum_extra_indices, oversampled_indices, stage_for_epoch, total_epochs
 from core.schedule import apply_lr, lr_multiplier
 
-CONFIG_FILE = "config.yaml"
-MANIFEST_FILE = "manifest.parquet"
-JOB_FILE = "job.json"
-EVENTS_FILE = "events.jsonl"
-RESULT_FILE = "result.json"
-CANCEL_FILE = "cancel"
 CHECKPOINT_DIR = "checkpoint"
 PREDICTIONS_FILE = "predictions.parquet"
 METRICS_FILE = "metrics.json"
@@ -75,37 +69,6 @@ class Job:
         (run_dir / JOB_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2))
 
 
-class EventLog:
-    """Append-only JSON lines the writer tails for progress (only the main process writes)."""
-
-    def __init__(self, path: Path, *, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
-
-    def write(self, kind: str, **fields: Any) -> None:
-        if not self.enabled:
-            return
-        record = {"type": kind, "time": round(time.time(), 3), **fields}
-        with open(self.path, "a") as out:
-            out.write(json.dumps(record, default=_json_default) + "\n")
-
-
-class StopFlag:
-    """Set by SIGTERM/SIGINT or a cancel file; checked once per step."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.cancel_file = run_dir / CANCEL_FILE
-        self.signalled = False
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
-
-    def _on_signal(self, *_: Any) -> None:
-        self.signalled = True
-
-    @property
-    def raised(self) -> bool:
-        return self.signalled or self.cancel_file.exists()
-
-
 def run_training(run_dir: str | Path) -> dict[str, Any]:
     """Train, evaluate and write every output of one run; returns result.json's content."""
     from accelerate import Accelerator
@@ -125,7 +88,7 @@ def run_training(run_dir: str | Path) -> dict[str, Any]:
         result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "seconds": round(time.time() - started, 1)}
         events.write("error", message=result["error"], traceback=traceback.format_exc())
     if accelerator.is_main_process:
-        (run_dir / RESULT_FILE).write_text(json.dumps(result, indent=2, default=_json_default))
+        (run_dir / RESULT_FILE).write_text(json.dumps(result, indent=2, default=json_default))
     accelerator.end_training()
     return result
 
@@ -382,7 +345,7 @@ def _final_outputs(run_dir: Path, manifest: pd.DataFrame, history: list[dict], j
                        normalized=False, title=f"{split} (given labels)")
         plot_reliability(plots / f"reliability_{split}.png", bins=report["calibration"]["bins"], ece=report["calibration"]["ece"])
     plot_training_curves(plots / "training_curves.png", history=history)
-    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=_json_default))
+    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=json_default))
     _write_model_card(run_dir, job, metrics, epochs_run=len(history), best_epoch=best_epoch)
     summary = {"accuracy": {s: e["given"]["accuracy"] for s, e in metrics["splits"].items()}}
     if any("true" in e for e in metrics["splits"].values()):
@@ -408,16 +371,6 @@ def _write_model_card(run_dir: Path, job: Job, metrics: dict[str, Any], *, epoch
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,13 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import secrets
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,9 +21,8 @@ from tqdm.auto import tqdm
 from core import train as trainer
 from core.config import ConfigError, ExperimentConfig, load_preset
 from core.store import Store, StoreError
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
+from core.jobs import CONFIG_FILE, LOG_FILE, MANIFEST_FILE, RESULT_FILE
+from pipelines.jobs import cancel, follow, launch
 
 @dataclasses.dataclass
 class PreparedRun:
@@ -103,8 +96,8 @@ def prepare_finetune(store: Store, *, preset: str, overrides: list[str] | None =
     run_id = new_run_id("train")
     run_dir = Path(store.session_dir) / "runs" / run_id
     run_dir.mkdir(parents=True)
-    config.save(run_dir / trainer.CONFIG_FILE)
-    manifest.to_parquet(run_dir / trainer.MANIFEST_FILE)
+    config.save(run_dir / CONFIG_FILE)
+    manifest.to_parquet(run_dir / MANIFEST_FILE)
     job = trainer.Job(run_id=run_id, labels=labels, cache_dir=str(Path(store.session_dir) / "cache"),
                       init_checkpoint=init_checkpoint, frozen_at_decision=as_of, workers=workers)
     job.save(run_dir)
@@ -138,63 +131,12 @@ def _run_of_checkpoint(folder: str | None) -> str | None:
     return None if folder is None else Path(folder).parent.name
 
 
-def launch(prepared: PreparedRun | Path, *, processes: int = 1) -> subprocess.Popen:
-    """Start the trainer child; its output goes to RUN_DIR/job.log."""
-    run_dir = prepared.run_dir if isinstance(prepared, PreparedRun) else Path(prepared)
-    if processes > 1:
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-        # "--cpu" would route to a single-process launcher; torchrun via --multi_gpu spawns the
-        # processes and core.train picks the gloo CPU backend when no GPU is present.
-        command += ["--multi_gpu"]
-        command += ["-m", "core.train", str(run_dir)]
-    else:
-        command = [sys.executable, "-m", "core.train", str(run_dir)]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    log = open(run_dir / "job.log", "ab")
-    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def read_events(run_dir: Path, *, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """Events appended since byte offset, and the new offset (only whole lines are read)."""
-    path = Path(run_dir) / trainer.EVENTS_FILE
-    if not path.exists():
-        return [], offset
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read()
-    end = data.rfind(b"\n") + 1
-    events = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
-    return events, offset + end
-
-
-def follow(run_dir: Path, process: subprocess.Popen, *, on_event: Callable[[dict[str, Any]], None],
-           poll_s: float = 0.2) -> int:
-    """Feed every event to on_event until the child exits; returns its exit code."""
-    offset = 0
-    while True:
-        done = process.poll() is not None
-        events, offset = read_events(run_dir, offset=offset)
-        for event in events:
-            on_event(event)
-        if done:
-            return process.returncode
-        time.sleep(poll_s)
-
-
-def cancel(run_dir: Path, process: subprocess.Popen | None = None) -> None:
-    """Ask a run to stop after its current step (cancel file + SIGTERM to its process group)."""
-    (Path(run_dir) / trainer.CANCEL_FILE).touch()
-    if process is not None and process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-
-
 def ingest(store: Store, run_id: str, *, exit_code: int | None = None) -> dict[str, Any]:
     """Read what the child left in the run folder into the store; mark the run's final status."""
     run_dir = Path(store.run(run_id)["run_dir"])
-    result_file = run_dir / trainer.RESULT_FILE
+    result_file = run_dir / RESULT_FILE
     if not result_file.exists():
-        log_tail = _tail(run_dir / "job.log")
+        log_tail = _tail(run_dir / LOG_FILE)
         result = {"status": "failed", "error": f"the training process ended (exit code {exit_code}) without a result; "
                                                 f"last log lines: {log_tail}"}
     else:
@@ -258,7 +200,7 @@ def finetune(store: Store, *, preset: str, overrides: list[str] | None = None, i
     """The CLI's fine-tune: prepare, run the child with a progress bar, ingest. Ctrl-C cancels cleanly."""
     prepared = prepare_finetune(store, preset=preset, overrides=overrides, init_from=init_from)
     store.set_run_status(prepared.run_id, "running")
-    process = launch(prepared, processes=processes)
+    process = launch(prepared.run_dir, module="core.train", processes=processes)
     bar = tqdm(total=None, desc=f"{prepared.run_id}", unit="step", disable=not progress)
 
     def show(event: dict[str, Any]) -> None:

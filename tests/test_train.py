@@ -89,7 +89,7 @@ def test_same_seed_same_data_same_metrics(session):
 
 def test_cancel_stops_cleanly_with_the_best_checkpoint_so_far(session):
     prepared = ft.prepare_finetune(session, preset="demo-fast", overrides=FAST + ["train.epochs=200"])
-    process = ft.launch(prepared)
+    process = ft.launch(prepared.run_dir, module="core.train")
     seen: list[str] = []
 
     def on_event(event):
@@ -109,7 +109,7 @@ def test_cancel_stops_cleanly_with_the_best_checkpoint_so_far(session):
 def test_a_crashing_job_is_recorded_and_leaves_the_session_intact(session):
     prepared = ft.prepare_finetune(session, preset="demo-fast", overrides=FAST)
     (prepared.run_dir / "manifest.parquet").write_text("not parquet")
-    process = ft.launch(prepared)
+    process = ft.launch(prepared.run_dir, module="core.train")
     result = ft.ingest(session, prepared.run_id, exit_code=ft.follow(prepared.run_dir, process, on_event=lambda e: None))
     assert result["status"] == "failed" and result["error"]
     assert session.run(prepared.run_id)["status"] == "failed"
