@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 DB_FILENAME = "workbench.duckdb"
@@ -231,7 +232,7 @@ class Store:
 
     def _migrate(self) -> None:
         with self._mutex:
-            self._con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)")
+            self._exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)")
             current = self._fetch_one("SELECT coalesce(max(version), 0) FROM schema_version")[0]
             if current > SCHEMA_VERSION:
                 raise SchemaVersionError(
@@ -240,22 +241,27 @@ class Store:
             for version, statements in MIGRATIONS:
                 if version <= current:
                     continue
-                self._con.execute("BEGIN TRANSACTION")
+                self._exec("BEGIN TRANSACTION")
                 try:
                     for statement in statements:
-                        self._con.execute(statement.replace("{labels_sql}", _LABELS_SQL.format(as_of=LATEST)))
-                    self._con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, _now()])
-                    self._con.execute("COMMIT")
+                        self._exec(statement.replace("{labels_sql}", _LABELS_SQL.format(as_of=LATEST)))
+                    self._exec("INSERT INTO schema_version VALUES (?, ?)", [version, _now()])
+                    self._exec("COMMIT")
                 except Exception:
-                    self._con.execute("ROLLBACK")
+                    self._exec("ROLLBACK")
                     raise
 
     # --- small helpers ------------------------------------------------------------------
+    def _exec(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> duckdb.DuckDBPyConnection:
+        """Every statement goes through here: parameters only, numpy scalars made plain."""
+        with self._mutex:
+            return self._con.execute(sql, _plain_params(params))
+
     def _fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
         """First row or None. fetchall, not fetchone: DuckDB 2 refuses new work on a
         connection while an earlier result is unfinished."""
         with self._mutex:
-            rows = self._con.execute(sql, list(params)).fetchall()
+            rows = self._exec(sql, params).fetchall()
         return rows[0] if rows else None
 
     def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -264,7 +270,7 @@ class Store:
 
     def _df(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pd.DataFrame:
         with self._mutex:
-            return self._con.execute(sql, params if isinstance(params, dict) else list(params)).df()
+            return self._exec(sql, params).df()
 
     def _next_event(self) -> int:
         return int(self._fetch_one("SELECT nextval('event_seq')")[0])
@@ -281,7 +287,7 @@ class Store:
                     raise StoreError(f"dataset {name!r} is already imported from {row[1]}; choose another name for {root}")
                 return int(row[0])
             dataset_id = self._fetch_one("SELECT nextval('dataset_seq')")[0]
-            self._con.execute("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self._exec("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?)",
                               [dataset_id, name, root, layout, _json(class_map), _json(options), _now()])
             return int(dataset_id)
 
@@ -293,7 +299,7 @@ class Store:
 
     def existing_paths(self, dataset_id: int) -> set[str]:
         with self._mutex:
-            rows = self._con.execute("SELECT path FROM clips WHERE dataset_id = ?", [dataset_id]).fetchall()
+            rows = self._exec("SELECT path FROM clips WHERE dataset_id = ?", [dataset_id]).fetchall()
         return {r[0] for r in rows}
 
     def add_clips(self, dataset_id: int, clips: pd.DataFrame) -> int:
@@ -312,12 +318,12 @@ class Store:
         if frame.empty:
             return 0
         with self._mutex:
-            self._con.execute("BEGIN TRANSACTION")
+            self._exec("BEGIN TRANSACTION")
             try:
                 import_seq = self._next_event()
                 self._con.register("incoming_clips", frame)
                 before = self._fetch_one("SELECT count(*) FROM clips")[0]
-                self._con.execute(
+                self._exec(
                     """INSERT INTO clips
                        SELECT nextval('clip_seq'), ?, i.path, i.duration_s, i.sample_rate_hz, i.channels,
                               i.split, i.fold, i.source_group, i.original_label, i.status, i.reason,
@@ -326,9 +332,9 @@ class Store:
                        WHERE NOT EXISTS (SELECT 1 FROM clips c WHERE c.dataset_id = ? AND c.path = i.path)""",
                     [dataset_id, import_seq, _now(), dataset_id])
                 added = self._fetch_one("SELECT count(*) FROM clips")[0] - before
-                self._con.execute("COMMIT")
+                self._exec("COMMIT")
             except Exception:
-                self._con.execute("ROLLBACK")
+                self._exec("ROLLBACK")
                 raise
             finally:
                 self._con.unregister("incoming_clips")
@@ -370,7 +376,7 @@ class Store:
             if self._fetch_one("SELECT 1 FROM clips WHERE id = ?", [clip_id]) is None:
                 raise StoreError(f"no clip with id {clip_id}")
             decision_id = self._next_event()
-            self._con.execute(
+            self._exec(
                 "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
                 [decision_id, clip_id, annotator, action, tag, rule, new_label, set_excluded,
                  set_quarantined, note, _now()])
@@ -397,23 +403,23 @@ class Store:
         frame.insert(0, "row_order", range(len(frame)))
         with self._mutex:
             self._con.register("incoming_decisions", frame)
-            self._con.execute("BEGIN TRANSACTION")
+            self._exec("BEGIN TRANSACTION")
             try:
                 unknown_clips = self._fetch_one(
                     "SELECT count(*) FROM incoming_decisions i ANTI JOIN clips c ON c.id = i.clip_id")[0]
                 if unknown_clips:
                     raise StoreError(f"{unknown_clips} decisions name clips that do not exist")
                 first = self._fetch_one("SELECT max(id) FROM decisions")[0]
-                self._con.execute(
+                self._exec(
                     """INSERT INTO decisions
                        SELECT nextval('event_seq'), clip_id, annotator, action, tag, rule, new_label,
                               set_excluded, set_quarantined, note, NULL, ?
                        FROM (SELECT * FROM incoming_decisions ORDER BY row_order)""", [_now()])
-                ids = [r[0] for r in self._con.execute(
+                ids = [r[0] for r in self._exec(
                     "SELECT id FROM decisions WHERE id > ? ORDER BY id", [first or 0]).fetchall()]
-                self._con.execute("COMMIT")
+                self._exec("COMMIT")
             except Exception:
-                self._con.execute("ROLLBACK")
+                self._exec("ROLLBACK")
                 raise
             finally:
                 self._con.unregister("incoming_decisions")
@@ -431,7 +437,7 @@ class Store:
             if self._fetch_one("SELECT 1 FROM decisions WHERE action = 'undo' AND undoes = ?", [decision_id]):
                 raise StoreError(f"decision {decision_id} is already undone")
             undo_id = self._next_event()
-            self._con.execute(
+            self._exec(
                 "INSERT INTO decisions VALUES (?, ?, ?, 'undo', NULL, NULL, NULL, NULL, NULL, ?, ?, ?)",
                 [undo_id, row[0], annotator, note, decision_id, _now()])
         return undo_id
@@ -481,26 +487,26 @@ class Store:
         frame.insert(0, "row_order", range(len(frame)))
         with self._mutex:
             self._con.register("incoming_quarantine", frame)
-            self._con.execute("BEGIN TRANSACTION")
+            self._exec("BEGIN TRANSACTION")
             try:
                 unknown = self._fetch_one("SELECT count(*) FROM incoming_quarantine i ANTI JOIN clips c ON c.id = i.clip_id")[0]
                 if unknown:
                     raise StoreError(f"{unknown} quarantine entries name clips that do not exist")
                 first = self._fetch_one("SELECT coalesce(max(id), 0) FROM decisions")[0]
                 now = _now()
-                self._con.execute(
+                self._exec(
                     """INSERT INTO decisions SELECT nextval('event_seq'), clip_id, ?, 'quarantine', NULL, NULL, NULL,
                               NULL, true, reason, NULL, ? FROM (SELECT * FROM incoming_quarantine ORDER BY row_order)""",
                     [annotator, now])
-                ids = [r[0] for r in self._con.execute("SELECT id FROM decisions WHERE id > ? ORDER BY id", [first]).fetchall()]
-                self._con.execute(
+                ids = [r[0] for r in self._exec("SELECT id FROM decisions WHERE id > ? ORDER BY id", [first]).fetchall()]
+                self._exec(
                     """INSERT INTO quarantine SELECT nextval('quarantine_seq'), i.clip_id, i.audit_run_id, i.method, i.reason,
                               i.score, i.rank, d.id, ? FROM incoming_quarantine i
                        JOIN (SELECT id, row_number() OVER (ORDER BY id) - 1 AS row_order FROM decisions WHERE id > ?) d
                          ON d.row_order = i.row_order""", [now, first])
-                self._con.execute("COMMIT")
+                self._exec("COMMIT")
             except Exception:
-                self._con.execute("ROLLBACK")
+                self._exec("ROLLBACK")
                 raise
             finally:
                 self._con.unregister("incoming_quarantine")
@@ -532,19 +538,19 @@ class Store:
         if rule.action == "relabel" and not rule.target_label:
             raise ValueError(f"rule {rule.tag!r}: a relabel rule needs a target_label")
         with self._mutex:
-            self._con.execute(
+            self._exec(
                 """INSERT OR REPLACE INTO relabel_rules VALUES (?, ?, ?, ?, ?, ?, ?)""",
                 [rule.tag, rule.action, rule.target_label, rule.keep_quarantined, rule.description, rule.hotkey, _now()])
 
     def rules(self) -> list[Rule]:
         with self._mutex:
-            rows = self._con.execute(
+            rows = self._exec(
                 "SELECT tag, action, target_label, keep_quarantined, description, hotkey FROM relabel_rules ORDER BY hotkey NULLS LAST, tag").fetchall()
         return [Rule(*row) for row in rows]
 
     def delete_rule(self, tag: str) -> None:
         with self._mutex:
-            self._con.execute("DELETE FROM relabel_rules WHERE tag = ?", [tag])
+            self._exec("DELETE FROM relabel_rules WHERE tag = ?", [tag])
 
     # --- runs -------------------------------------------------------------------------------
     # Written by the session's writer only: it registers a run when it freezes the manifest
@@ -554,7 +560,7 @@ class Store:
                    status: str = "queued") -> None:
         _check_status(status)
         with self._mutex:
-            self._con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL)",
+            self._exec("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL)",
                               [run_id, kind, status, preset, _json(config), parent_run_id, manifest_decision_id,
                                str(run_dir), _now()])
 
@@ -562,7 +568,7 @@ class Store:
         _check_status(status)
         finished = _now() if status in ("succeeded", "failed", "cancelled") else None
         with self._mutex:
-            self._con.execute(
+            self._exec(
                 """UPDATE runs SET status = ?, error = coalesce(?, error), summary = coalesce(?, summary),
                    finished_at = coalesce(?, finished_at) WHERE id = ?""",
                 [status, error, _json(summary), finished, run_id])
@@ -589,7 +595,7 @@ class Store:
                   ("metrics", metrics, ["split", "name", "class_label", "value"]),
                   ("predictions", predictions, ["clip_id", "split", "label", "predicted", "confidence", "probs"])]
         with self._mutex:
-            self._con.execute("BEGIN TRANSACTION")
+            self._exec("BEGIN TRANSACTION")
             try:
                 for table, frame, columns in tables:
                     if frame is None:
@@ -597,13 +603,13 @@ class Store:
                     missing = sorted(set(columns) - set(frame.columns))
                     if missing:
                         raise ValueError(f"{table} rows are missing columns {missing}")
-                    self._con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])  # table names are constants
+                    self._exec(f"DELETE FROM {table} WHERE run_id = ?", [run_id])  # table names are constants
                     self._con.register("incoming_rows", frame[columns])
-                    self._con.execute(f"INSERT INTO {table} SELECT ?, * FROM incoming_rows", [run_id])
+                    self._exec(f"INSERT INTO {table} SELECT ?, * FROM incoming_rows", [run_id])
                     self._con.unregister("incoming_rows")
-                self._con.execute("COMMIT")
+                self._exec("COMMIT")
             except Exception:
-                self._con.execute("ROLLBACK")
+                self._exec("ROLLBACK")
                 raise
 
     def run_history(self, run_id: str) -> pd.DataFrame:
@@ -626,7 +632,7 @@ class Store:
             if run_id is not None and self._fetch_one("SELECT 1 FROM runs WHERE id = ?", [run_id]) is None:
                 raise StoreError(f"no run with id {run_id!r}")
             promotion_id = self._fetch_one("SELECT nextval('promotion_seq')")[0]
-            self._con.execute("INSERT INTO promotions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self._exec("INSERT INTO promotions VALUES (?, ?, ?, ?, ?, ?, ?)",
                               [promotion_id, run_id, action, actor, reason, _json(report), _now()])
         return int(promotion_id)
 
@@ -640,6 +646,15 @@ class Store:
     def predictions(self, run_id: str, *, split: str | None = None) -> pd.DataFrame:
         return self._df("""SELECT * FROM predictions WHERE run_id = ? AND (?::VARCHAR IS NULL OR split = ?)
                            ORDER BY clip_id""", [run_id, split, split])
+
+
+def _plain_params(params: Sequence[Any] | dict[str, Any]) -> list[Any] | dict[str, Any]:
+    """numpy scalars (ids taken from DataFrames) as Python values: DuckDB 2 refuses them."""
+    def plain(value: Any) -> Any:
+        return value.item() if isinstance(value, np.generic) else value
+    if isinstance(params, dict):
+        return {k: plain(v) for k, v in params.items()}
+    return [plain(v) for v in params]
 
 
 def _check_status(status: str) -> None:
