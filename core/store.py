@@ -643,6 +643,11 @@ class Store:
     def promotions(self) -> pd.DataFrame:
         return self._df("SELECT * FROM promotions ORDER BY id DESC")
 
+    def prediction(self, run_id: str, clip_id: int) -> dict[str, Any] | None:
+        """One clip's prediction in a run (predicted, confidence, probs), or None."""
+        frame = self._df("SELECT * FROM predictions WHERE run_id = ? AND clip_id = ?", [run_id, clip_id])
+        return None if frame.empty else frame.iloc[0].to_dict()
+
     def predictions(self, run_id: str, *, split: str | None = None) -> pd.DataFrame:
         return self._df("""SELECT * FROM predictions WHERE run_id = ? AND (?::VARCHAR IS NULL OR split = ?)
                            ORDER BY clip_id""", [run_id, split, split])

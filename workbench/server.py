@@ -1,0 +1,78 @@
+"""Builds and serves the workbench: one Gradio Blocks app, one tab module per tab.
+
+Safety: binds to 127.0.0.1 unless --host says otherwise; --auth user:pass (or a file of such
+lines) turns on Gradio's login; audio files are served only from the session's dataset roots
+(Gradio's allowed_paths), so no other path on the machine can be fetched.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import gradio as gr
+import torch
+
+from core.store import SessionInUseError
+from workbench import review_tab
+from workbench.context import Workbench
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+# Tabs in order: (title, module). Each module has build(wb, annotator=...).
+TABS = [("Review", review_tab)]
+
+
+def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
+    """'user:pass' or a file with one 'user:pass' per line (blank lines and # comments skipped)."""
+    if not value:
+        return None
+    lines = Path(value).read_text().splitlines() if Path(value).is_file() else [value]
+    pairs = []
+    for line in (l.strip() for l in lines):
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            raise ValueError(f"--auth expects user:password (or a file of such lines), got {line!r}")
+        pairs.append((user, password))
+    if not pairs:
+        raise ValueError(f"--auth file {value} holds no user:password line")
+    return pairs
+
+
+def build_app(wb: Workbench) -> gr.Blocks:
+    with gr.Blocks(title=f"Earmark: {wb.session_dir.name}") as app:
+        with gr.Row(equal_height=True):
+            gr.Markdown(f"## Earmark &nbsp;·&nbsp; session `{wb.session_dir.name}`")
+            annotator = gr.Textbox(label="your name (signed on every decision)", placeholder="e.g. ana",
+                                   elem_id="em-annotator", scale=0, min_width=260)
+        remembered = gr.BrowserState("", storage_key="earmark-annotator")
+        app.load(lambda saved: saved or "", remembered, annotator)
+        annotator.change(lambda name: name.strip(), annotator, remembered)
+        with gr.Tabs():
+            for title, module in TABS:
+                with gr.Tab(title, id=title.lower()):
+                    module.build(wb, annotator=annotator)
+    return app
+
+
+def serve(*, session_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None,
+          block: bool = True) -> int:
+    """Open the session as its writer and serve the workbench; prints the address."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    torch.set_num_threads(1)  # rendering clip views; training runs in child processes
+    try:
+        credentials = parse_auth(auth)
+        wb = Workbench.open(session_dir)
+    except (SessionInUseError, ValueError) as exc:
+        print(f"earmark: error: {exc}", file=sys.stderr)
+        return 2
+    roots = [str(root) for root in wb.store.dataset_roots().values()]
+    app = build_app(wb)
+    url = f"http://{host}:{port}"
+    print(f"Earmark workbench for session {wb.session_dir} on {url}", flush=True)
+    app.queue(default_concurrency_limit=4)
+    app.launch(server_name=host, server_port=port, auth=credentials, allowed_paths=roots, show_error=True,
+               css_paths=[ASSETS / "earmark.css"], head=f"<script>{(ASSETS / 'earmark.js').read_text()}</script>", quiet=True,
+               footer_links=[], prevent_thread_lock=not block)
+    return 0
