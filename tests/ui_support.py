@@ -77,7 +77,7 @@ def browser_page(url: str, *, width: int = 1600, height: int = 1100) -> Iterator
             page = browser.new_page(viewport={"width": width, "height": height})
             page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(url, wait_until="networkidle")
+            page.goto(url, wait_until="load")
             page.wait_for_selector("#em-annotator", timeout=30000)
             yield page, errors
         finally:

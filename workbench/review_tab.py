@@ -18,7 +18,6 @@ from workbench.context import Workbench, require_annotator, safe
 from workbench.renderer import ClipView
 
 FREQUENCY_RANGES = {"0-4 kHz": 4000.0, "0-8 kHz": 8000.0, "full": None}
-HISTORY_COLUMNS = ["id", "created_at", "annotator", "action", "tag", "new_label", "note", "undone"]
 KEYS_HELP = """<div class="em-keys">
 <b>Keys</b>: <kbd>1</kbd>-<kbd>9</kbd> tag &nbsp; <kbd>J</kbd>/<kbd>&rarr;</kbd> next &nbsp; <kbd>K</kbd>/<kbd>&larr;</kbd> previous &nbsp;
 <kbd>U</kbd> undo &nbsp; <kbd>X</kbd> exclude &nbsp; <kbd>Q</kbd> keep quarantined &nbsp; <kbd>Space</kbd> play/pause &nbsp;
@@ -37,6 +36,19 @@ def side_panel_html(view: ClipView) -> str:
     facts = "".join(f"<tr><td style='color:#666;padding-right:12px'>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
                     for k, v in view.details.items())
     return f"<div><b>Model probabilities</b>{bars}</div><table style='margin-top:10px;font-size:13px'>{facts}</table>"
+
+
+def history_html(history: pd.DataFrame) -> str:
+    """The clip's decisions, newest first; undone ones struck through."""
+    if history.empty:
+        return "<p style='color:#888'>No decisions on this clip yet.</p>"
+    rows = "".join(
+        f"<tr class='{'em-undone' if r.undone else ''}'><td>{r.id}</td><td>{r.created_at:%Y-%m-%d %H:%M:%S}</td>"
+        f"<td>{html.escape(str(r.annotator))}</td><td>{html.escape(str(r.action))}</td>"
+        f"<td>{html.escape(' '.join(str(v) for v in (r.tag, r.new_label) if isinstance(v, str)))}</td>"
+        f"<td>{html.escape(r.note if isinstance(r.note, str) else '')}</td></tr>" for r in history.itertuples())
+    return ("<b>Decision history</b><table class='em-history'><tr><th>id</th><th>time (UTC)</th><th>annotator</th>"
+            f"<th>action</th><th>tag / label</th><th>note</th></tr>{rows}</table>")
 
 
 def build(wb: Workbench, *, annotator: gr.Component) -> None:
@@ -59,8 +71,7 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         with gr.Column(scale=3):
             counter = gr.HTML(elem_id="em-review-counter")
             player = gr.HTML(elem_id="em-review-player")
-            history = gr.Dataframe(headers=HISTORY_COLUMNS, label="decision history of this clip", interactive=False,
-                                   max_height=220, wrap=True)
+            history = gr.HTML(elem_id="em-review-history")
         with gr.Column(scale=2):
             with gr.Row():
                 tag_buttons = [gr.Button(f"{rule.hotkey or ''}  {rule.tag}", elem_id=f"em-tag-{rule.hotkey}" if rule.hotkey else None,
@@ -89,12 +100,12 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
                   f'&middot; {counts["open"]} open</span>')
         if not ids:
             return ["<p>Nothing in this queue. Change the filters, or run an audit to fill the quarantine.</p>",
-                    "", pd.DataFrame(columns=HISTORY_COLUMNS), header, None, 0]
+                    "", "", header, None, 0]
         pos = max(0, min(pos, len(ids) - 1))
         view = wb.views.get(int(ids[pos]), run_id=run_id or None, fmax_hz=FREQUENCY_RANGES[freq])
         wb.views.prefetch([int(c) for c in ids[pos + 1:pos + 3]], run_id=run_id or None, fmax_hz=FREQUENCY_RANGES[freq])
         header += f" &nbsp; clip {pos + 1} of {len(ids)} in this queue"
-        return [view.html, side_panel_html(view), view.history.reindex(columns=HISTORY_COLUMNS), header,
+        return [view.html, side_panel_html(view), history_html(view.history), header,
                 view.last_decision_id, pos]
 
     @safe
@@ -110,21 +121,26 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         trigger(load, load_inputs, load_outputs)
     frequency.change(safe(lambda ids, pos, run_id, freq: show(ids, pos, run_id, freq)), [queue_ids, position, run, frequency], view_outputs)
 
+    def refreshed_table(ids: list[int], src: str, run_id: str | None) -> pd.DataFrame:
+        """The queue's rows in the same order, with their state after the latest decisions."""
+        queue = build_queue(wb.store, source=src, run_id=run_id or None, status="all").set_index("clip_id")
+        return _table(queue.reindex([i for i in ids if i in queue.index]).reset_index())
+
     def decide(action):
         """Wrap an action so it records, reports, and moves on to the next clip."""
         @safe
-        def handler(name, ids, pos, seen_id, run_id, freq, note_text, *extra):
+        def handler(name, ids, pos, seen_id, run_id, freq, note_text, src, *extra):
             if not ids:
                 raise ValueError("The queue is empty: load a queue first.")
             who = require_annotator(name)
             clip_id = int(ids[pos])
             text = action(clip_id, who, seen_id, note_text or None, *extra)
             outputs = show(ids, pos + 1 if pos + 1 < len(ids) else pos, run_id, freq)
-            return [f'<span class="em-message-ok">{html.escape(text)}</span>', "", *outputs]
+            return [f'<span class="em-message-ok">{html.escape(text)}</span>', "", refreshed_table(ids, src, run_id), *outputs]
         return handler
 
-    common = [annotator, queue_ids, position, seen, run, frequency, note]
-    decide_outputs = [message, note, *view_outputs]
+    common = [annotator, queue_ids, position, seen, run, frequency, note, source]
+    decide_outputs = [message, note, queue_table, *view_outputs]
     for rule, button in zip(rules, tag_buttons):
         button.click(decide(lambda clip, who, seen_id, text, tag=rule.tag: _tag(wb, clip, tag, who, seen_id, text)),
                      common, decide_outputs)
@@ -138,7 +154,7 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         f"clip {clip}: kept in quarantine")[1]), common, decide_outputs)
 
     @safe
-    def undo(name, ids, pos, run_id, freq):
+    def undo(name, ids, pos, run_id, freq, src):
         who = require_annotator(name)
         last = review.last_undoable(wb.store, annotator=who)
         if last is None:
@@ -149,9 +165,10 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         if clip_id not in ids:
             ids.insert(pos, clip_id)
         text = f"undid decision {last['id']} ({last['action']} {last['tag'] or last['new_label'] or ''}) on clip {clip_id}"
-        return [f'<span class="em-message-ok">{html.escape(text)}</span>', ids, *show(ids, ids.index(clip_id), run_id, freq)]
+        return [f'<span class="em-message-ok">{html.escape(text)}</span>', ids, refreshed_table(ids, src, run_id),
+                *show(ids, ids.index(clip_id), run_id, freq)]
 
-    undo_button.click(undo, [annotator, queue_ids, position, run, frequency], [message, queue_ids, *view_outputs])
+    undo_button.click(undo, [annotator, queue_ids, position, run, frequency, source], [message, queue_ids, queue_table, *view_outputs])
     prev_button.click(safe(lambda ids, pos, run_id, freq: show(ids, pos - 1, run_id, freq)), [queue_ids, position, run, frequency], view_outputs)
     next_button.click(safe(lambda ids, pos, run_id, freq: show(ids, pos + 1, run_id, freq)), [queue_ids, position, run, frequency], view_outputs)
 

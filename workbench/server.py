@@ -47,7 +47,7 @@ def build_app(wb: Workbench) -> gr.Blocks:
             annotator = gr.Textbox(label="your name (signed on every decision)", placeholder="e.g. ana",
                                    elem_id="em-annotator", scale=0, min_width=260)
         remembered = gr.BrowserState("", storage_key="earmark-annotator")
-        app.load(lambda saved: saved or "", remembered, annotator)
+        app.load(lambda saved: saved or gr.skip(), remembered, annotator)  # never blank a typed name
         annotator.change(lambda name: name.strip(), annotator, remembered)
         with gr.Tabs():
             for title, module in TABS:

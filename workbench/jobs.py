@@ -1,0 +1,366 @@
+"""The workbench's job manager: fine-tune, then audit, then gates; one job at a time, in a server thread.
+
+Why a worker thread in the server: the server is the session's one writer (DESIGN.md). It freezes
+the manifest when the user clicks, launches the trainer as a child process, follows its
+events, and ingests the results; a browser tab only reads snapshots. Closing the tab changes
+nothing, and a tab opened later sees the same job. Why a FIFO queue: two trainings on the same
+CPUs would each take twice as long and compete for the feature cache; a second click waits its
+turn in plain view.
+
+This is the only place the UI starts child processes.
+"""
+from __future__ import annotations
+
+import atexit
+import collections
+import copy
+import dataclasses
+import logging
+import subprocess
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core.jobs import RESULT_FILE
+from core.store import Store
+from pipelines import finetune
+from pipelines.jobs import cancel as cancel_child
+from pipelines.jobs import follow, launch
+
+log = logging.getLogger("earmark.jobs")
+
+FINAL = ("succeeded", "failed", "cancelled")
+LOG_LINES = 300
+# What each phase means to the person watching (the child's 'phase' events name most of them).
+PHASES = {
+    "queued": "waiting for the job before it",
+    "starting": "starting the training process",
+    "features": "computing log-mel features (cached after the first run)",
+    "training": "training",
+    "evaluate": "evaluating the best epoch on every split",
+    "ingesting": "storing predictions and metrics",
+    "auditing": "auditing the new model",
+    "gates": "evaluating the promotion gates",
+    "done": "finished",
+}
+
+
+@dataclasses.dataclass
+class Job:
+    """One fine-tune job as the UI sees it. The run id is the job's id."""
+    run_id: str
+    run_dir: Path
+    preset: str
+    overrides: list[str]
+    submitted_by: str
+    frozen_at_decision: int
+    submitted_at: float
+    status: str = "queued"               # queued, running, succeeded, failed, cancelled
+    phase: str = "queued"
+    step: int = 0
+    total_steps: int | None = None
+    epoch: float = 0.0
+    epochs: int | None = None
+    eta_s: float | None = None
+    curve: list[dict[str, Any]] = dataclasses.field(default_factory=list)     # step, series, value
+    log: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=LOG_LINES))
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    cancel_requested: bool = False
+    finished_at: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL
+
+    def fraction_done(self) -> float:
+        """0..1 for the progress bar: training steps, then fixed shares for the work after it."""
+        if self.finished:
+            return 1.0
+        tail = {"evaluate": 0.9, "ingesting": 0.93, "auditing": 0.95, "gates": 0.99}
+        if self.phase in tail:
+            return tail[self.phase]
+        if self.total_steps:
+            return 0.9 * min(self.step / self.total_steps, 1.0)
+        return 0.0
+
+
+class JobManager:
+    """Queue and run fine-tune jobs for one session; thread-safe; snapshots for the UI.
+
+    after_training: called with (manager, job) once a training run succeeded and was ingested
+    (the audit and gate steps); its exceptions fail the job with their message.
+    train_module: the module the child runs (`python -m MODULE RUN_DIR`).
+    """
+
+    def __init__(self, store: Store, *, train_module: str = "core.train",
+                 after_training: Callable[["JobManager", Job], None] | None = None, poll_s: float = 0.3) -> None:
+        self.store = store
+        self.train_module = train_module
+        self.after_training = after_training
+        self.poll_s = poll_s
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._jobs: dict[str, Job] = {}
+        self._queue: collections.deque[str] = collections.deque()
+        self._current: str | None = None
+        self._process: subprocess.Popen | None = None
+        self._version = 0
+        self._worker: threading.Thread | None = None
+        self._closed = False
+        self._recover_interrupted()
+
+    # --- what the UI calls --------------------------------------------------------------------
+    def submit(self, *, preset: str, overrides: list[str] | None = None, submitted_by: str,
+               init_from: str | None = "production") -> Job:
+        """Validate the settings, freeze the manifest now, and queue the job; returns it.
+
+        Raises ConfigError (naming the dotted key) for a bad value, before anything is queued.
+        """
+        if not submitted_by or not submitted_by.strip():
+            raise ValueError("submitted_by: a fine-tune is signed by the person who starts it; enter your name")
+        prepared = finetune.prepare_finetune(self.store, preset=preset, overrides=list(overrides or []), init_from=init_from)
+        job = Job(run_id=prepared.run_id, run_dir=prepared.run_dir, preset=preset, overrides=list(overrides or []),
+                  submitted_by=submitted_by.strip(), frozen_at_decision=int(prepared.job.frozen_at_decision),
+                  submitted_at=time.time())
+        job.log.append(f"queued by {job.submitted_by}: preset {preset}"
+                       + (f" with {', '.join(job.overrides)}" if job.overrides else "")
+                       + f"; {len(prepared.manifest)} clips frozen at decision {job.frozen_at_decision}")
+        with self._wake:
+            if self._closed:
+                raise ValueError("the workbench is shutting down; no new jobs")
+            self._jobs[job.run_id] = job
+            self._queue.append(job.run_id)
+            self._touch()
+            self._ensure_worker()
+            self._wake.notify()
+        return self.snapshot(job.run_id)
+
+    def cancel(self, run_id: str) -> Job:
+        """Cancel a queued job at once, or ask a running one to stop after its current step."""
+        with self._lock:
+            job = self._job(run_id)
+            if job.finished:
+                raise ValueError(f"job {run_id} has already {job.status}; nothing to cancel")
+            job.cancel_requested = True
+            if run_id in self._queue:
+                self._queue.remove(run_id)
+                self._finish(job, "cancelled", error="cancelled before it started")
+                self.store.set_run_status(run_id, "cancelled", error="cancelled before it started")
+            else:
+                job.log.append("cancel requested: the child stops after its current step")
+                if self._process is not None:
+                    cancel_child(job.run_dir, self._process)
+            self._touch()
+            return self.snapshot(run_id)
+
+    def snapshot(self, run_id: str) -> Job:
+        """A copy of a job that the caller may read without locks."""
+        with self._lock:
+            job = self._job(run_id)
+            return dataclasses.replace(job, overrides=list(job.overrides), curve=list(job.curve),
+                                       log=collections.deque(job.log, maxlen=LOG_LINES),
+                                       result=copy.deepcopy(job.result))
+
+    def jobs(self) -> list[Job]:
+        """Every job of this server's lifetime, oldest first (snapshots)."""
+        with self._lock:
+            return [self.snapshot(run_id) for run_id in self._jobs]
+
+    def queue(self) -> list[str]:
+        """Run ids waiting to start, in the order they will run."""
+        with self._lock:
+            return list(self._queue)
+
+    def current(self) -> str | None:
+        with self._lock:
+            return self._current
+
+    def latest(self) -> Job | None:
+        """The job to show: the running one, else the most recently submitted."""
+        with self._lock:
+            run_id = self._current or (next(reversed(self._jobs)) if self._jobs else None)
+            return None if run_id is None else self.snapshot(run_id)
+
+    @property
+    def version(self) -> int:
+        """Grows with every change, so a polling UI can skip redrawing when nothing moved."""
+        return self._version
+
+    def wait(self, run_id: str, *, timeout_s: float) -> Job:
+        """Block until the job has finished (tests and scripts); raises TimeoutError."""
+        deadline = time.monotonic() + timeout_s
+        with self._wake:
+            while not self._job(run_id).finished:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"job {run_id} still {self._jobs[run_id].phase} after {timeout_s} s")
+                self._wake.wait(left)
+            return self.snapshot(run_id)
+
+    def shutdown(self) -> None:
+        """Stop taking jobs, cancel the waiting ones and ask the running child to stop."""
+        with self._wake:
+            self._closed = True
+            for run_id in list(self._queue):
+                self.cancel(run_id)
+            if self._current is not None and not self._jobs[self._current].cancel_requested:
+                self.cancel(self._current)
+            self._wake.notify_all()
+
+    # --- the worker ---------------------------------------------------------------------------
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            # Daemon: the server's exit is not held up by a training run; atexit asks it to stop.
+            self._worker = threading.Thread(target=self._work, name="earmark-jobs", daemon=True)
+            self._worker.start()
+            atexit.register(self.shutdown)
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._closed:
+                    self._wake.wait()
+                if not self._queue:
+                    return
+                run_id = self._queue.popleft()
+                self._current = run_id
+                self._touch()
+            job = self._jobs[run_id]
+            try:
+                self._run(job)
+            except Exception as exc:  # the job fails with its reason; the worker and the session go on
+                log.error("job %s failed:\n%s", run_id, traceback.format_exc())
+                message = f"{type(exc).__name__}: {exc}"
+                with self._lock:
+                    self._finish(job, "failed", error=message)
+                if self.store.run(run_id)["status"] not in FINAL:
+                    self.store.set_run_status(run_id, "failed", error=message)
+            finally:
+                with self._wake:
+                    self._current = None
+                    self._process = None
+                    self._touch()
+                    self._wake.notify_all()
+
+    def _run(self, job: Job) -> None:
+        self._set(job, status="running", phase="starting")
+        self.store.set_run_status(job.run_id, "running")
+        with self._lock:
+            if job.cancel_requested:  # cancelled between leaving the queue and starting
+                self._finish(job, "cancelled", error="cancelled before it started")
+                self.store.set_run_status(job.run_id, "cancelled", error="cancelled before it started")
+                return
+            self._process = launch(job.run_dir, module=self.train_module)
+            job.log.append(f"training process started (pid {self._process.pid})")
+        exit_code = follow(job.run_dir, self._process, on_event=lambda event: self._on_event(job, event),
+                           poll_s=self.poll_s)
+        self._set(job, phase="ingesting")
+        result = finetune.ingest(self.store, job.run_id, exit_code=exit_code)
+        with self._lock:
+            job.result = result
+            if result["status"] != "succeeded":
+                error = result.get("error") or ("cancelled" if result["status"] == "cancelled" else None)
+                self._finish(job, result["status"], error=error)
+                return
+            job.log.append(f"training finished: test accuracy {_fmt(result.get('accuracy', {}).get('test'))}")
+        if self.after_training is not None and not job.cancel_requested:
+            self.after_training(self, job)
+        with self._lock:
+            self._finish(job, "cancelled" if job.cancel_requested else "succeeded",
+                         error="cancelled after training; the run is kept but not audited" if job.cancel_requested else None)
+
+    def _on_event(self, job: Job, event: dict[str, Any]) -> None:
+        """Fold one child event into the job's progress, curve and log."""
+        with self._lock:
+            kind = event.get("type")
+            if kind == "phase":
+                job.phase = event["phase"] if event["phase"] in PHASES else job.phase
+            elif kind == "start":
+                job.phase, job.total_steps, job.epochs = "training", event["total_steps"], event["epochs"]
+            elif kind == "step":
+                job.phase = "training"
+                job.step, job.total_steps, job.epoch, job.eta_s = event["step"], event["total_steps"], event["epoch"], event["eta_s"]
+                job.curve.append({"step": event["step"], "series": "train loss (per step)", "value": event["loss"]})
+            elif kind == "epoch":
+                for key, series in (("val_loss", "validation loss"), ("val_accuracy", "validation accuracy"),
+                                    ("val_f1_macro", "validation F1 macro")):
+                    if event.get(key) is not None:
+                        job.curve.append({"step": event["step"], "series": series, "value": event[key]})
+            line = describe_event(event)
+            if line:
+                job.log.append(line)
+            self._touch()
+
+    # --- helpers ------------------------------------------------------------------------------
+    def set_phase(self, job: Job, phase: str, message: str | None = None) -> None:
+        """For the after-training steps: show a phase and a log line."""
+        self._set(job, phase=phase)
+        if message:
+            self.log_line(job, message)
+
+    def log_line(self, job: Job, message: str) -> None:
+        with self._lock:
+            job.log.append(message)
+            self._touch()
+
+    def _set(self, job: Job, **fields: Any) -> None:
+        with self._lock:
+            for name, value in fields.items():
+                setattr(job, name, value)
+            self._touch()
+
+    def _finish(self, job: Job, status: str, *, error: str | None = None) -> None:
+        job.status, job.phase, job.error, job.finished_at = status, "done", error, time.time()
+        job.eta_s = None
+        job.log.append(f"job {status}" + (f": {error}" if error else ""))
+        self._touch()
+
+    def _touch(self) -> None:
+        self._version += 1
+
+    def _job(self, run_id: str) -> Job:
+        try:
+            return self._jobs[run_id]
+        except KeyError:
+            raise ValueError(f"no job {run_id!r} in this workbench") from None
+
+    def _recover_interrupted(self) -> None:
+        """Runs left 'queued' or 'running' by a server that stopped: ingest what finished, fail the rest.
+
+        Without this they would show as running forever; nothing else could ever ingest them.
+        """
+        runs = self.store.runs()
+        for run in runs[runs.status.isin(["queued", "running"])].itertuples():
+            if run.kind == "train" and (Path(run.run_dir) / RESULT_FILE).exists():
+                finetune.ingest(self.store, run.id)
+                log.info("ingested run %s, finished while no workbench was running", run.id)
+            else:
+                self.store.set_run_status(run.id, "failed", error="interrupted: the process following this run stopped before it ended")
+                log.info("marked run %s failed: it was interrupted", run.id)
+
+
+def describe_event(event: dict[str, Any]) -> str | None:
+    """One log line for a child event (steps are shown by the progress bar, not the log)."""
+    kind = event.get("type")
+    if kind == "phase":
+        return f"phase: {PHASES.get(event['phase'], event['phase'])}"
+    if kind == "start":
+        return (f"training {event.get('train_clips')} clips, validating on {event.get('val_clips')}: "
+                f"{event['epochs']} epochs, {event['total_steps']} steps on {event.get('device', '?')}")
+    if kind == "epoch":
+        return (f"epoch {event['epoch']}: train loss {_fmt(event.get('train_loss'))}  val loss {_fmt(event.get('val_loss'))}  "
+                f"val acc {_fmt(event.get('val_accuracy'))}  val F1 {_fmt(event.get('val_f1_macro'))}"
+                + ("  *best*" if event.get("improved") else ""))
+    if kind in ("info", "warning", "error"):
+        return f"{kind}: {event.get('message')}"
+    if kind == "cancelled":
+        return f"cancelled at step {event.get('step')}"
+    return None
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.4f}"
