@@ -35,6 +35,8 @@ test-fast: install
 bench: install
 	$(PY) bench/store.py
 	$(PY) bench/importing.py
+	$(PY) bench/features.py
+	$(PY) bench/review_latency.py
 
 clean-demo:
 	rm -rf sessions/demo data/demo_audio
