@@ -1,0 +1,108 @@
+"""Annotator actions (core.review) and the review queue (pipelines.review_queue) on a real store."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from core import review
+from core.store import Store
+from pipelines.demo import SIRENS_RULES, seed_sirens_rules
+from pipelines.review_queue import build_queue, review_counts
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store.open(tmp_path / "session") as s:
+        dataset = s.add_dataset(name="d", root=tmp_path, layout="manifest")
+        s.add_clips(dataset, pd.DataFrame({
+            "path": [f"c{i}.wav" for i in range(6)], "status": "ok", "split": "test",
+            "original_label": ["emergency_sirens", "emergency_sirens", "alert_sounds", "emergency_sirens",
+                               "collision_sounds", "road_traffic"]}))
+        seed_sirens_rules(s)
+        s.raise_quarantine(pd.DataFrame({"clip_id": [1, 2, 3, 4], "method": "extreme_off", "audit_run_id": "a1",
+                                         "reason": ["beep", "drone", "siren?", "impact"], "score": [0.9, 0.8, 0.7, 0.6]}),
+                           annotator="audit")
+        yield s
+
+
+def test_each_sirens_rule_relabels_or_excludes_as_plan_a_says(store):
+    expected = {"true_siren": "emergency_sirens", "non_siren_alert": "alert_sounds", "ambient": "environmental_sounds",
+                "collision_artifact": "collision_sounds", "scream_like": "human_scream"}
+    assert {r.tag for r in SIRENS_RULES} == set(expected) | {"ambiguous_drone"}
+    for tag, label in expected.items():
+        review.apply_tag(store, 1, tag=tag, annotator="ana")
+        state = store.clip_state(1)
+        assert (state["label"], state["quarantined"], state["excluded"]) == (label, False, False), tag
+        assert store.decisions(clip_id=1).iloc[0].rule.startswith(f"{tag} -> relabel {label}")
+    review.apply_tag(store, 2, tag="ambiguous_drone", annotator="ana")
+    drone = store.clip_state(2)
+    assert drone["excluded"] and drone["quarantined"] and drone["label"] == "emergency_sirens"
+
+
+def test_an_edited_rule_applies_from_then_on(store):
+    rule = review.rule_for(store, "ambient")
+    store.set_rule(type(rule)(rule.tag, "relabel", "road_traffic", True, "edited", rule.hotkey))
+    review.apply_tag(store, 3, tag="ambient", annotator="ana")
+    state = store.clip_state(3)
+    assert state["label"] == "road_traffic" and state["quarantined"]
+
+
+def test_unknown_tag_and_empty_inputs_are_refused(store):
+    with pytest.raises(ValueError, match="known tags"):
+        review.apply_tag(store, 1, tag="owl", annotator="ana")
+    with pytest.raises(ValueError, match="reason"):
+        review.send_to_quarantine(store, 5, reason=" ", annotator="ana")
+    with pytest.raises(ValueError, match="label"):
+        review.relabel(store, 5, label="", annotator="ana")
+
+
+def test_two_annotators_never_overwrite_each_other_unknowingly(store):
+    seen = store.clip_state(1)["last_decision_id"]
+    review.apply_tag(store, 1, tag="non_siren_alert", annotator="ana", seen_decision_id=seen)
+    with pytest.raises(review.ReviewConflict, match="already decided by ana"):
+        review.apply_tag(store, 1, tag="true_siren", annotator="bob", seen_decision_id=seen)
+    assert store.clip_state(1)["label"] == "alert_sounds"
+    # ana may follow up on her own decision without a conflict
+    review.add_note(store, 1, note="double-checked", annotator="ana")
+    review.relabel(store, 1, label="alert_sounds", annotator="ana", seen_decision_id=seen)
+
+
+def test_undo_restores_label_and_quarantine_and_last_undoable_skips_undone(store):
+    first = review.apply_tag(store, 1, tag="non_siren_alert", annotator="ana")
+    second = review.exclude(store, 4, annotator="ana")
+    assert review.last_undoable(store, annotator="ana")["id"] == second
+    review.undo(store, second, annotator="ana")
+    assert not store.clip_state(4)["excluded"] and store.clip_state(4)["quarantined"]
+    assert review.last_undoable(store, annotator="ana")["id"] == first
+    review.undo(store, first, annotator="ana")
+    state = store.clip_state(1)
+    assert (state["label"], state["quarantined"]) == ("emergency_sirens", True)
+
+
+def test_queue_filters_sorts_and_counts(store):
+    queue = build_queue(store, source="quarantine")
+    assert list(queue.clip_id) == [1, 2, 3, 4]  # by audit score
+    review.apply_tag(store, 1, tag="non_siren_alert", annotator="ana")
+    review.send_to_quarantine(store, 6, reason="sounds like a horn", annotator="bob")
+    assert list(build_queue(store, source="quarantine").clip_id) == [2, 3, 4, 6]
+    resolved = build_queue(store, source="quarantine", status="resolved")
+    assert list(resolved.clip_id) == [1] and resolved.iloc[0].last_annotator == "ana"
+    assert list(build_queue(store, source="quarantine", reason="horn").clip_id) == [6]
+    # open clips first, then resolved ones
+    assert list(build_queue(store, source="quarantine", label="alert_sounds", status="all").clip_id) == [3, 1]
+    assert review_counts(store) == {"open": 4, "reviewed": 1, "total": 5}
+    with pytest.raises(ValueError, match="source must be one of"):
+        build_queue(store, source="everything")
+
+
+def test_misclassified_and_low_confidence_queues_use_a_runs_predictions(store):
+    store.create_run("r1", kind="train", preset="p", config={}, parent_run_id=None, manifest_decision_id=0, run_dir=store.session_dir)
+    store.ingest_run_results("r1", predictions=pd.DataFrame({
+        "clip_id": [1, 2, 3, 5], "split": "test", "label": ["emergency_sirens", "emergency_sirens", "alert_sounds", "collision_sounds"],
+        "predicted": ["alert_sounds", "emergency_sirens", "alert_sounds", "emergency_sirens"],
+        "confidence": [0.97, 0.55, 0.99, 0.80], "probs": [[0.1, 0.9]] * 4}))
+    store.set_run_status("r1", "succeeded")
+    wrong = build_queue(store, source="misclassified", run_id="r1")
+    assert list(wrong.clip_id) == [1, 5]  # most confident mistakes first
+    unsure = build_queue(store, source="low_confidence", run_id="r1")
+    assert list(unsure.clip_id) == [2]
