@@ -50,14 +50,23 @@ def seed_sirens_rules(store: Store) -> int:
     return len(missing)
 
 
-def build_demo_session(*, session_dir: str | Path = DEFAULT_SESSION, audio_dir: str | Path = DEFAULT_AUDIO,
+def default_audio_dir(*, seed: int, clips_per_class: int) -> Path:
+    """Where demo audio of these parameters lives: each variant has its own folder, so building
+    a small demo never rewrites the audio another session was imported from."""
+    if (seed, clips_per_class) == (0, 100):
+        return DEFAULT_AUDIO
+    return DEFAULT_AUDIO.with_name(f"{DEFAULT_AUDIO.name}-seed{seed}-n{clips_per_class}")
+
+
+def build_demo_session(*, session_dir: str | Path = DEFAULT_SESSION, audio_dir: str | Path | None = None,
                        seed: int = 0, clips_per_class: int = 100, progress: bool = True,
                        store: Store | None = None) -> DemoSummary:
     """Synthesise the demo audio (if missing) and import it into the demo session (if missing).
 
     Pass an open store to build into it (the writer process); otherwise one is opened.
     """
-    session_dir, audio_dir = Path(session_dir), Path(audio_dir)
+    session_dir = Path(session_dir)
+    audio_dir = Path(audio_dir) if audio_dir else default_audio_dir(seed=seed, clips_per_class=clips_per_class)
     started = time.perf_counter()
     synthesize_demo_dataset(audio_dir, seed=seed, clips_per_class=clips_per_class, progress=progress)
     synth_seconds = time.perf_counter() - started
