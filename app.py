@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from core.store import StoreError
+
 DEFAULT_SESSION = Path(__file__).resolve().parent / "sessions" / "demo"
 
 
@@ -73,20 +75,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        from workbench.server import serve
-    except ModuleNotFoundError:
-        from core.store import Store
-        from pipelines.stats import session_stats
-        if not (Path(args.session) / "workbench.duckdb").exists():
-            from pipelines.demo import build_demo_session
-            build_demo_session(session_dir=args.session)
-        with Store.open(args.session) as store:
-            print("\n".join(session_stats(store).lines()))
-        print("The browser workbench is not built yet (issue 7): the session above is ready for the CLI "
-              "(earmark stats / import). Stopping here.")
-        return 0
-    return serve(session_dir=Path(args.session), host=args.host, port=args.port, auth=args.auth)
+    from workbench.server import serve
+    session = Path(args.session)
+    if session.resolve() == DEFAULT_SESSION.resolve():
+        from pipelines.demo import prepare_demo_workbench
+        for line in prepare_demo_workbench(session_dir=session):
+            print(line, flush=True)
+    elif not (session / "workbench.duckdb").exists():
+        raise StoreError(f"no session at {session}: create it with 'earmark import --session {session} DATA' first")
+    return serve(session_dir=session, host=args.host, port=args.port, auth=args.auth)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,7 +153,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from core.audio import AudioError
     from core.config import ConfigError
-    from core.store import StoreError
     from pipelines.importing import DatasetImportError
     try:
         return args.func(args)

@@ -80,3 +80,21 @@ def build_demo_session(*, session_dir: str | Path = DEFAULT_SESSION, audio_dir: 
         if own_store:
             store.close()
     return DemoSummary(session_dir=session_dir, audio_dir=audio_dir, synth_seconds=synth_seconds, imported=imported)
+
+
+def prepare_demo_workbench(*, session_dir: str | Path = DEFAULT_SESSION, progress: bool = True) -> list[str]:
+    """What `make demo` needs before the server opens: the demo session, a trained model, and
+    the quarantine queue an audit fills. Each step runs only when missing. Returns what was done."""
+    from pipelines.finetune import finetune
+    from pipelines.review_queue import default_run
+
+    done = []
+    session_dir = Path(session_dir)
+    if not (session_dir / "workbench.duckdb").exists():
+        done += build_demo_session(session_dir=session_dir, progress=progress).lines()
+    with Store.open(session_dir) as store:
+        if default_run(store) is None:
+            print("training a first model on the demo session (preset demo-fast, about 2 minutes) ...", flush=True)
+            outcome = finetune(store, preset="demo-fast", init_from="none", progress=progress)
+            done.append(f"trained run {outcome.run_id}: {outcome.status}")
+    return done
