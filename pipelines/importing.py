@@ -182,9 +182,12 @@ def import_dataset(store: Store, source: str | Path, *, layout: str = "auto", na
 # --- discovery per layout ---------------------------------------------------------------
 
 def _discover(source: Path, layout: str, *, root: Path | None, group_pattern: str | None) -> pd.DataFrame:
-    readers = {"folder": _discover_folder, "manifest": _discover_manifest, "esc50": _discover_esc50,
-               "urbansound8k": _discover_us8k}
-    table = readers[layout](source, root=root)
+    if layout in BENCHMARK_LAYOUTS:
+        table = _discover_benchmark(source, BENCHMARK_LAYOUTS[layout])
+    elif layout == "folder":
+        table = _discover_folder(source)
+    else:
+        table = _discover_manifest(source, root=root)
     if group_pattern:
         try:
             pattern = re.compile(group_pattern)
@@ -200,7 +203,7 @@ def _discover(source: Path, layout: str, *, root: Path | None, group_pattern: st
     return table
 
 
-def _discover_folder(source: Path, *, root: Path | None) -> pd.DataFrame:
+def _discover_folder(source: Path) -> pd.DataFrame:
     if not source.is_dir():
         raise DatasetImportError(f"folder layout needs a folder, got the file {source}")
     rows = []
@@ -252,36 +255,38 @@ def _discover_manifest(source: Path, *, root: Path | None) -> pd.DataFrame:
     return table
 
 
-def _discover_esc50(source: Path, *, root: Path | None) -> pd.DataFrame:
-    meta = _read_table(source / "meta" / "esc50.csv")
-    _require_columns(meta, ("filename", "fold", "category"), "meta/esc50.csv")
-    table = pd.DataFrame({
-        "path": "audio/" + meta["filename"].astype(str),
-        "label": meta["category"].astype(str),
-        "fold": meta["fold"].astype(int),
-        "group": meta["src_file"].astype(str) if "src_file" in meta else None,
-    })
-    table["split"] = table["fold"].map(ESC50_FOLD_SPLITS)
-    extra = [c for c in meta.columns if c not in ("filename", "fold", "category")]
-    table["metadata"] = _metadata_json(meta[extra])
-    table["fold"] = table["fold"].astype(str)
-    table.attrs["root"] = source.resolve()
-    return table
+@dataclasses.dataclass(frozen=True)
+class BenchmarkLayout:
+    """A public benchmark's metadata table: where it is, its columns, and how folds map to splits."""
+    meta: str                 # metadata CSV, relative to the dataset folder
+    file_column: str
+    label_column: str
+    group_column: str         # recording / source file: clips of one source stay in one split
+    audio_folder: str         # prefix of the audio path; {fold} is filled per row
+    fold_splits: dict[int, str]
 
 
-def _discover_us8k(source: Path, *, root: Path | None) -> pd.DataFrame:
-    meta = _read_table(source / "metadata" / "UrbanSound8K.csv")
-    _require_columns(meta, ("slice_file_name", "fold", "class"), "metadata/UrbanSound8K.csv")
+BENCHMARK_LAYOUTS = {
+    "esc50": BenchmarkLayout("meta/esc50.csv", "filename", "category", "src_file", "audio/", ESC50_FOLD_SPLITS),
+    "urbansound8k": BenchmarkLayout("metadata/UrbanSound8K.csv", "slice_file_name", "class", "fsID", "audio/fold{fold}/",
+                                    US8K_FOLD_SPLITS),
+}
+
+
+def _discover_benchmark(source: Path, layout: BenchmarkLayout) -> pd.DataFrame:
+    meta = _read_table(source / layout.meta)
+    _require_columns(meta, (layout.file_column, "fold", layout.label_column), layout.meta)
+    folds = meta["fold"].astype(int)
+    folders = folds.map(lambda fold: layout.audio_folder.format(fold=fold))
     table = pd.DataFrame({
-        "path": "audio/fold" + meta["fold"].astype(str) + "/" + meta["slice_file_name"].astype(str),
-        "label": meta["class"].astype(str),
-        "fold": meta["fold"].astype(int),
-        "group": meta["fsID"].astype(str) if "fsID" in meta else None,
+        "path": folders + meta[layout.file_column].astype(str),
+        "label": meta[layout.label_column].astype(str),
+        "fold": folds.astype(str),
+        "group": meta[layout.group_column].astype(str) if layout.group_column in meta else None,
+        "split": folds.map(layout.fold_splits),
     })
-    table["split"] = table["fold"].map(US8K_FOLD_SPLITS)
-    extra = [c for c in meta.columns if c not in ("slice_file_name", "fold", "class")]
+    extra = [c for c in meta.columns if c not in (layout.file_column, "fold", layout.label_column)]
     table["metadata"] = _metadata_json(meta[extra])
-    table["fold"] = table["fold"].astype(str)
     table.attrs["root"] = source.resolve()
     return table
 
