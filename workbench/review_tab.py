@@ -14,46 +14,18 @@ import pandas as pd
 
 from core import review
 from pipelines.review_queue import SOURCES, STATUSES, build_queue, default_run, review_counts
+from workbench.common import FREQUENCY_RANGES, history_html, run_choices, side_panel_html
 from workbench.context import Workbench, require_annotator, safe
-from workbench.renderer import ClipView
 
-FREQUENCY_RANGES = {"0-4 kHz": 4000.0, "0-8 kHz": 8000.0, "full": None}
 KEYS_HELP = """<div class="em-keys">
 <b>Keys</b>: <kbd>1</kbd>-<kbd>9</kbd> tag &nbsp; <kbd>J</kbd>/<kbd>&rarr;</kbd> next &nbsp; <kbd>K</kbd>/<kbd>&larr;</kbd> previous &nbsp;
 <kbd>U</kbd> undo &nbsp; <kbd>X</kbd> exclude &nbsp; <kbd>Q</kbd> keep quarantined &nbsp; <kbd>Space</kbd> play/pause &nbsp;
 <kbd>R</kbd> replay &nbsp; <kbd>[</kbd>/<kbd>]</kbd> speed &nbsp; <kbd>L</kbd> loop &nbsp; click the spectrogram to seek</div>"""
 
 
-def side_panel_html(view: ClipView) -> str:
-    """Probabilities as bars, then the clip's facts (the true label of synthetic data is never shown)."""
-    bars = "".join(
-        f'<div style="display:flex;align-items:center;gap:8px;margin:2px 0">'
-        f'<span style="width:150px;text-align:right">{html.escape(str(r["class"]))}</span>'
-        f'<div style="flex:1;background:#eee;height:14px;border-radius:3px">'
-        f'<div style="width:{100 * float(r["probability"]):.1f}%;background:#4f46e5;height:14px;border-radius:3px"></div></div>'
-        f'<span style="width:48px">{float(r["probability"]):.3f}</span></div>'
-        for _, r in view.probabilities.iterrows()) or "<i>no model predictions for this clip yet</i>"
-    facts = "".join(f"<tr><td style='color:#666;padding-right:12px'>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
-                    for k, v in view.details.items())
-    return f"<div><b>Model probabilities</b>{bars}</div><table style='margin-top:10px;font-size:13px'>{facts}</table>"
-
-
-def history_html(history: pd.DataFrame) -> str:
-    """The clip's decisions, newest first; undone ones struck through."""
-    if history.empty:
-        return "<p style='color:#888'>No decisions on this clip yet.</p>"
-    rows = "".join(
-        f"<tr class='{'em-undone' if r.undone else ''}'><td>{r.id}</td><td>{r.created_at:%Y-%m-%d %H:%M:%S}</td>"
-        f"<td>{html.escape(str(r.annotator))}</td><td>{html.escape(str(r.action))}</td>"
-        f"<td>{html.escape(' '.join(str(v) for v in (r.tag, r.new_label) if isinstance(v, str)))}</td>"
-        f"<td>{html.escape(r.note if isinstance(r.note, str) else '')}</td></tr>" for r in history.itertuples())
-    return ("<b>Decision history</b><table class='em-history'><tr><th>id</th><th>time (UTC)</th><th>annotator</th>"
-            f"<th>action</th><th>tag / label</th><th>note</th></tr>{rows}</table>")
-
-
 def build(wb: Workbench, *, annotator: gr.Component) -> None:
     rules = wb.store.rules()
-    run_choices = _run_choices(wb)
+    runs = run_choices(wb.store)
     queue_ids = gr.State([])
     position = gr.State(0)
     seen = gr.State(None)
@@ -64,7 +36,7 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         label_filter = gr.Dropdown([""] + wb.labels(), value="", label="class", scale=1)
         reason_filter = gr.Textbox(label="reason contains", scale=1)
         annotator_filter = gr.Textbox(label="decided by", scale=1)
-        run = gr.Dropdown(run_choices, value=default_run(wb.store), label="predictions of run", scale=2)
+        run = gr.Dropdown(runs, value=default_run(wb.store), label="predictions of run", scale=2)
         frequency = gr.Dropdown(list(FREQUENCY_RANGES), value="0-4 kHz", label="frequency range", scale=1)
         refresh = gr.Button("Load queue", variant="secondary", scale=1)
     with gr.Row():
@@ -197,10 +169,3 @@ def _table(queue: pd.DataFrame) -> pd.DataFrame:
     shown = queue.drop(columns=["score"]).copy()
     shown["confidence"] = shown["confidence"].astype(float).round(3)
     return shown
-
-
-def _run_choices(wb: Workbench) -> list[tuple[str, str]]:
-    runs = wb.store.runs()
-    production = wb.store.production_run()
-    return [(f"{r.id} ({r.kind}{', production' if r.id == production else ''})", r.id)
-            for r in runs.itertuples() if r.status in ("succeeded", "cancelled")]

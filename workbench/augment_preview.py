@@ -1,0 +1,125 @@
+"""The Data tab's augmentation preview: one clip before and after a list of augmentations.
+
+Both versions get the Review player (listen, spectrogram with time and frequency axes), and
+below them the log-mel the model is fed, before and after, where spectrogram steps such as
+SpecAugment masks show. The draw comes from core.augment.preview with an explicit seed, so the
+same clip, list and seed always give the same result, and the parameters applied are listed.
+The list is YAML in the preset format, filled from a preset and editable.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from core.augment.pipeline import all_specs
+from core.augment.preview import Preview, preview
+from core.config import ConfigError, list_presets, load_preset
+from workbench.common import FREQUENCY_RANGES
+from workbench.context import Workbench, safe
+from workbench.renderer import clip_path, player_html, spectrogram_image
+
+PREFERRED_PRESET = "sirens-focused"
+
+
+def build(wb: Workbench) -> None:
+    pictures = Path(tempfile.mkdtemp(prefix="earmark-augment-"))  # Gradio serves files from the temp dir
+    presets = list_presets()
+    usable = wb.store.labels()
+    usable = usable[(usable.status == "ok") & usable.parent_clip_id.isna()]
+
+    gr.Markdown("### Augmentation preview")
+    with gr.Row(equal_height=True):
+        clip = gr.Number(int(usable.clip_id.iloc[0]) if len(usable) else None, label="clip id", precision=0,
+                         scale=1, elem_id="em-aug-clip")
+        preset = gr.Dropdown(presets, value=PREFERRED_PRESET if PREFERRED_PRESET in presets else None,
+                             label="augmentations of preset", scale=2)
+        seed = gr.Number(0, label="seed", precision=0, scale=1)
+        every_step = gr.Checkbox(True, label="apply every step (p = 1)", scale=1)
+        frequency = gr.Dropdown(list(FREQUENCY_RANGES), value="0-8 kHz", label="frequency range", scale=1)
+        button = gr.Button("Preview", variant="primary", scale=1, elem_id="em-aug-preview")
+    specs = gr.Code(_preset_yaml(preset.value) if preset.value else "[]", language="yaml", lines=6, max_lines=14,
+                    label="augmentations (YAML list of name / p / params, as in a preset)", elem_id="em-aug-specs")
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("**original**")
+            before = gr.HTML(elem_id="em-aug-before")
+        with gr.Column():
+            gr.Markdown("**augmented**")
+            after = gr.HTML(elem_id="em-aug-after")
+    applied = gr.Dataframe(headers=["step", "name", "params"], label="applied (in order)", interactive=False, wrap=True,
+                           elem_id="em-aug-applied")
+    log_mels = gr.Image(label="what the model sees: log-mel before and after", type="filepath", interactive=False,
+                        height=300, visible=False, elem_id="em-aug-logmel")
+
+    preset.change(safe(lambda name: _preset_yaml(name) if name else "[]"), preset, specs)
+
+    @safe
+    def run(clip_id, preset_name, text, draw_seed, force, freq):
+        if clip_id is None:
+            raise ValueError("Type the id of a clip to preview (the Review and Confusions tabs show clip ids).")
+        path = clip_path(wb.store, int(clip_id))
+        chosen = _parse_specs(text, force=force)
+        features = load_preset(preset_name).features if preset_name else None  # what that preset trains on
+        result = preview(path, chosen, seed=int(draw_seed or 0), feature_cfg=features)
+        fmax = FREQUENCY_RANGES[freq]
+        steps = pd.DataFrame([{"step": r["step"], "name": r["name"], "params": json.dumps(r["params"], default=str)}
+                              for r in result.applied], columns=["step", "name", "params"])
+        picture = pictures / f"clip{int(clip_id)}-seed{int(draw_seed or 0)}.png"
+        return [_player(int(clip_id), result.original, result.sample_rate_hz, fmax),
+                _player(int(clip_id), result.augmented, result.sample_rate_hz, fmax), steps,
+                gr.Image(value=str(_log_mel_figure(result, picture)), visible=True)]
+
+    button.click(run, [clip, preset, specs, seed, every_step, frequency], [before, after, applied, log_mels])
+
+
+def _preset_yaml(name: str) -> str:
+    return yaml.safe_dump([spec.to_dict() for spec in all_specs(load_preset(name))], sort_keys=False) or "[]"
+
+
+def _parse_specs(text: str, *, force: bool) -> list[dict]:
+    try:
+        specs = yaml.safe_load(text or "[]") or []
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"augmentations: not valid YAML ({exc})") from None
+    if not isinstance(specs, list) or not all(isinstance(s, dict) for s in specs):
+        raise ConfigError("augmentations: expected a YAML list of {name, p, params} entries")
+    if not specs:
+        raise ValueError("The augmentation list is empty: pick a preset with augmentations, or write one.")
+    return [{**s, "p": 1.0} if force else s for s in specs]
+
+
+def _player(clip_id: int, wave: np.ndarray, sample_rate_hz: int, fmax_hz: float | None) -> str:
+    """The Review player on audio that exists only in memory: the WAV travels as a data URL."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(wave, -1, 1), sample_rate_hz, format="WAV", subtype="PCM_16")
+    url = "data:audio/wav;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    fmax = sample_rate_hz / 2 if fmax_hz is None else min(fmax_hz, sample_rate_hz / 2)
+    image = spectrogram_image(wave, sample_rate_hz, fmax_hz=fmax)
+    return player_html(clip_id=clip_id, audio_url=url, image=image, duration_s=len(wave) / sample_rate_hz,
+                       fmax_hz=fmax)
+
+
+def _log_mel_figure(result: Preview, path: Path) -> Path:
+    """Both log-mels side by side on one colour scale, axes in frames and mel bands."""
+    fig = Figure(figsize=(11, 3.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    low = float(min(result.original_log_mel.min(), result.augmented_log_mel.min()))
+    high = float(max(result.original_log_mel.max(), result.augmented_log_mel.max()))
+    for ax, (title, values) in zip(fig.subplots(1, 2, sharey=True), (("before", result.original_log_mel),
+                                                                     ("after", result.augmented_log_mel))):
+        image = ax.imshow(values, origin="lower", aspect="auto", cmap="magma", vmin=low, vmax=high)
+        ax.set(title=title, xlabel="time (frames)", ylabel="mel band")
+    fig.colorbar(image, ax=fig.axes, label="dB")
+    fig.savefig(path, format="png", dpi=100)
+    return path
