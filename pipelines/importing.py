@@ -377,16 +377,23 @@ def _assign_splits(table: pd.DataFrame, *, seed: int) -> tuple[pd.DataFrame, lis
 
 
 def _grouped_split(rows: pd.DataFrame, *, seed: int, warnings: list[str]) -> np.ndarray:
-    """60/20/20 by group, stratified by label: five group folds -> 3 train, 1 val, 1 test."""
+    """60/20/20 by group, stratified by label: five group folds -> 3 train, 1 val, 1 test.
+
+    When a class has fewer than five clips, stratifying is impossible; the groups are then
+    split without stratification (still seeded and leak-free), with a warning."""
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold  # deferred: seconds of import time
     groups = rows["group"].to_numpy()
     labels = rows["label"].fillna("?").astype(str).to_numpy()
     n_groups = len(set(groups))
     if n_groups < 5:
         warnings.append(f"only {n_groups} source groups: too few for a 60/20/20 split, all go to train")
         return np.full(len(rows), "train", dtype=object)
-    from sklearn.model_selection import StratifiedGroupKFold  # deferred: seconds of import time
+    if pd.Series(labels).value_counts().min() >= 5:
+        splitter = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
+    else:
+        warnings.append("some classes have fewer than 5 clips: the 60/20/20 split is grouped but not stratified")
+        splitter = GroupKFold(n_splits=5, shuffle=True, random_state=seed)
     fold_of = np.empty(len(rows), dtype=int)
-    splitter = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
     for fold, (_, test_index) in enumerate(splitter.split(np.zeros(len(rows)), labels, groups)):
         fold_of[test_index] = fold
     names = np.array(["train", "train", "train", "val", "test"], dtype=object)

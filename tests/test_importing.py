@@ -207,3 +207,14 @@ def test_cli_import_and_stats_report_in_plain_words(tmp_path):
     bad = subprocess.run(cli + ["import", "--session", str(session), str(tmp_path / "missing")], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2
     assert bad.stderr.startswith("earmark: error: nothing to import") and "Traceback" not in bad.stderr
+
+
+def test_tiny_classes_get_a_grouped_unstratified_split_with_a_warning(store, tmp_path):
+    root = tmp_path / "tiny"
+    for label in ("a", "b", "c"):
+        for i in range(3):
+            write_wav(root / label / f"{label}{i}.wav", tone(300 + 50 * i, seconds=0.3))
+    summary = import_dataset(store, root, progress=False)
+    assert summary.added == 9
+    assert any("not stratified" in w for w in summary.warnings)
+    assert set(store.clips().split) <= {"train", "val", "test"}
