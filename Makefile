@@ -36,6 +36,7 @@ bench: install
 	$(PY) bench/store.py
 	$(PY) bench/importing.py
 	$(PY) bench/features.py
+	$(PY) bench/augment.py
 	$(PY) bench/review_latency.py
 
 clean-demo:

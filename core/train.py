@@ -8,9 +8,14 @@ predictions.parquet, metrics.json, plots/, result.json). It never opens the sess
     accelerate launch --num_processes 2 --cpu -m core.train RUN_DIR
 
 The loop keeps nanoGPT's order: learning rate for this step, forward/backward/step, log, stop
-check; at the end of each epoch: validate, keep the best checkpoint, early-stop. Cancel with
-SIGTERM/SIGINT or by creating RUN_DIR/cancel: the run stops after the current step and leaves a
-consistent folder (the best checkpoint so far, predictions from it, result.json "cancelled").
+check; at the end of each epoch: validate, keep the best checkpoint, early-stop. Batches come
+from core.augment.AugmentFeed: cached log-mel rows, plus augmented samples when the preset
+lists augmentations (on the fly, or rendered once before the first epoch when on the fly would
+cost more than the model step; the choice is logged as an 'info' event and in result.json).
+
+Cancel with SIGTERM/SIGINT or by creating RUN_DIR/cancel: the run stops after the current step
+and leaves a consistent folder (the best checkpoint so far, predictions from it, result.json
+"cancelled").
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.augment import AugmentFeed
+from core.augment.cost import time_model_step
 from core.checkpoint import init_from_checkpoint, load_checkpoint, save_checkpoint
 from core.config import ExperimentConfig, TrainConfig
 from core.evaluate import classification_report
@@ -133,12 +140,27 @@ def _train_and_evaluate(run_dir: Path, config: ExperimentConfig, job: Job, accel
 
     plan = EpochPlan(train, tc, labels=job.labels, world_size=accelerator.num_processes)
     n_epochs = plan.n_epochs
+    # Augmentation: which samples each epoch holds (augmented copies join the clean clips) and
+    # whether waveform steps run on the fly or are rendered once first (measured, then logged).
+    feed = AugmentFeed(train, config, cache=cache, norm_stats=norm_stats, stages=[plan.stage(e) for e in range(n_epochs)],
+                       workers=job.workers)
+    y_train = train["y"].to_numpy()
+    decision = None
+    if feed.active or feed.derived.any():
+        events.write("phase", phase="augment")
+        with accelerator.main_process_first():
+            epochs = {e: plan.batches(e, samples=feed.sample_ids(e)) for e in range(n_epochs)}
+            decision = feed.prepare(run_dir, decide=accelerator.is_main_process, batches=epochs, time_model_step=lambda x, rows: (
+                time_model_step(accelerator.unwrap_model(model), x, torch.from_numpy(y_train[rows]), loss_fn=loss_fn,
+                                device=accelerator.device)))
     # Each process steps through its share of every epoch's batches (a multiple of the world size).
-    steps_per_epoch = [math.ceil(len(plan.batches(e)) / accelerator.num_processes / tc.grad_accum_steps)
-                       for e in range(n_epochs)]
+    steps_per_epoch = [math.ceil(len(plan.batches(e, samples=feed.sample_ids(e))) / accelerator.num_processes
+                                 / tc.grad_accum_steps) for e in range(n_epochs)]
     total_steps = sum(steps_per_epoch)
     events.write("start", run_id=job.run_id, epochs=n_epochs, total_steps=total_steps, train_clips=len(train),
                  val_clips=len(val), labels=job.labels, processes=accelerator.num_processes, device=str(accelerator.device))
+    if decision is not None:
+        events.write("info", message=f"augmentation {decision.mode}: {decision.reason}", augmentation=decision.to_dict())
     generator = torch.Generator().manual_seed(tc.seed)
     best = {"metric": (-math.inf, -math.inf), "epoch": None}
     stale_epochs = 0
@@ -150,19 +172,18 @@ def _train_and_evaluate(run_dir: Path, config: ExperimentConfig, job: Job, accel
         for epoch in range(n_epochs):
             stage_lr_scale = plan.lr_scale(epoch)
             model.train()
-            batches = plan.batches(epoch)[accelerator.process_index::accelerator.num_processes]
+            batches = plan.batches(epoch, samples=feed.sample_ids(epoch))[accelerator.process_index::accelerator.num_processes]
             epoch_loss, epoch_items = 0.0, 0
-            for batch_number, batch_rows in enumerate(batches):
+            for batch_number, batch_ids in enumerate(batches):
                 if stop.raised:
                     raise Cancelled()
                 # 1. learning rate for this step
                 multiplier = lr_multiplier(step, total_steps=total_steps, warmup_steps=tc.warmup_steps, schedule=tc.schedule)
                 apply_lr(optimizer, base_lrs=[lr * stage_lr_scale for lr in base_lrs], multiplier=multiplier)
                 # 2. forward / backward / step
-                rows = train["row"].to_numpy()[batch_rows]
-                features = torch.from_numpy(cache.take(rows))
-                features = normalize(features, norm_stats) if norm_stats else features
-                targets = torch.from_numpy(train["y"].to_numpy()[batch_rows])
+                batch_index = accelerator.process_index + batch_number * accelerator.num_processes  # in the full list
+                features = feed.features(batch_ids, epoch=epoch, batch_index=batch_index)
+                targets = torch.from_numpy(y_train[feed.rows_of(batch_ids)])
                 features, soft_targets, _ = mixup(features, targets, num_classes=len(job.labels), alpha=config.mixup_alpha,
                                                   p=config.mixup_p, generator=generator) if config.mixup_p > 0 else (features, targets, False)
                 features, soft_targets = features.to(accelerator.device), soft_targets.to(accelerator.device)
@@ -171,8 +192,8 @@ def _train_and_evaluate(run_dir: Path, config: ExperimentConfig, job: Job, accel
                     accelerator.backward(loss)
                     optimizer.step()
                     optimizer.zero_grad()
-                epoch_loss += float(loss.detach()) * len(batch_rows)
-                epoch_items += len(batch_rows)
+                epoch_loss += float(loss.detach()) * len(batch_ids)
+                epoch_items += len(batch_ids)
                 # 3. log
                 if accelerator.sync_gradients:
                     step += 1
@@ -210,17 +231,19 @@ def _train_and_evaluate(run_dir: Path, config: ExperimentConfig, job: Job, accel
         cancelled = True
         events.write("cancelled", step=step)
     accelerator.wait_for_everyone()
+    feed.close(run_dir if accelerator.is_main_process else None)  # offline copies are scratch: the checkpoint holds what they taught
+    augmentation = {"augmentation": decision.to_dict()} if decision is not None else {}
 
     if best["epoch"] is None:
         status = "cancelled" if cancelled else "failed"
         return {"status": status, "error": "stopped before the first epoch finished: no checkpoint",
-                "seconds": round(time.time() - started, 1)}
+                "seconds": round(time.time() - started, 1), **augmentation}
     summary = {}
     if accelerator.is_main_process:
         summary = _final_outputs(run_dir, manifest, history, job, cache, events, best_epoch=best["epoch"])
     return {"status": "cancelled" if cancelled else "succeeded", "best_epoch": best["epoch"],
             "best_metric": best["metric"][0] if tc.early_stopping_metric != "loss" else -best["metric"][0], "epochs_run": len(history), "steps": step,
-            "seconds": round(time.time() - started, 1), **summary}
+            "seconds": round(time.time() - started, 1), **augmentation, **summary}
 
 
 class EpochPlan:
@@ -242,19 +265,22 @@ class EpochPlan:
         stage = self.stage(epoch)
         return stage.lr / self.tc.lr if stage is not None and stage.lr is not None else 1.0
 
-    def batches(self, epoch: int) -> list[np.ndarray]:
-        """Index lists into the training rows; a multiple of world_size so DDP ranks stay in step."""
+    def batches(self, epoch: int, *, samples: np.ndarray | None = None) -> list[np.ndarray]:
+        """Sample-id lists (AugmentFeed ids: training rows, then augmented copies); a multiple of
+        world_size so DDP ranks stay in step. samples: the epoch's ids (default: each row once)."""
         tc, seed = self.tc, self.tc.seed
         rng = np.random.default_rng([seed, epoch])
+        samples = np.arange(len(self.y)) if samples is None else np.asarray(samples)
+        y = self.y[samples % len(self.y)]
         if tc.batch_composition:
             composition = {self.labels.index(c): n for c, n in tc.batch_composition.items() if n > 0}
-            sampler = ComposedBatchSampler(self.y, composition=composition, seed=seed)
+            sampler = ComposedBatchSampler(y, composition=composition, seed=seed)
             sampler.set_epoch(epoch)
-            batches = [np.asarray(b) for b in sampler]
+            batches = [samples[np.asarray(b)] for b in sampler]
         else:
             factors = {self.labels.index(c): f for c, f in (tc.oversample or {}).items()}
-            order = oversampled_indices(self.y, factors=factors, seed=seed, epoch=epoch) if factors else rng.permutation(len(self.y))
-            batches = [order[i:i + tc.batch_size] for i in range(0, len(order), tc.batch_size)]
+            order = oversampled_indices(y, factors=factors, seed=seed, epoch=epoch) if factors else rng.permutation(len(y))
+            batches = [samples[order[i:i + tc.batch_size]] for i in range(0, len(order), tc.batch_size)]
         stage = self.stage(epoch)
         if stage is not None and stage.hard_examples and len(self.hard):
             pool = self.hard

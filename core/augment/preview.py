@@ -1,0 +1,57 @@
+"""Before/after of an augmentation list on one clip, for the Data tab: play both, look at both.
+
+Same seed, same preview: the draw comes from np.random.default_rng(seed), and `applied` lists
+exactly what was done (the same records an augmented copy stores), so the UI can show the
+parameters next to the two players and spectrograms.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.augment.noise_bank import NoiseBank
+from core.augment.pipeline import build_pipeline
+from core.augment.render import log_mel_of, source_wave
+from core.config import AugmentSpec, FeatureConfig
+from core.features import LogMel
+
+__all__ = ["Preview", "preview"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Preview:
+    """original/augmented: mono float32 audio at sample_rate_hz (lengths differ after a
+    time-stretch); *_log_mel: float32 dB (n_mels, n_frames) of each, the augmented one after the
+    spectrogram steps too; applied: waveform records, then spectrogram records."""
+    sample_rate_hz: int
+    original: np.ndarray
+    augmented: np.ndarray
+    applied: list[dict[str, Any]]
+    original_log_mel: np.ndarray
+    augmented_log_mel: np.ndarray
+
+
+def preview(path: str | Path, specs: Iterable[AugmentSpec | dict[str, Any]], *, seed: int,
+            feature_cfg: FeatureConfig | None = None, noise_bank: NoiseBank | str | Path | None = None) -> Preview:
+    """Apply specs to the clip at path with a generator seeded by seed.
+
+    feature_cfg (default FeatureConfig()) sets the rate, the longest stretch kept
+    (max_length_s) and the log-mel. Raises ConfigError for bad specs, AudioError for a file
+    that cannot be read.
+    """
+    cfg = feature_cfg or FeatureConfig()
+    pipeline = build_pipeline(specs, sample_rate_hz=cfg.sample_rate_hz, noise_bank=noise_bank)
+    rng = np.random.default_rng(seed)
+    original = source_wave(path, cfg, rng=rng)
+    augmented, wave_applied = pipeline.augment_wave(original, rng)
+    log_mel = LogMel(cfg)
+    original_spec = log_mel_of(original, log_mel)
+    augmented_spec, spec_applied = pipeline.augment_spec(torch.from_numpy(log_mel_of(augmented, log_mel)), rng)
+    return Preview(sample_rate_hz=cfg.sample_rate_hz, original=original, augmented=augmented,
+                   applied=wave_applied + spec_applied, original_log_mel=original_spec,
+                   augmented_log_mel=augmented_spec.numpy())
