@@ -381,6 +381,35 @@ class TrainConfig(Config):
 
 
 @dataclasses.dataclass
+class GatePolicy(Config):
+    """Promotion gates (A8, A9, C3): what a candidate's audit must show before it may replace
+    production. Accuracies and F1 are fractions in [0, 1], higher is better; a threshold set to
+    null is not checked. The defaults are the sirens plan's targets (A, A8)."""
+    split: str = option("test", "The audited split the gates read.")
+    key_classes: list[str] = option(factory=lambda: ["emergency_sirens"],
+                                    help="Classes held to min_key_class_accuracy instead of min_class_accuracy.")
+    min_key_class_accuracy: float | None = option(0.95, "Lowest accuracy (recall) allowed for each key class (A: sirens 0.95).")
+    min_class_accuracy: float | None = option(0.93, "Lowest accuracy (recall) allowed for every other class (A: 0.93).")
+    max_relative_regression: float | None = option(
+        0.02, "Largest drop of any class's accuracy relative to the production model, (production - candidate) / production (A8: 2%).")
+    min_accuracy: float | None = option(None, "Lowest overall accuracy (C3 go/no-go).")
+    min_f1_macro: float | None = option(None, "Lowest F1-macro (C3 go/no-go).")
+    min_rare_class_f1: float | None = option(None, "Lowest mean F1 over the rare classes (C3 go/no-go).")
+    rare_classes: list[str] = option(
+        factory=list, help="Classes the rare-class gate reads; empty = the rare_class_count classes with the fewest clips in the split.")
+    rare_class_count: int = option(3, "How many of the least represented classes count as rare when rare_classes is empty.")
+
+    def __post_init__(self) -> None:
+        for name in ("min_key_class_accuracy", "min_class_accuracy", "min_accuracy", "min_f1_macro", "min_rare_class_f1"):
+            value = getattr(self, name)
+            if value is not None:
+                check_range(f"gates.{name}", value, low=0, high=1)
+        if self.max_relative_regression is not None:
+            check_range("gates.max_relative_regression", self.max_relative_regression, low=0, high=1)
+        check_range("gates.rare_class_count", self.rare_class_count, low=1)
+
+
+@dataclasses.dataclass
 class ExperimentConfig(Config):
     """A whole preset: what a run is built from, saved resolved into every run folder."""
     name: str = option("custom", "Preset name.")
@@ -388,9 +417,25 @@ class ExperimentConfig(Config):
     features: FeatureConfig = option(factory=FeatureConfig, help="Log-mel features.")
     model: ModelConfig = option(factory=ModelConfig, help="Model.")
     train: TrainConfig = option(factory=TrainConfig, help="Training recipe.")
-    augment: list[AugmentSpec] = option(factory=list, help="On-the-fly augmentations.")
+    augment: list[AugmentSpec] = option(factory=list, help="Training augmentations ({name, p, params}; see core/augment).")
+    augment_copies: int = option(0, "Augmented copies of each clip added to every epoch beside the clean one "
+                                    "(A7: clean set + augmentations); 0 augments the drawn clips in place.")
+    augment_classes: list[str] = option(factory=list, help="Augment only clips of these classes (A4: sirens); empty = all.")
+    augment_mode: Literal["auto", "on_the_fly", "offline"] = option(
+        "auto", "auto: waveform augmentation runs on the fly while it costs less than the model step it feeds, "
+                "else it is rendered once before training; the choice is logged.")
+    noise_bank: str | None = option(None, "Folder in MUSAN layout (music/, speech/, noise/) for background_noise.")
     mixup_alpha: float = option(0.0, "MixUp Beta(alpha); 0 disables (A6: none for sirens).")
     mixup_p: float = option(0.0, "Probability of MixUp per batch (D3: 0.5-0.6).")
+    gates: GatePolicy = option(factory=GatePolicy, help="Promotion gates a run's audit must pass.")
+
+    def __post_init__(self) -> None:
+        check_range("augment_copies", self.augment_copies, low=0, high=100)
+        # Every augmentation list is built once here, so a bad name or option fails when the
+        # preset is loaded, not in the training child. (Imported here: core.augment imports this module.)
+        from core.augment import build_pipeline
+        for specs in [self.augment, *(s.augment for s in self.train.curriculum if s.augment is not None)]:
+            build_pipeline(specs, sample_rate_hz=self.features.sample_rate_hz, noise_bank=self.noise_bank)
 
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "data" / "presets"

@@ -22,6 +22,7 @@ from core import train as trainer
 from core.config import ConfigError, ExperimentConfig, load_preset
 from core.store import Store, StoreError
 from core.jobs import CONFIG_FILE, LOG_FILE, MANIFEST_FILE, RESULT_FILE
+from pipelines.augment_copies import applied_names
 from pipelines.jobs import cancel, follow, launch
 
 @dataclasses.dataclass
@@ -38,13 +39,19 @@ def new_run_id(kind: str) -> str:
     return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{kind}-{secrets.token_hex(2)}"
 
 
-def freeze_manifest(store: Store, *, as_of: int | None = None) -> tuple[pd.DataFrame, int]:
+def freeze_manifest(store: Store, *, as_of: int | None = None,
+                    include_quarantined: bool = False) -> tuple[pd.DataFrame, int]:
     """The training manifest as of a decision id: usable, non-excluded, non-quarantined clips with
     their current labels, absolute paths, and whether each is a 'hard' example (A7: relabelled
-    since import, or misclassified by the production model)."""
+    since import, or misclassified by the production model). Derived clips (augmented copies) come
+    with their parent and applied augmentations, and only in the training split: they are never
+    evaluated. include_quarantined (for audits) keeps quarantined clips too, with a `quarantined`
+    column saying which they are."""
     as_of = store.last_decision_id() if as_of is None else as_of
     state = store.labels(as_of=as_of)
-    usable = state[(state.status == "ok") & ~state.excluded & ~state.quarantined & state.label.notna() & state.split.notna()]
+    usable = state[(state.status == "ok") & ~state.excluded & (include_quarantined | ~state.quarantined)
+                   & state.label.notna() & state.split.notna()
+                   & (state.parent_clip_id.isna() | (state.split == "train"))]
     clips = store.clips().set_index("id")
     roots = store.dataset_roots()
     manifest = pd.DataFrame({
@@ -55,6 +62,8 @@ def freeze_manifest(store: Store, *, as_of: int | None = None) -> tuple[pd.DataF
         "split": usable.split.astype(str),
         "source_group": usable.source_group.astype(str),
         "true_label": [_true_label(clips.at[c, "metadata"]) for c in usable.clip_id],
+        "parent_clip_id": usable.parent_clip_id.astype("Int64"),
+        "augmentations": [applied_names(clips.at[c, "metadata"]) for c in usable.clip_id],
     }).reset_index(drop=True)
     hard = manifest.label != manifest.original_label
     production = store.production_run()
@@ -62,6 +71,8 @@ def freeze_manifest(store: Store, *, as_of: int | None = None) -> tuple[pd.DataF
         previous = store.predictions(production).set_index("clip_id")["predicted"]
         hard |= manifest.clip_id.map(previous).fillna(manifest.label).ne(manifest.label).to_numpy()
     manifest["hard"] = hard.to_numpy()
+    if include_quarantined:
+        manifest["quarantined"] = usable.quarantined.astype(bool).to_numpy()
     return manifest, as_of
 
 
@@ -146,7 +157,7 @@ def ingest(store: Store, run_id: str, *, exit_code: int | None = None) -> dict[s
         predictions = pd.read_parquet(predictions_file)
         predictions["probs"] = predictions["probs"].map(lambda p: np.asarray(p, dtype=np.float32).tolist())
         metrics = json.loads((run_dir / trainer.METRICS_FILE).read_text())
-        store.ingest_run_results(run_id, history=_history_rows(metrics["history"]), metrics=_metric_rows(metrics),
+        store.ingest_run_results(run_id, history=_history_rows(metrics["history"]), metrics=metric_rows(metrics),
                                  predictions=predictions)
     store.set_run_status(run_id, result["status"], error=result.get("error"), summary=result)
     return result
@@ -158,7 +169,7 @@ def _history_rows(history: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "epoch", "name", "value"])
 
 
-def _metric_rows(metrics: dict[str, Any]) -> pd.DataFrame:
+def metric_rows(metrics: dict[str, Any]) -> pd.DataFrame:
     """metrics.json -> (split, name, class_label, value); names against true labels get 'true_'."""
     rows = []
     for split, entry in metrics["splits"].items():
