@@ -6,6 +6,7 @@ are printed as one line ("earmark: error: ..."), never as a stack trace.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from pathlib import Path
@@ -50,6 +51,20 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.export import default_export_path, export_manifest
+    with Store.open(args.session, create=False) as store:
+        try:
+            path = args.out or default_export_path(store, format=args.format or "csv", as_of=args.as_of)
+            summary = export_manifest(store, path, format=args.format, as_of=args.as_of)
+        except ValueError as exc:
+            print(f"earmark: error: {exc}", file=sys.stderr)
+            return 2
+    print("\n".join(summary.lines()))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from core.store import Store
     from pipelines.finetune import finetune
@@ -74,6 +89,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0 if result["status"] == "succeeded" else 1
 
 
+def _cmd_augment_copies(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.augment_copies import make_augmented_copies
+    with Store.open(args.session, create=False) as store:
+        summary = make_augmented_copies(store, preset=args.preset, overrides=args.set, copies_per_clip=args.copies,
+                                        classes=args.classes, clip_ids=args.clip, seed=args.seed, workers=args.workers,
+                                        progress=not (args.quiet or args.json))
+    print(json.dumps(summary.to_dict()) if args.json else "\n".join(summary.lines()))
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from workbench.server import serve
     session = Path(args.session)
@@ -84,6 +110,96 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     elif not (session / "workbench.duckdb").exists():
         raise StoreError(f"no session at {session}: create it with 'earmark import --session {session} DATA' first")
     return serve(session_dir=session, host=args.host, port=args.port, auth=args.auth)
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.audit import audit
+    with Store.open(args.session, create=False) as store:
+        thresholds = {name: getattr(args, name) for name in ("max_label_prob", "min_top_prob") if getattr(args, name) is not None}
+        outcome = audit(store, run_id=args.run, splits=_split_list(args.splits), label_issues=args.label_issues,
+                        method=args.method, folds=args.folds, cv_preset=args.cv_preset, cv_overrides=args.cv_set,
+                        max_label_issues=args.max_label_issues, seed=args.seed, progress=not (args.quiet or args.json),
+                        **thresholds)
+        key_classes = _key_classes(store, outcome.model_run_id)
+    if args.json:
+        print(json.dumps({"run_id": outcome.run_id, "model_run_id": outcome.model_run_id, "status": outcome.status,
+                          "error": outcome.error, "counts": outcome.counts, "accuracy": outcome.accuracy,
+                          "proposals": len(outcome.proposals), "key_classes": outcome.key_classes,
+                          "label_issues": outcome.label_issues}, default=str))
+    else:
+        print("\n".join(outcome.lines(key_classes=key_classes)))
+    return 0 if outcome.status == "succeeded" else 1
+
+
+def _split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _key_classes(store, run_id: str) -> list[str]:
+    from core.config import ExperimentConfig
+    return ExperimentConfig.from_dict(store.run(run_id)["config"]).gates.key_classes
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.promotion import promote
+    with Store.open(args.session, create=False) as store:
+        outcome = promote(store, run_id=args.run, actor=args.actor, override=args.override, reason=args.reason)
+    if args.json:
+        print(json.dumps({"run_id": outcome.run_id, "promoted": outcome.promoted, "action": outcome.action,
+                          "production": outcome.production, "passed": outcome.report["passed"],
+                          "failed": outcome.report["gates"]["failed"]}))
+    else:
+        print("\n".join(outcome.lines()))
+    return 0 if outcome.promoted else 1
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.promotion import rollback
+    with Store.open(args.session, create=False) as store:
+        previous, current = rollback(store, actor=args.actor, reason=args.reason)
+    print(f"production rolled back from run {previous} to run {current}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.promotion import compare_runs
+    with Store.open(args.session, create=False) as store:
+        comparison, paths = compare_runs(store, baseline=args.baseline, candidate=args.candidate, split=args.split)
+    if args.json:
+        print(json.dumps({**comparison, "files": {k: str(v) for k, v in paths.items()}}))
+        return 0
+    overall = comparison["overall"]
+    print(f"{args.split}: {comparison['candidate_run_id']} vs {comparison['baseline_run_id']} on {comparison['n_clips']} clips")
+    print("  " + ", ".join(f"{m} {v['baseline']:.4f} -> {v['candidate']:.4f}"
+                           for m, v in overall.items() if v["delta"] is not None))
+    for label, per in comparison["per_class"].items():
+        change = per["accuracy_relative_change"]
+        print(f"  {label:<22} accuracy {per['baseline_accuracy']:.4f} -> {per['candidate_accuracy']:.4f}"
+              + (f" ({change:+.1%})" if change is not None else ""))
+    print(f"  fixed {len(comparison['fixed'])} clips, broken {len(comparison['broken'])}"
+          + (": " + ", ".join(str(c["clip_id"]) for c in comparison["broken"][:10]) if comparison["broken"] else ""))
+    print(f"  report: {paths['json']}  picture: {paths['png']}")
+    return 0
+
+
+def _cmd_spotcheck(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.audit import spot_check
+    with Store.open(args.session, create=False) as store:
+        picked = spot_check(store, since_run=args.since, n=args.n, seed=args.seed)
+    if args.json:
+        print(picked.to_json(orient="records"))
+    elif picked.empty:
+        print("no clips were relabelled since then")
+    else:
+        for row in picked.itertuples():
+            print(f"clip {row.clip_id} ({row.split}): {row.label_before} -> {row.label} by {row.annotator}"
+                  + (f" [tag {row.tag}]" if isinstance(row.tag, str) else "") + f"  {row.path}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_stats)
 
+    p = sub.add_parser("export", help="write the corrected manifest: current labels, exclusions, decision provenance")
+    session_arg(p)
+    p.add_argument("--out", help="file to write (default: SESSION/exports/manifest-asof-ID.FORMAT)")
+    p.add_argument("--format", choices=["csv", "parquet"], help="default: from --out's suffix, else csv")
+    p.add_argument("--as-of", type=int, help="decision id to rebuild the labels at (default: now, the latest)")
+    p.set_defaults(func=_cmd_export)
+
     from core.config import list_presets
     p = sub.add_parser("train", help="fine-tune on the session's current labels (a child process; Ctrl-C cancels cleanly)")
     session_arg(p)
@@ -134,6 +257,76 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="end with one JSON line instead of the text summary")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("augment-copies", help="write augmented copies of training clips into the session (A4), "
+                                              "as clips that follow their parent's label")
+    session_arg(p)
+    p.add_argument("--preset", default="sirens-focused", help="preset whose waveform augmentations make the copies")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value (repeatable)")
+    p.add_argument("--copies", type=int, help="copies per clip (default: the preset's augment_copies, at least 1)")
+    p.add_argument("--classes", nargs="+", help="copy clips of these classes (default: the preset's augment_classes)")
+    p.add_argument("--clip", type=int, nargs="+", help="copy just these clip ids (training clips only)")
+    p.add_argument("--seed", type=int, help="seed of the draws (default: the preset's train.seed)")
+    p.add_argument("--workers", type=int, default=2, help="rendering threads (default 2)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_augment_copies)
+
+    p = sub.add_parser("audit", help="predict a model's clips, store metrics and plots, queue suspect labels for review")
+    session_arg(p)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--run", help="training run to audit (default: the production model)")
+    which.add_argument("--production", dest="run", action="store_const", const=None,
+                       help="audit the production model (the default)")
+    p.add_argument("--splits", default="test,val,train", help="comma-separated splits to audit (default test,val,train)")
+    p.add_argument("--max-label-prob", type=float,
+                   help="extreme-off: the label's probability is at most this (default 0.1, measured on the demo)")
+    p.add_argument("--min-top-prob", type=float,
+                   help="extreme-off: the top prediction's probability is at least this (default 0.7, measured on the demo)")
+    p.add_argument("--label-issues", action="store_true",
+                   help="also rank label issues with K-fold cross-validated models (trains K models: minutes)")
+    p.add_argument("--method", default="self_confidence", help="label quality score: self_confidence or normalized_margin")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds, grouped by source group (default 5)")
+    p.add_argument("--cv-preset", default="demo-fast", help="preset the fold models train with, from scratch (default demo-fast)")
+    p.add_argument("--cv-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of the fold preset, after the built-in train.epochs=8 (repeatable)")
+    p.add_argument("--max-label-issues", type=int, help="queue at most this many ranked label issues (default: twice the "
+                                                        "clips the fold models disagree with)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_audit)
+
+    p = sub.add_parser("promote", help="put a run in production if its gates pass (or by override, with a reason)")
+    session_arg(p)
+    p.add_argument("--run", required=True, help="the training run to promote (audit it first)")
+    p.add_argument("--actor", default=getpass.getuser(), help="who decides (default: your login name)")
+    p.add_argument("--override", action="store_true", help="promote even though gates fail (needs --reason)")
+    p.add_argument("--reason", help="why; required with --override, recorded with the promotion")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_promote)
+
+    p = sub.add_parser("rollback", help="point production back to the previously promoted run")
+    session_arg(p)
+    p.add_argument("--actor", default=getpass.getuser(), help="who decides (default: your login name)")
+    p.add_argument("--reason", help="why, recorded with the rollback")
+    p.set_defaults(func=_cmd_rollback)
+
+    p = sub.add_parser("compare", help="compare two runs clip by clip: per-class deltas, confusion change, flipped clips")
+    session_arg(p)
+    p.add_argument("baseline", help="baseline run id (a training run or an audit)")
+    p.add_argument("candidate", help="candidate run id (a training run or an audit)")
+    p.add_argument("--split", default="test", help="split to compare on (default test)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("spotcheck", help="pick random relabelled clips for a second listen (A8)")
+    session_arg(p)
+    p.add_argument("--since", help="run whose frozen labels count as 'before' (default: the production run)")
+    p.add_argument("-n", type=int, default=5, help="how many clips (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw")
+    p.add_argument("--json", action="store_true", help="print the clips as JSON records")
+    p.set_defaults(func=_cmd_spotcheck)
 
     p = sub.add_parser("serve", help="launch the workbench in the browser (default: the demo session)")
     session_arg(p)

@@ -20,15 +20,15 @@ import subprocess
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from core.jobs import RESULT_FILE
 from core.store import Store
 from pipelines import finetune
 from pipelines.jobs import cancel as cancel_child
 from pipelines.jobs import follow, launch
+from workbench.job_audit import AUDIT_THEN_GATES
 
 log = logging.getLogger("earmark.jobs")
 
@@ -68,7 +68,11 @@ class Job:
     curve: list[dict[str, Any]] = dataclasses.field(default_factory=list)     # step, series, value
     log: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=LOG_LINES))
     error: str | None = None
-    result: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None              # the trainer's result.json
+    audit_run_id: str | None = None
+    audit_done: int = 0                               # clips predicted by the audit so far
+    audit_total: int | None = None
+    gates_passed: bool | None = None                  # None until the gates were evaluated
     cancel_requested: bool = False
     finished_at: float | None = None
 
@@ -77,10 +81,13 @@ class Job:
         return self.status in FINAL
 
     def fraction_done(self) -> float:
-        """0..1 for the progress bar: training steps, then fixed shares for the work after it."""
-        if self.finished:
+        """0..1 for the progress bar: training steps, then fixed shares for the work after it; a
+        failed or cancelled job keeps the share it reached."""
+        if self.status == "succeeded":
             return 1.0
-        tail = {"evaluate": 0.9, "ingesting": 0.93, "auditing": 0.95, "gates": 0.99}
+        if self.phase == "auditing" and self.audit_total:
+            return 0.93 + 0.06 * min(self.audit_done / self.audit_total, 1.0)
+        tail = {"evaluate": 0.9, "ingesting": 0.93, "auditing": 0.93, "gates": 0.99}
         if self.phase in tail:
             return tail[self.phase]
         if self.total_steps:
@@ -88,18 +95,25 @@ class Job:
         return 0.0
 
 
+class AfterTraining(Protocol):
+    """Work that follows a succeeded, ingested training run (workbench/job_audit.py: audit, gates)."""
+
+    def run(self, manager: "JobManager", job: Job) -> None:
+        """Do the work; raise to fail the job with the exception's message."""
+
+    def cancel(self, manager: "JobManager", job: Job) -> None:
+        """Ask the work in progress to stop soon (called from another thread)."""
+
+
 class JobManager:
     """Queue and run fine-tune jobs for one session; thread-safe; snapshots for the UI.
 
-    after_training: called with (manager, job) once a training run succeeded and was ingested
-    (the audit and gate steps); its exceptions fail the job with their message.
-    train_module: the module the child runs (`python -m MODULE RUN_DIR`).
+    after_training: what runs once a training run succeeded and was ingested (default: the
+    audit, then the promotion gates); None stops at training.
     """
 
-    def __init__(self, store: Store, *, train_module: str = "core.train",
-                 after_training: Callable[["JobManager", Job], None] | None = None, poll_s: float = 0.3) -> None:
+    def __init__(self, store: Store, *, after_training: AfterTraining | None = AUDIT_THEN_GATES, poll_s: float = 0.3) -> None:
         self.store = store
-        self.train_module = train_module
         self.after_training = after_training
         self.poll_s = poll_s
         self._lock = threading.RLock()
@@ -150,10 +164,13 @@ class JobManager:
                 self._queue.remove(run_id)
                 self._finish(job, "cancelled", error="cancelled before it started")
                 self.store.set_run_status(run_id, "cancelled", error="cancelled before it started")
-            else:
-                job.log.append("cancel requested: the child stops after its current step")
+            elif job.phase in ("starting", "features", "training", "evaluate"):
+                job.log.append("cancel requested: training stops after its current step")
                 if self._process is not None:
                     cancel_child(job.run_dir, self._process)
+            elif self.after_training is not None:
+                job.log.append(f"cancel requested while {PHASES.get(job.phase, job.phase)}")
+                self.after_training.cancel(self, job)
             self._touch()
             return self.snapshot(run_id)
 
@@ -254,12 +271,16 @@ class JobManager:
                 self._finish(job, "cancelled", error="cancelled before it started")
                 self.store.set_run_status(job.run_id, "cancelled", error="cancelled before it started")
                 return
-            self._process = launch(job.run_dir, module=self.train_module)
+            self._process = launch(job.run_dir, module="core.train")
             job.log.append(f"training process started (pid {self._process.pid})")
         exit_code = follow(job.run_dir, self._process, on_event=lambda event: self._on_event(job, event),
                            poll_s=self.poll_s)
         self._set(job, phase="ingesting")
+        killed_by_cancel = job.cancel_requested and not (job.run_dir / RESULT_FILE).exists()
         result = finetune.ingest(self.store, job.run_id, exit_code=exit_code)
+        if killed_by_cancel:  # the stop signal reached the child before it could catch it (still importing)
+            result = {**result, "status": "cancelled", "error": "cancelled while the training process was starting"}
+            self.store.set_run_status(job.run_id, "cancelled", error=result["error"])
         with self._lock:
             job.result = result
             if result["status"] != "succeeded":
@@ -268,17 +289,18 @@ class JobManager:
                 return
             job.log.append(f"training finished: test accuracy {_fmt(result.get('accuracy', {}).get('test'))}")
         if self.after_training is not None and not job.cancel_requested:
-            self.after_training(self, job)
+            self.after_training.run(self, job)
         with self._lock:
             self._finish(job, "cancelled" if job.cancel_requested else "succeeded",
-                         error="cancelled after training; the run is kept but not audited" if job.cancel_requested else None)
+                         error="cancelled after training: the trained run is kept, its audit or gates are not complete"
+                         if job.cancel_requested else None)
 
     def _on_event(self, job: Job, event: dict[str, Any]) -> None:
         """Fold one child event into the job's progress, curve and log."""
         with self._lock:
             kind = event.get("type")
-            if kind == "phase":
-                job.phase = event["phase"] if event["phase"] in PHASES else job.phase
+            if kind == "phase" and event["phase"] in PHASES and event["phase"] != "done":  # the job is done after ingesting
+                job.phase = event["phase"]
             elif kind == "start":
                 job.phase, job.total_steps, job.epochs = "training", event["total_steps"], event["epochs"]
             elif kind == "step":
@@ -306,6 +328,10 @@ class JobManager:
         with self._lock:
             job.log.append(message)
             self._touch()
+
+    def update(self, job: Job, **fields: Any) -> None:
+        """Set fields of a job (after-training steps report their progress this way)."""
+        self._set(job, **fields)
 
     def _set(self, job: Job, **fields: Any) -> None:
         with self._lock:
@@ -347,7 +373,8 @@ def describe_event(event: dict[str, Any]) -> str | None:
     """One log line for a child event (steps are shown by the progress bar, not the log)."""
     kind = event.get("type")
     if kind == "phase":
-        return f"phase: {PHASES.get(event['phase'], event['phase'])}"
+        return ("the training process wrote its results" if event["phase"] == "done"
+                else f"phase: {PHASES.get(event['phase'], event['phase'])}")
     if kind == "start":
         return (f"training {event.get('train_clips')} clips, validating on {event.get('val_clips')}: "
                 f"{event['epochs']} epochs, {event['total_steps']} steps on {event.get('device', '?')}")

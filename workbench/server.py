@@ -14,12 +14,13 @@ import gradio as gr
 import torch
 
 from core.store import SessionInUseError
-from workbench import review_tab
+from workbench import confusions_tab, data_tab, review_tab, runs_tab, train_tab
 from workbench.context import Workbench
+from workbench.jobs import JobManager
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 # Tabs in order: (title, module). Each module has build(wb, annotator=...).
-TABS = [("Review", review_tab)]
+TABS = [("Review", review_tab), ("Confusions", confusions_tab), ("Train", train_tab), ("Runs", runs_tab), ("Data", data_tab)]
 
 
 def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
@@ -64,6 +65,7 @@ def serve(*, session_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth:
     try:
         credentials = parse_auth(auth)
         wb = Workbench.open(session_dir)
+        wb.jobs = JobManager(wb.store)  # the one place the UI starts child processes
     except (SessionInUseError, ValueError) as exc:
         print(f"earmark: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,397 @@
+"""Audit runs (writer side): predict a model's clips, store what it gets wrong, queue proposals.
+
+`audit()` freezes the clips of the chosen splits (current labels, and which are quarantined)
+into runs/<audit id>/, runs `python -m core.audit_job` on that folder as a child, and ingests
+its predictions, metrics and plots. Then:
+- extreme-off clips become quarantine proposals (A1);
+- with label_issues, K-fold cross-validated models (pipelines/crossval.py) rank every
+  non-quarantined clip of those splits with cleanlab, and the top of the ranking becomes
+  proposals too, each with its rank;
+- the key-class report sets this audit's extreme-off counts per class beside the previous
+  audit of the same split (A8 step 2: "fewer extreme-off sirens" as a number).
+A clip already open in the queue is not proposed again, nor is a clip a person decided after
+the proposing model's labels were frozen: that model never learned from the decision, so its
+disagreement is stale (the cross-validated models learn from the audit's own freeze).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from core import train as trainer
+from core.audit import (DEFAULT_LABEL_QUALITY_METHOD, DEFAULT_MAX_LABEL_PROB, DEFAULT_MIN_TOP_PROB, LABEL_QUALITY_METHODS,
+                        label_issue_proposals, label_quality, sample_spot_check)
+from core.audit_job import EXTREME_OFF_FILE, AuditJob
+from core.config import ConfigError, load_preset
+from core.jobs import LOG_FILE, MANIFEST_FILE, RESULT_FILE
+from core.store import Store, StoreError
+from pipelines.crossval import MIN_FOLDS, CrossvalCancelled, cross_validate
+from pipelines.finetune import freeze_manifest, metric_rows, new_run_id
+from pipelines.jobs import cancel, follow, launch
+
+AUDIT_ANNOTATOR = "audit"
+SPLITS = ("train", "val", "test")
+DEFAULT_SPLITS = ("test", "val", "train")
+CROSSVAL_DIR = "crossval"
+LABEL_ISSUES_FILE = "label_issues.parquet"
+DEFAULT_FOLDS = 5
+DEFAULT_CV_PRESET = "demo-fast"
+# Fold models train shorter than the preset's 30 epochs: on the demo, 5-fold rankings from 8, 10
+# and 16 epochs (and 4 folds at 8) found the same planted errors (bench/audit_quality.py), and
+# K trainings are the audit's whole cost. Overrides given by the caller apply after these.
+DEFAULT_CV_OVERRIDES = ("train.epochs=8", "train.early_stopping_patience=0")
+# Decisions that mean a person has listened to the clip and settled it.
+REVIEW_ACTIONS = ("tag", "relabel", "exclude", "include", "keep", "release")
+COUNT_NAMES = ("clips", "evaluated", "excluded_quarantined", "excluded_unknown_label")
+
+
+@dataclasses.dataclass
+class AuditOutcome:
+    """What one audit did, for the CLI and the UI."""
+    run_id: str
+    run_dir: Path
+    model_run_id: str
+    status: str
+    error: str | None = None
+    counts: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    accuracy: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    proposals: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    key_classes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    label_issues: dict[str, Any] | None = None
+
+    def lines(self, *, key_classes: Sequence[str] = ()) -> list[str]:
+        """A readable summary; key_classes are listed first in the extreme-off report."""
+        if self.status != "succeeded":
+            return [f"audit {self.run_id} of run {self.model_run_id}: {self.status}" + (f": {self.error}" if self.error else "")]
+        lines = [f"audit {self.run_id} of run {self.model_run_id}: succeeded"]
+        for split, counts in self.counts.items():
+            acc = self.accuracy.get(split, {})
+            scored = (f"accuracy {acc['accuracy']:.4f} (given labels)" if "accuracy" in acc else "no clips to score")
+            if "accuracy_true" in acc:
+                scored += f", {acc['accuracy_true']:.4f} (true labels)"
+            lines.append(f"  {split}: {counts['evaluated']} of {counts['clips']} clips scored, {scored}; "
+                         f"{counts['excluded_quarantined']} quarantined clips left out until reviewed"
+                         + (f", {counts['excluded_unknown_label']} with a label the model does not know"
+                            if counts["excluded_unknown_label"] else ""))
+        for split, report in self.key_classes.items():
+            previous = report["previous_audit"]
+            ordered = sorted(report["classes"], key=lambda c: (c not in key_classes, c))
+            parts = []
+            for label in ordered:
+                entry = report["classes"][label]
+                change = "" if entry["previous"] is None else f" (was {entry['previous']})"
+                parts.append(f"{label} {entry['now']}{change}")
+            against = f"vs audit {previous}" if previous else "no earlier audit of this split"
+            lines.append(f"  extreme-off in {split} ({against}): " + ", ".join(parts))
+        if self.label_issues:
+            li = self.label_issues
+            lines.append(f"  label issues: {li['folds']}-fold cross-validation ({li['method']}) ranked {li['ranked']} clips; "
+                         f"out-of-fold accuracy {li['oof_accuracy']:.4f}")
+        by_method = self.proposals.groupby("method").size().to_dict() if not self.proposals.empty else {}
+        lines.append(f"  quarantine: {len(self.proposals)} new proposals"
+                     + (" (" + ", ".join(f"{m} {n}" for m, n in sorted(by_method.items())) + ")" if by_method else ""))
+        return lines
+
+
+def audit(store: Store, *, run_id: str | None = None, splits: Sequence[str] = DEFAULT_SPLITS,
+          max_label_prob: float = DEFAULT_MAX_LABEL_PROB, min_top_prob: float = DEFAULT_MIN_TOP_PROB,
+          label_issues: bool = False, method: str = DEFAULT_LABEL_QUALITY_METHOD, folds: int = DEFAULT_FOLDS,
+          cv_preset: str = DEFAULT_CV_PRESET, cv_overrides: Sequence[str] = (), max_label_issues: int | None = None,
+          seed: int = 0, progress: bool = True, on_event: Callable[[dict[str, Any]], None] | None = None) -> AuditOutcome:
+    """Audit run_id (default: the production model) on `splits`; see the module docstring.
+
+    label_issues: also rank label issues with `folds`-fold cross-validation, fold models built
+    from scratch with cv_preset + DEFAULT_CV_OVERRIDES + cv_overrides; the top max_label_issues
+    become proposals
+    (default: as many as the pool has clips the out-of-fold models disagree with, doubled,
+    which measured on the demo holds 80-90% of the planted errors; see bench/audit_quality.py).
+    on_event receives every child event (the UI's progress); progress shows tqdm bars.
+    """
+    splits = _check_splits(splits)
+    if label_issues:
+        if method not in LABEL_QUALITY_METHODS:
+            raise ConfigError(f"method: {method!r} is not one of {', '.join(LABEL_QUALITY_METHODS)}")
+        if not isinstance(folds, int) or folds < MIN_FOLDS:
+            raise ConfigError(f"folds: {folds!r} must be a whole number >= {MIN_FOLDS} (held-out, validation and training folds)")
+        cv_overrides = [*DEFAULT_CV_OVERRIDES, *cv_overrides]
+        cv_config = load_preset(cv_preset, cv_overrides)  # a bad preset fails before any work
+    for name, value in (("max_label_prob", max_label_prob), ("min_top_prob", min_top_prob)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name}: {value!r} must be a probability in [0, 1]")
+    if max_label_issues is not None and max_label_issues < 0:
+        raise ConfigError(f"max_label_issues: {max_label_issues!r} must be >= 0")
+    model_run_id = resolve_model_run(store, run_id)
+    job, run_dir, manifest = _prepare(store, model_run_id=model_run_id, splits=splits, max_label_prob=max_label_prob,
+                                      min_top_prob=min_top_prob, label_issues=label_issues, method=method, folds=folds,
+                                      seed=seed, cv_preset=cv_preset, cv_overrides=list(cv_overrides))
+    store.set_run_status(job.run_id, "running")
+    outcome = AuditOutcome(run_id=job.run_id, run_dir=run_dir, model_run_id=model_run_id, status="running")
+    try:
+        result = _run_child(run_dir, progress=progress, on_event=on_event)
+        if result["status"] == "succeeded":
+            _ingest(store, job, outcome)
+            model_freeze = _decision_id(store.run(model_run_id)["manifest_decision_id"])
+            proposals = [_drop_reviewed_since(store, pd.read_parquet(run_dir / EXTREME_OFF_FILE), since=model_freeze)]
+            if label_issues:
+                pool = manifest[~manifest["quarantined"]].reset_index(drop=True)
+                ranked = _rank_label_issues(store, job, pool, config=cv_config, method=method, folds=folds, seed=seed,
+                                            progress=progress, on_event=on_event)
+                outcome.label_issues = ranked["summary"]
+                limit = 2 * ranked["summary"]["disagreements"] if max_label_issues is None else max_label_issues
+                proposals.insert(0, ranked["proposals"].head(limit))  # first listed wins a clip both methods flag
+            outcome.proposals = raise_proposals(store, pd.concat(proposals, ignore_index=True), audit_run_id=job.run_id)
+        outcome.status, outcome.error = result["status"], result.get("error")
+    except (CrossvalCancelled, KeyboardInterrupt):
+        outcome.status, outcome.error = "cancelled", "cancelled by the user"
+    except RuntimeError as exc:  # a cross-validation fold that failed
+        outcome.status, outcome.error = "failed", str(exc)
+    except Exception as exc:
+        store.set_run_status(job.run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    outcome.key_classes = extreme_off_report(store, job.run_id) if outcome.counts else {}
+    store.set_run_status(job.run_id, outcome.status, error=outcome.error, summary=_summary(outcome))
+    return outcome
+
+
+def resolve_model_run(store: Store, run_id: str | None) -> str:
+    """The training run to audit: run_id, or the production model when None. Raises StoreError
+    with what to do when there is none, or it has no checkpoint."""
+    if run_id is None:
+        run_id = store.production_run()
+        if run_id is None:
+            raise StoreError("no production model yet: name the run to audit (--run RUN_ID, the id 'earmark train' "
+                             "printed), or promote one first")
+    run = store.run(run_id)
+    if run["kind"] != "train":
+        raise StoreError(f"run {run_id} is a {run['kind']} run; audit a training run (its parent is {run['parent_run_id']})")
+    if not (Path(run["run_dir"]) / trainer.CHECKPOINT_DIR / "config.json").is_file():
+        raise StoreError(f"run {run_id} has no checkpoint in {Path(run['run_dir']) / trainer.CHECKPOINT_DIR} "
+                         f"(status {run['status']}); audit a run that finished training")
+    return run_id
+
+
+def _check_splits(splits: Sequence[str]) -> list[str]:
+    splits = list(dict.fromkeys(splits))
+    unknown = [s for s in splits if s not in SPLITS]
+    if not splits or unknown:
+        raise ConfigError(f"splits: {unknown or splits!r} must be a non-empty list drawn from {', '.join(SPLITS)}")
+    return splits
+
+
+def _prepare(store: Store, *, model_run_id: str, splits: list[str], max_label_prob: float, min_top_prob: float,
+             label_issues: bool, method: str, folds: int, seed: int, cv_preset: str,
+             cv_overrides: list[str]) -> tuple[AuditJob, Path, pd.DataFrame]:
+    """Freeze the clips to audit into a new run folder and register the run."""
+    manifest, as_of = freeze_manifest(store, include_quarantined=True)
+    manifest = manifest[manifest["parent_clip_id"].isna() & manifest["split"].isin(splits)].reset_index(drop=True)
+    if manifest.empty:
+        raise StoreError(f"no usable clips in the {', '.join(splits)} split(s) of this session: nothing to audit")
+    run_id = new_run_id("audit")
+    run_dir = Path(store.session_dir) / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    manifest.to_parquet(run_dir / MANIFEST_FILE)
+    model_dir = Path(store.run(model_run_id)["run_dir"])
+    job = AuditJob(run_id=run_id, model_run_id=model_run_id, checkpoint=str(model_dir / trainer.CHECKPOINT_DIR),
+                   cache_dir=str(Path(store.session_dir) / "cache"), splits=splits, max_label_prob=max_label_prob,
+                   min_top_prob=min_top_prob, frozen_at_decision=as_of)
+    job.save(run_dir)
+    config = {**dataclasses.asdict(job), "label_issues": label_issues}
+    if label_issues:
+        config.update(method=method, folds=folds, seed=seed, cv_preset=cv_preset, cv_overrides=cv_overrides)
+    store.create_run(run_id, kind="audit", preset=None, config=config, parent_run_id=model_run_id,
+                     manifest_decision_id=as_of, run_dir=run_dir)
+    return job, run_dir, manifest
+
+
+def _run_child(run_dir: Path, *, progress: bool, on_event: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    process = launch(run_dir, module="core.audit_job")
+    bar = tqdm(total=None, desc="audit: predicting", unit="clip", disable=not progress)
+
+    def show(event: dict[str, Any]) -> None:
+        if on_event is not None:
+            on_event(event)
+        if event["type"] == "start":
+            bar.reset(total=event["clips"])
+        elif event["type"] == "progress":
+            bar.n = event["done"]
+            bar.refresh()
+        elif event["type"] in ("warning", "error"):
+            bar.write(f"{event['type']}: {event['message']}")
+
+    try:
+        exit_code = follow(run_dir, process, on_event=show)
+    except KeyboardInterrupt:
+        bar.write("cancelling the audit ...")
+        cancel(run_dir, process)
+        exit_code = follow(run_dir, process, on_event=show)
+    finally:
+        bar.close()
+    result_file = run_dir / RESULT_FILE
+    if not result_file.exists():
+        tail = (run_dir / LOG_FILE).read_text(errors="replace").strip().splitlines()[-5:] if (run_dir / LOG_FILE).exists() else []
+        return {"status": "failed", "error": f"the audit process ended (exit code {exit_code}) without a result; "
+                                             f"last log lines: {' | '.join(tail) or '(no log)'}"}
+    return json.loads(result_file.read_text())
+
+
+def _ingest(store: Store, job: AuditJob, outcome: AuditOutcome) -> None:
+    """Store the child's predictions and metrics (plus extreme-off and exclusion counts)."""
+    predictions = pd.read_parquet(outcome.run_dir / trainer.PREDICTIONS_FILE)
+    predictions["probs"] = predictions["probs"].map(lambda p: np.asarray(p, dtype=np.float32).tolist())
+    metrics = json.loads((outcome.run_dir / trainer.METRICS_FILE).read_text())
+    extra = [(split, name, None, counts[name]) for split, counts in metrics["counts"].items() for name in COUNT_NAMES]
+    for split, per_class in metrics["extreme_off"].items():
+        extra += [(split, "extreme_off", label, n) for label, n in per_class.items()]
+        extra.append((split, "extreme_off", None, sum(per_class.values())))
+    rows = pd.concat([metric_rows(metrics), pd.DataFrame(extra, columns=["split", "name", "class_label", "value"])],
+                     ignore_index=True)
+    rows["value"] = rows["value"].astype(float)
+    store.ingest_run_results(job.run_id, metrics=rows, predictions=predictions)
+    outcome.counts = metrics["counts"]
+    outcome.accuracy = {split: {"accuracy": entry["given"]["accuracy"],
+                                **({"accuracy_true": entry["true"]["accuracy"]} if "true" in entry else {})}
+                        for split, entry in metrics["splits"].items()}
+
+
+def _rank_label_issues(store: Store, job: AuditJob, pool: pd.DataFrame, *, config, method: str, folds: int, seed: int,
+                       progress: bool, on_event: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """Cross-validate on the pool, rank it with cleanlab, save the ranking beside the audit."""
+    labels = sorted(pool["label"].unique())
+    if len(labels) < 2:
+        raise StoreError(f"label-issue ranking needs at least 2 classes among the non-quarantined clips; found {labels}")
+    folder = Path(store.run(job.run_id)["run_dir"]) / CROSSVAL_DIR
+    bar = tqdm(total=None, desc="label issues", unit="step", disable=not progress)
+
+    def show(fold: int, event: dict[str, Any]) -> None:
+        if on_event is not None:
+            on_event({**event, "fold": fold + 1, "folds": folds})
+        if event["type"] == "start":
+            bar.set_description(f"label issues: fold {fold + 1}/{folds}")
+            bar.reset(total=event["total_steps"])
+        elif event["type"] == "step":
+            bar.n = event["step"]
+            bar.refresh()
+
+    try:
+        result = cross_validate(pool, folder=folder, config=config, labels=labels, cache_dir=job.cache_dir,
+                                run_id=job.run_id, n_folds=folds, seed=seed, frozen_at_decision=job.frozen_at_decision,
+                                workers=job.workers, on_event=show)
+    finally:
+        bar.close()
+    index = {label: i for i, label in enumerate(labels)}
+    ranked_pool = pool.set_index("clip_id").loc[result.clip_ids]
+    y = ranked_pool["label"].map(index).to_numpy()
+    quality = label_quality(labels=y, pred_probs=result.probs, method=method)
+    order = np.argsort(quality, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(1, len(order) + 1)
+    pd.DataFrame({"clip_id": result.clip_ids, "fold": result.folds + 1, "label": ranked_pool["label"].to_numpy(),
+                  "quality": quality, "rank": rank, "probs": list(result.probs)}).to_parquet(folder / LABEL_ISSUES_FILE)
+    proposals = label_issue_proposals(clip_ids=result.clip_ids, labels=y, pred_probs=result.probs, classes=labels,
+                                      method=method, limit=len(y), folds=folds)
+    disagreements = int((result.probs.argmax(1) != y).sum())
+    summary = {"method": method, "folds": folds, "ranked": len(y), "disagreements": disagreements,
+               "oof_accuracy": float(1 - disagreements / max(len(y), 1)),
+               "fold_accuracy": [r.get("accuracy", {}).get("test") for r in result.fold_results]}
+    return {"proposals": proposals, "summary": summary}
+
+
+def _decision_id(value: Any) -> int | None:
+    """A run's recorded decision id as an int; None where it recorded none (e.g. a handmade run)."""
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def _drop_reviewed_since(store: Store, proposals: pd.DataFrame, *, since: int | None) -> pd.DataFrame:
+    """Proposals without the clips a person decided after decision `since` (None: ever)."""
+    log = store.decisions(since_id=since)
+    reviewed = set(log[log.action.isin(REVIEW_ACTIONS) & ~log.undone].clip_id)
+    return proposals[~proposals.clip_id.isin(reviewed)]
+
+
+def raise_proposals(store: Store, proposals: pd.DataFrame, *, audit_run_id: str) -> pd.DataFrame:
+    """Queue proposals (core.audit's PROPOSAL_COLUMNS), one per clip (the first one listed wins),
+    skipping clips already open in the queue. Returns what was raised."""
+    if proposals.empty:
+        return proposals
+    state = store.labels().set_index("clip_id")
+    fresh = proposals.drop_duplicates(subset="clip_id")
+    fresh = fresh[~fresh.clip_id.map(state["quarantined"]).fillna(False).astype(bool)]
+    fresh = fresh.assign(audit_run_id=audit_run_id).reset_index(drop=True)
+    if not fresh.empty:
+        store.raise_quarantine(fresh, annotator=AUDIT_ANNOTATOR)
+    return fresh
+
+
+def extreme_off_report(store: Store, audit_run_id: str) -> dict[str, Any]:
+    """Extreme-off clips per class in each split of this audit, beside the previous succeeded
+    audit of the same split (any model): {split: {previous_audit, classes: {label: {now,
+    previous, change}}}}. Fewer is better; previous is None without an earlier audit."""
+    run = store.run(audit_run_id)
+    this = store.run_metrics(audit_run_id)
+    this = this[(this.name == "extreme_off") & this.class_label.notna()]
+    audits = store.runs(kind="audit")
+    earlier = audits[(audits.status == "succeeded") & (audits.created_at < run["created_at"])]
+    report = {}
+    for split in (s for s in run["config"]["splits"] if s in set(this.split)):
+        rows = this[this.split == split]
+        previous_id, previous = None, {}
+        for candidate in earlier.id:  # newest first
+            found = store.run_metrics(candidate, split=split)
+            found = found[(found.name == "extreme_off") & found.class_label.notna()]
+            if not found.empty:
+                previous_id, previous = candidate, dict(zip(found.class_label, found.value.astype(int)))
+                break
+        classes = {}
+        for label, now in zip(rows.class_label, rows.value.astype(int)):
+            before = previous.get(label) if previous_id else None
+            classes[label] = {"now": int(now), "previous": before, "change": None if before is None else int(now) - before}
+        report[split] = {"previous_audit": previous_id, "classes": classes}
+    return report
+
+
+def _summary(outcome: AuditOutcome) -> dict[str, Any]:
+    return {"counts": outcome.counts, "accuracy": outcome.accuracy, "proposals": len(outcome.proposals),
+            "key_classes": outcome.key_classes, "label_issues": outcome.label_issues}
+
+
+def latest_audit(store: Store, model_run_id: str, *, split: str) -> str | None:
+    """The newest succeeded audit of model_run_id that covered `split`, or None."""
+    audits = store.runs(kind="audit")
+    for row in audits[(audits.status == "succeeded") & (audits.parent_run_id == model_run_id)].itertuples():
+        if split in json.loads(row.config)["splits"]:
+            return row.id
+    return None
+
+
+def spot_check(store: Store, *, since_run: str | None = None, n: int = 5, seed: int = 0) -> pd.DataFrame:
+    """n random clips relabelled since a run froze its labels (default: the production run),
+    for a second listen (A8 step 3): clip_id, path, split, label_before, label, tag, rule,
+    annotator, decision_id. Only clips whose label still differs from then are drawn."""
+    if since_run is None:
+        since_run = store.production_run()
+        if since_run is None:
+            raise StoreError("no production model yet: name the run to check relabels since (--since RUN_ID)")
+    since = _decision_id(store.run(since_run)["manifest_decision_id"])
+    if since is None:
+        raise StoreError(f"run {since_run} recorded no decision id to count relabels from")
+    before = store.labels(as_of=since).set_index("clip_id")["label"]
+    now = store.labels().set_index("clip_id")
+    changed = now[now.label.ne(now.index.to_series().map(before)) & now.index.isin(before.index)]
+    log = store.decisions(since_id=since)
+    setting = log[log.new_label.notna() & ~log.undone].drop_duplicates(subset="clip_id")  # newest first
+    relabelled = (setting[setting.clip_id.isin(changed.index)]
+                  .assign(path=lambda f: f.clip_id.map(now["path"]), split=lambda f: f.clip_id.map(now["split"]),
+                          label_before=lambda f: f.clip_id.map(before), label=lambda f: f.new_label)
+                  .rename(columns={"id": "decision_id"})
+                  .loc[:, ["clip_id", "path", "split", "label_before", "label", "tag", "rule", "annotator", "decision_id"]]
+                  .sort_values("clip_id").reset_index(drop=True))
+    if relabelled.empty:
+        return relabelled
+    return sample_spot_check(relabelled=relabelled, n=n, rng=np.random.default_rng(seed))

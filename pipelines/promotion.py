@@ -1,0 +1,225 @@
+"""Promotion, override, rollback and run comparisons (writer side; A8, A9, C3).
+
+A training run replaces production only when every gate of its preset's GatePolicy passes on
+its latest audit of the policy's split; otherwise production stays where it is, unless a
+person overrides, which is recorded with their name and reason. The gate report (every
+criterion with its numbers, and the clips the candidate newly gets wrong, so they can be
+listened to first) is saved in runs/<run>/gates/ and with the promotion. Rollback points
+production back to the run that was production before the current one; the `promotions` table
+keeps every step, so the production history is a stack: promote pushes, rollback pops.
+
+Both models are scored on the same clips with the same labels: the candidate audit's labels,
+without the clips quarantined when it froze them (A1), and only clips both models predicted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core import train as trainer
+from core.config import ConfigError, ExperimentConfig
+from core.evaluate import classification_report
+from core.gates import compare_predictions, evaluate_gates, write_comparison
+from core.store import Store, StoreError
+from pipelines.audit import latest_audit
+
+GATES_DIR = "gates"
+GATE_REPORT_FILE = "gate_report.json"
+COMPARISONS_DIR = "comparisons"
+
+
+@dataclasses.dataclass
+class ScoredRun:
+    """A model's predictions on one split, ready to score: clip_id, label (as frozen by the
+    source run), probs (model class order), evaluated (not quarantined at the freeze)."""
+    model_run_id: str
+    source_run_id: str
+    classes: list[str]
+    frame: pd.DataFrame
+
+
+def scored_run(store: Store, run_id: str, *, split: str) -> ScoredRun:
+    """Predictions of a run on `split`: an audit run's own; for a training run, its latest
+    audit of that split, else the predictions it made when training ended."""
+    run = store.run(run_id)
+    if run["kind"] == "audit":
+        model_run_id, source = run["parent_run_id"], run_id
+    elif run["kind"] == "train":
+        model_run_id, source = run_id, latest_audit(store, run_id, split=split) or run_id
+    else:
+        raise StoreError(f"run {run_id} is a {run['kind']} run: it has no predictions to compare")
+    frame = store.predictions(source, split=split)
+    if frame.empty:
+        raise StoreError(f"run {run_id} has no predictions for the {split} split; audit it with "
+                         f"'earmark audit --run {model_run_id} --splits {split}'")
+    frozen_at = store.run(source)["manifest_decision_id"]
+    quarantined = store.labels(as_of=frozen_at).set_index("clip_id")["quarantined"]
+    classes = _classes(store, model_run_id)
+    frame = frame.assign(evaluated=~frame.clip_id.map(quarantined).fillna(False).astype(bool) & frame.label.isin(classes))
+    return ScoredRun(model_run_id=model_run_id, source_run_id=source, classes=classes, frame=frame)
+
+
+def _classes(store: Store, model_run_id: str) -> list[str]:
+    """The model's output classes, in probability-column order, from its checkpoint."""
+    path = Path(store.run(model_run_id)["run_dir"]) / trainer.CHECKPOINT_DIR / "config.json"
+    if not path.is_file():
+        raise StoreError(f"run {model_run_id} has no checkpoint ({path} missing)")
+    return list(json.loads(path.read_text())["labels"])
+
+
+def _y_and_probs(scored: ScoredRun, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    index = {label: i for i, label in enumerate(scored.classes)}
+    return frame.label.map(index).to_numpy(dtype=np.int64), np.stack(frame.probs.map(np.asarray).to_numpy())
+
+
+def compare_scored(baseline: ScoredRun, candidate: ScoredRun) -> dict[str, Any]:
+    """compare_predictions on the clips the candidate evaluated that the baseline also predicted."""
+    if baseline.classes != candidate.classes:
+        raise StoreError(f"runs {baseline.model_run_id} and {candidate.model_run_id} predict different classes "
+                         f"({baseline.classes} vs {candidate.classes}); they cannot be compared clip by clip")
+    frame = candidate.frame[candidate.frame.evaluated].merge(
+        baseline.frame[["clip_id", "probs"]].rename(columns={"probs": "baseline_probs"}), on="clip_id")
+    if frame.empty:
+        raise StoreError(f"runs {baseline.model_run_id} and {candidate.model_run_id} have no evaluated clips in common")
+    y, probs = _y_and_probs(candidate, frame)
+    comparison = compare_predictions(classes=candidate.classes, clip_ids=frame.clip_id.to_numpy(), y_true=y,
+                                     baseline_probs=np.stack(frame.baseline_probs.map(np.asarray).to_numpy()),
+                                     candidate_probs=probs)
+    comparison.update(baseline_run_id=baseline.model_run_id, baseline_source=baseline.source_run_id,
+                      candidate_run_id=candidate.model_run_id, candidate_source=candidate.source_run_id)
+    return comparison
+
+
+def compare_runs(store: Store, *, baseline: str, candidate: str, split: str = "test") -> tuple[dict[str, Any], dict[str, Path]]:
+    """The C3 comparison report between any two runs on a split, saved as JSON + PNG under the
+    candidate's run folder (comparisons/<baseline>-<split>/); returns it and the file paths."""
+    comparison = compare_scored(scored_run(store, baseline, split=split), scored_run(store, candidate, split=split))
+    comparison["split"] = split
+    folder = Path(store.run(candidate)["run_dir"]) / COMPARISONS_DIR / f"{baseline}-{split}"
+    paths = write_comparison(folder, comparison, title=f"{split}: {candidate} - {baseline}")
+    return comparison, paths
+
+
+def gate_report(store: Store, *, run_id: str) -> dict[str, Any]:
+    """Evaluate the run's gates (its preset's GatePolicy) on its latest audit, against the
+    production model when there is one; saved to runs/<run>/gates/. Raises StoreError when the
+    run has no audit of the policy's split."""
+    run = store.run(run_id)
+    if run["kind"] != "train" or run["status"] != "succeeded":
+        raise StoreError(f"run {run_id} is a {run['status']} {run['kind']} run; only a succeeded training run can be promoted")
+    policy = ExperimentConfig.from_dict(run["config"]).gates
+    audit_id = latest_audit(store, run_id, split=policy.split)
+    if audit_id is None:
+        raise StoreError(f"run {run_id} has no audit of the {policy.split} split yet; run "
+                         f"'earmark audit --run {run_id}' first (the gates read it)")
+    candidate = scored_run(store, audit_id, split=policy.split)
+    evaluated = candidate.frame[candidate.frame.evaluated]
+    if evaluated.empty:
+        raise StoreError(f"audit {audit_id} scored no clips of the {policy.split} split (all quarantined?)")
+    y, probs = _y_and_probs(candidate, evaluated)
+    report = classification_report(y_true=y, probs=probs, labels=candidate.classes)
+    production = store.production_run()
+    comparison = None
+    if production is not None and production != run_id:
+        comparison = compare_scored(scored_run(store, production, split=policy.split), candidate)
+    gates = evaluate_gates(policy=policy, candidate=report, comparison=comparison)
+    folder = Path(run["run_dir"]) / GATES_DIR
+    result = {
+        "run_id": run_id, "audit_run_id": audit_id, "split": policy.split, "passed": gates["passed"],
+        "evaluated_clips": int(len(evaluated)),
+        "excluded_quarantined": int((~candidate.frame.evaluated & candidate.frame.label.isin(candidate.classes)).sum()),
+        "production_run_id": production if comparison is not None else None,
+        "gates": gates,
+        "newly_wrong": comparison["broken"] if comparison else [],
+        "newly_right": comparison["fixed"] if comparison else [],
+    }
+    if comparison is not None:
+        result["comparison_files"] = {k: str(v) for k, v in write_comparison(
+            folder, comparison, title=f"{policy.split}: {run_id} - production {production}").items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / GATE_REPORT_FILE).write_text(json.dumps(result, indent=2))
+    return result
+
+
+@dataclasses.dataclass
+class PromotionOutcome:
+    run_id: str
+    promoted: bool
+    action: str | None      # promote, override, or None when refused
+    production: str | None  # production after the call
+    report: dict[str, Any]
+
+    def lines(self) -> list[str]:
+        report = self.report
+        if self.promoted:
+            head = (f"run {self.run_id} promoted to production" if self.action == "promote"
+                    else f"run {self.run_id} put in production by override despite failing gates")
+        else:
+            head = (f"run {self.run_id} NOT promoted: {len(report['gates']['failed'])} gate(s) failed; "
+                    f"production stays {self.production}")
+        lines = [head, f"  gates on {report['split']} (audit {report['audit_run_id']}, {report['evaluated_clips']} clips, "
+                       f"{report['excluded_quarantined']} quarantined left out)"
+                       + (f" vs production {report['production_run_id']}" if report["production_run_id"] else "") + ":"]
+        for criterion in report["gates"]["criteria"]:
+            lines.append(f"    [{criterion['status']:>4}] {criterion['name']}: {criterion['detail']}")
+        if report["newly_wrong"]:
+            clips = ", ".join(f"{c['clip_id']} ({c['label']} -> {c['candidate']})" for c in report["newly_wrong"][:10])
+            more = " ..." if len(report["newly_wrong"]) > 10 else ""
+            lines.append(f"  newly wrong ({len(report['newly_wrong'])}): {clips}{more}")
+        return lines
+
+
+def promote(store: Store, *, run_id: str, actor: str, override: bool = False, reason: str | None = None) -> PromotionOutcome:
+    """Promote run_id if every gate passes; with override=True (and a reason) even if not.
+    A refusal changes nothing (the gate report is still saved in the run folder)."""
+    actor = _check_actor(actor)
+    if override and not (reason and reason.strip()):
+        raise ConfigError("reason: an override needs a reason (--reason \"...\"), recorded with your name")
+    if store.production_run() == run_id:
+        raise StoreError(f"run {run_id} is already the production model")
+    report = gate_report(store, run_id=run_id)
+    action = "promote" if report["passed"] else "override" if override else None
+    if action is not None:
+        store.record_promotion(run_id, action=action, actor=actor, reason=reason, report=report)
+    return PromotionOutcome(run_id=run_id, promoted=action is not None, action=action,
+                            production=store.production_run(), report=report)
+
+
+def production_history(store: Store) -> list[str]:
+    """The production stack, oldest first: each promotion pushes its run, each rollback pops
+    back to the run it names. The last entry is production now."""
+    stack: list[str] = []
+    for row in store.promotions().iloc[::-1].itertuples():  # promotions() is newest first
+        if row.action == "rollback":
+            while stack and stack[-1] != row.run_id:
+                stack.pop()
+            if not stack:
+                stack.append(row.run_id)
+        else:
+            stack.append(row.run_id)
+    return stack
+
+
+def rollback(store: Store, *, actor: str, reason: str | None = None) -> tuple[str, str]:
+    """Point production back to the run that was production before the current one; returns
+    (rolled back from, now in production)."""
+    actor = _check_actor(actor)
+    stack = production_history(store)
+    if not stack:
+        raise StoreError("no production model yet: nothing to roll back")
+    if len(stack) < 2:
+        raise StoreError(f"nothing to roll back to: run {stack[-1]} is the only model in the production history")
+    current, previous = stack[-1], stack[-2]
+    store.record_promotion(previous, action="rollback", actor=actor, reason=reason, report={"rolled_back": current})
+    return current, previous
+
+
+def _check_actor(actor: str | None) -> str:
+    if not actor or not actor.strip():
+        raise ConfigError("actor: promotions and rollbacks are signed; give your name (--actor NAME)")
+    return actor.strip()

@@ -1,0 +1,359 @@
+"""Audit: detectors tested by planting known errors, and audit runs through real parts (a real
+session, real audio, a real trained model, the audit job as a child process)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import write_wav
+from core import review
+from core.audit import (DEFAULT_MAX_LABEL_PROB, DEFAULT_MIN_TOP_PROB, LABEL_QUALITY_METHODS, extreme_off_counts,
+                        extreme_off_proposals, find_extreme_off, label_issue_proposals, label_quality, rank_label_issues,
+                        review_curve, sample_spot_check)
+from core.checkpoint import save_checkpoint
+from core.config import ConfigError, load_preset
+from core.models import available_models, build_model
+from core.store import Store, StoreError
+from pipelines import audit as audit_pipeline
+from pipelines.crossval import assign_folds
+from pipelines.finetune import finetune
+from pipelines.importing import import_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+CLASSES = ["alert_sounds", "emergency_sirens", "road_traffic"]
+FREQ_HZ = {"alert_sounds": 700.0, "emergency_sirens": 1200.0, "road_traffic": 150.0}
+# A small, fast model: 1 s clips, narrow CNN.
+FAST = ["features.max_length_s=1.0", "features.n_mels=32", "model.cnn_channels=[16, 32, 32, 32]",
+        "train.batch_size=8", "train.epochs=6", "train.early_stopping_patience=0"]
+
+
+# --- detectors on planted errors ---------------------------------------------------------------
+
+def noisy_dataset(rng: np.random.Generator, *, n: int = 300, n_classes: int = 4, n_errors: int = 15):
+    """Out-of-sample-like probabilities for n clips and labels with n_errors planted flips."""
+    truth = rng.integers(0, n_classes, n)
+    logits = rng.normal(0, 1, (n, n_classes))
+    logits[np.arange(n), truth] += 4.0
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = truth.copy()
+    flipped = rng.choice(n, n_errors, replace=False)
+    labels[flipped] = (truth[flipped] + rng.integers(1, n_classes, n_errors)) % n_classes
+    return labels, probs, flipped
+
+
+@pytest.mark.parametrize("method", sorted(LABEL_QUALITY_METHODS))
+def test_label_issue_ranking_puts_planted_errors_first(rng, method):
+    labels, probs, flipped = noisy_dataset(rng)
+    order = rank_label_issues(labels=labels, pred_probs=probs, method=method)
+    assert sorted(order.tolist()) == list(range(len(labels)))
+    found = set(order[:2 * len(flipped)].tolist()) & set(flipped.tolist())
+    assert len(found) >= 0.9 * len(flipped)
+    quality = label_quality(labels=labels, pred_probs=probs, method=method)
+    assert quality.shape == (len(labels),) and ((quality >= 0) & (quality <= 1)).all()
+    assert np.all(np.diff(quality[order]) >= 0)  # lower = more likely mislabelled, first
+
+
+def test_label_issue_proposals_carry_rank_score_and_reason():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.05, 0.95]])
+    labels = np.array([0, 0, 1, 1])
+    proposals = label_issue_proposals(clip_ids=[10, 11, 12, 13], labels=labels, pred_probs=probs,
+                                      classes=["a", "b"], method="self_confidence", limit=2, folds=5)
+    assert proposals.clip_id.tolist() == [11, 12] and proposals["rank"].tolist() == [1, 2]
+    assert proposals.score.tolist() == pytest.approx([0.8, 0.6])  # 1 - p(label): higher = more suspect
+    assert (proposals.method == "self_confidence").all()
+    assert proposals.reason[0] == ("label issue (self confidence, 5-fold cross-validated): labelled a (p 0.20), "
+                                   "model says b (p 0.80)")
+    assert label_issue_proposals(clip_ids=[1, 2, 3, 4], labels=labels, pred_probs=probs, classes=["a", "b"],
+                                 limit=0).empty
+
+
+def test_extreme_off_thresholds_are_inclusive_and_ordered():
+    probs = np.array([
+        [0.10, 0.70, 0.20],  # label 0 at exactly the defaults: flagged
+        [0.11, 0.80, 0.09],  # label prob just above 0.1: not flagged
+        [0.02, 0.69, 0.29],  # top just below 0.7: not flagged
+        [0.01, 0.01, 0.98],  # far off: flagged first
+        [0.90, 0.05, 0.05],  # correct
+    ])
+    labels = np.array([0, 0, 0, 1, 0])
+    assert (DEFAULT_MAX_LABEL_PROB, DEFAULT_MIN_TOP_PROB) == (0.1, 0.7)
+    assert find_extreme_off(labels=labels, pred_probs=probs).tolist() == [3, 0]
+    assert find_extreme_off(labels=labels, pred_probs=probs, max_label_prob=0.2, min_top_prob=0.5).tolist() == [3, 2, 0, 1]
+    counts = extreme_off_counts(labels=labels, pred_probs=probs, classes=["a", "b", "c"])
+    assert counts == {"a": 1, "b": 1, "c": 0}
+    proposals = extreme_off_proposals(clip_ids=np.arange(5) + 100, labels=labels, pred_probs=probs, classes=["a", "b", "c"])
+    assert proposals.clip_id.tolist() == [103, 100] and proposals.score.tolist() == pytest.approx([0.99, 0.9])
+    assert proposals.reason[0] == "extreme-off (label p <= 0.1, top p >= 0.7): labelled b (p 0.01), model says c (p 0.98)"
+
+
+def test_bad_inputs_name_the_parameter():
+    probs = np.array([[0.5, 0.5], [0.2, 0.8]])
+    with pytest.raises(ValueError, match="method: 'entropy' is not one of self_confidence, normalized_margin"):
+        rank_label_issues(labels=np.array([0, 1]), pred_probs=probs, method="entropy")
+    with pytest.raises(ValueError, match=r"labels: class ids \[2\] are outside \[0, 1\]"):
+        find_extreme_off(labels=np.array([0, 2]), pred_probs=probs)
+    with pytest.raises(ValueError, match="labels: expected 2 integer class ids"):
+        find_extreme_off(labels=np.array([0.0, 1.0]), pred_probs=probs)
+    with pytest.raises(ValueError, match="pred_probs: values must be probabilities"):
+        find_extreme_off(labels=np.array([0, 1]), pred_probs=probs * 3)
+    with pytest.raises(ValueError, match="max_label_prob: 1.5 must be a probability"):
+        find_extreme_off(labels=np.array([0, 1]), pred_probs=probs, max_label_prob=1.5)
+    with pytest.raises(ValueError, match=r"pred_probs: expected shape \(N, 3\)"):
+        extreme_off_counts(labels=np.array([0, 1]), pred_probs=probs, classes=["a", "b", "c"])
+    with pytest.raises(ValueError, match="limit: -1 must be a whole number"):
+        label_issue_proposals(clip_ids=[1, 2], labels=np.array([0, 1]), pred_probs=probs, classes=["a", "b"], limit=-1)
+
+
+def test_review_curve_precision_and_recall_at_budgets():
+    curve = review_curve(is_error_in_order=[True, True, False, True, False], n_errors=4, budgets=[1, 2, 4, 10])
+    assert [(c["reviewed"], c["found"]) for c in curve] == [(1, 1), (2, 2), (4, 3), (5, 3)]
+    assert [c["precision"] for c in curve] == [1.0, 1.0, 0.75, 0.6]
+    assert [c["recall"] for c in curve] == [0.25, 0.5, 0.75, 0.75]
+    with pytest.raises(ValueError, match="n_errors"):
+        review_curve(is_error_in_order=[True, True], n_errors=1, budgets=[1])
+
+
+def test_spot_check_sample_is_seeded_and_bounded():
+    relabelled = pd.DataFrame({"clip_id": range(20)})
+    first = sample_spot_check(relabelled=relabelled, n=5, rng=np.random.default_rng(3))
+    again = sample_spot_check(relabelled=relabelled, n=5, rng=np.random.default_rng(3))
+    assert first.clip_id.tolist() == again.clip_id.tolist() and first.clip_id.nunique() == 5
+    assert len(sample_spot_check(relabelled=relabelled.head(3), n=5, rng=np.random.default_rng(0))) == 3
+    with pytest.raises(ValueError, match="rng: expected a numpy Generator"):
+        sample_spot_check(relabelled=relabelled, n=5, rng=3)
+
+
+def test_folds_keep_groups_whole_and_classes_spread():
+    labels = [c for c in CLASSES for _ in range(30)]
+    groups = [f"{label}-{i // 3}" for label in CLASSES for i in range(30)]
+    folds = assign_folds(labels=labels, groups=groups, n_folds=5, seed=0)
+    frame = pd.DataFrame({"label": labels, "group": groups, "fold": folds})
+    assert (frame.groupby("group").fold.nunique() == 1).all()
+    assert set(folds) == set(range(5))
+    assert (frame.groupby(["fold", "label"]).size().unstack() >= 3).all().all()
+    assert assign_folds(labels=labels, groups=groups, n_folds=5, seed=0).tolist() == folds.tolist()
+    with pytest.raises(ConfigError, match="folds: 2 must be a whole number >= 3"):
+        assign_folds(labels=labels, groups=groups, n_folds=2, seed=0)
+    with pytest.raises(ConfigError, match="5 folds need at least 5 source groups; the pool has 3"):
+        assign_folds(labels=labels, groups=[g[:4] for g in groups], n_folds=5, seed=0)
+
+
+# --- audit runs on a real session ----------------------------------------------------------------
+
+def make_dataset(root: Path, *, per_class: int = 24, seed: int = 0) -> Path:
+    """1 s tones per class with small pitch jitter and noise; files named recNN-i (groups of 2)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(16000) / 16000
+    for label, freq in FREQ_HZ.items():
+        for i in range(per_class):
+            wave = 0.3 * np.sin(2 * np.pi * freq * (1 + 0.03 * rng.standard_normal()) * t)
+            write_wav(root / label / f"rec{i // 2:02d}-{i}.wav", wave + 0.03 * rng.standard_normal(t.size))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A session with one trained model, shared by the audit tests (each test works on a copy)."""
+    root = tmp_path_factory.mktemp("audit")
+    dataset = make_dataset(root / "data")
+    with Store.open(root / "session") as store:
+        import_dataset(store, dataset, group_pattern=r"^(rec\d+)-", progress=False)
+        state = store.labels()
+        planted = int(state[(state.split == "test") & (state.label == "road_traffic")].clip_id.iloc[0])
+        # A label error the data came with: a 150 Hz hum labelled as a siren (test split: never trained on).
+        store.record_decision(planted, annotator="setup", action="relabel", new_label="emergency_sirens")
+        outcome = finetune(store, preset="demo-fast", overrides=FAST, init_from="none", progress=False)
+        assert outcome.status == "succeeded", outcome.result
+    return root / "session", outcome.run_id, planted
+
+
+@pytest.fixture
+def session(trained, tmp_path):
+    import shutil
+    source, run_id, planted = trained
+    copy = tmp_path / "session"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("workbench.lock"))
+    _repoint_runs(copy, source)
+    with Store.open(copy) as store:
+        yield store, run_id, planted
+
+
+def _repoint_runs(copy: Path, source: Path) -> None:
+    """Run folders are recorded with absolute paths; the copy's runs must point into the copy."""
+    import duckdb
+    con = duckdb.connect(str(copy / "workbench.duckdb"))
+    con.execute("UPDATE runs SET run_dir = replace(run_dir, ?, ?)", [str(source), str(copy)])
+    con.close()
+    for job in copy.glob("runs/*/job.json"):
+        job.write_text(job.read_text().replace(str(source), str(copy)))
+
+
+@pytest.mark.slow
+def test_audit_stores_predictions_metrics_plots_and_flags_a_planted_error(session):
+    store, run_id, planted = session
+    state = store.labels()
+    test_clips = state[state.split == "test"]
+    held = int(test_clips[test_clips.label == "alert_sounds"].clip_id.iloc[0])
+    review.send_to_quarantine(store, held, reason="sounds odd", annotator="ana")
+
+    outcome = audit_pipeline.audit(store, run_id=run_id, splits=["test", "val"], progress=False)
+
+    assert outcome.status == "succeeded", outcome.error
+    run = store.run(outcome.run_id)
+    assert (run["kind"], run["status"], run["parent_run_id"]) == ("audit", "succeeded", run_id)
+    predictions = store.predictions(outcome.run_id)
+    assert set(predictions.split) == {"test", "val"}
+    assert len(predictions) == int(state.split.isin(["test", "val"]).sum())  # the quarantined clip is predicted too
+    assert np.allclose([sum(p) for p in predictions.probs], 1.0, atol=1e-4)
+    counts = outcome.counts["test"]
+    assert counts["clips"] == len(test_clips) and counts["excluded_quarantined"] == 1
+    assert counts["evaluated"] == len(test_clips) - 1
+    metrics = store.run_metrics(outcome.run_id, split="test")
+    value = dict(zip(metrics[metrics.class_label.isna()].name, metrics[metrics.class_label.isna()].value))
+    assert value["excluded_quarantined"] == 1 and value["evaluated"] == len(test_clips) - 1
+    assert {"accuracy", "f1_macro", "mAP", "ece"} <= set(value) and "true_accuracy" not in value  # no true labels here
+    per_class = metrics[metrics.class_label.notna()]
+    assert set(per_class.class_label) == set(CLASSES)
+    support = per_class[(per_class.name == "support")].set_index("class_label").value
+    assert support.sum() == len(test_clips) - 1  # scored without the quarantined clip
+    for plot in ("confusion_test.png", "reliability_val.png"):
+        assert (outcome.run_dir / "plots" / plot).stat().st_size > 5000
+
+    # The planted error is extreme-off and now waits in the quarantine queue, with reason and score.
+    assert outcome.key_classes["test"]["classes"]["emergency_sirens"]["now"] >= 1
+    queue = store.quarantine_queue().set_index("clip_id")
+    assert planted in queue.index
+    entry = queue.loc[planted]
+    assert (entry.method, entry.audit_run_id) == ("extreme_off", outcome.run_id)
+    assert entry.score > 0.9 and "labelled emergency_sirens" in entry.reason and "model says road_traffic" in entry.reason
+    assert queue.loc[held].method == "manual"  # the clip already open was not raised again
+    assert set(outcome.proposals.clip_id) == {planted}
+
+
+@pytest.mark.slow
+def test_a_second_audit_reports_extreme_off_counts_against_the_first(session):
+    store, run_id, planted = session
+    clip = int(store.labels().query("split == 'test' and label == 'alert_sounds'").clip_id.iloc[0])
+    store.record_decision(clip, annotator="ana", action="relabel", new_label="road_traffic")
+    first = audit_pipeline.audit(store, run_id=run_id, splits=["test"], progress=False)
+    assert first.key_classes["test"]["previous_audit"] is None
+    # Decided by a person after the model froze its labels: counted, but not proposed (stale disagreement).
+    assert set(first.proposals.clip_id) == {planted}
+    review.relabel(store, clip, label="alert_sounds", annotator="ana")  # reviewed and put right
+    second = audit_pipeline.audit(store, run_id=run_id, splits=["test"], progress=False)
+    report = second.key_classes["test"]
+    assert report["previous_audit"] == first.run_id
+    road = report["classes"]["road_traffic"]
+    assert road["previous"] == first.key_classes["test"]["classes"]["road_traffic"]["now"] >= 1
+    assert road["change"] == road["now"] - road["previous"] < 0  # fewer extreme-off clips after the review
+    assert second.proposals.empty  # the planted clip is still open in the queue: not raised twice
+    assert "was" in "\n".join(second.lines())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", available_models())
+def test_audit_works_with_every_registered_architecture(session, architecture):
+    store, _, _ = session
+    preset = "ast-lms" if architecture == "ast" else "demo-fast"
+    tiny = ["features.max_length_s=1.0", "features.n_mels=32", "features.n_fft=512", "features.hop_length=160",
+            "features.f_min_hz=0", "model.ast_hidden_size=32", "model.ast_layers=1", "model.ast_heads=2",
+            "model.cnn_channels=[8, 8, 8, 8]"]
+    config = load_preset(preset, tiny)
+    model = build_model(config.model, feature_cfg=config.features, labels=CLASSES)
+    run_dir = Path(store.session_dir) / "runs" / f"handmade-{architecture}"
+    save_checkpoint(run_dir / "checkpoint", model=model, model_cfg=config.model, feature_cfg=config.features,
+                    labels=CLASSES, norm_stats={})
+    store.create_run(f"handmade-{architecture}", kind="train", preset=preset, config=config.to_dict(), parent_run_id=None,
+                     manifest_decision_id=None, run_dir=run_dir, status="succeeded")
+    outcome = audit_pipeline.audit(store, run_id=f"handmade-{architecture}", splits=["test"], progress=False)
+    assert outcome.status == "succeeded", outcome.error
+    assert len(store.predictions(outcome.run_id)) == outcome.counts["test"]["clips"] > 0
+
+
+@pytest.mark.slow
+def test_label_issue_ranking_with_cross_validation(session):
+    store, run_id, planted = session
+    state = store.labels()
+    train_traffic = state[(state.split == "train") & (state.label == "road_traffic")].clip_id.iloc[:2].astype(int).tolist()
+    for clip in train_traffic:  # planted in the training split, where the audited model cannot see them
+        store.record_decision(clip, annotator="setup", action="relabel", new_label="emergency_sirens")
+    outcome = audit_pipeline.audit(store, run_id=run_id, splits=["train", "val", "test"], label_issues=True, folds=3,
+                                   cv_preset="demo-fast", cv_overrides=FAST + ["train.epochs=4"], max_label_issues=5,
+                                   progress=False)
+    assert outcome.status == "succeeded", outcome.error
+    ranking = pd.read_parquet(outcome.run_dir / "crossval" / "label_issues.parquet")
+    assert len(ranking) == len(state) and set(ranking.fold) == {1, 2, 3}
+    assert set(ranking.nsmallest(5, "quality").clip_id) >= set(train_traffic) | {planted}
+    for fold in (1, 2, 3):  # each fold model held out whole groups and trained from scratch
+        manifest = pd.read_parquet(outcome.run_dir / "crossval" / "folds" / f"fold-{fold}" / "manifest.parquet")
+        held = manifest[manifest.split == "test"]
+        assert set(held.clip_id) == set(ranking[ranking.fold == fold].clip_id)
+        job = json.loads((outcome.run_dir / "crossval" / "folds" / f"fold-{fold}" / "job.json").read_text())
+        assert job["init_checkpoint"] is None
+    ranked = outcome.proposals[outcome.proposals.method == "self_confidence"]
+    assert set(train_traffic) <= set(ranked.clip_id) and len(ranked) <= 5
+    queue = store.quarantine_queue().set_index("clip_id")
+    assert queue.loc[train_traffic, "rank"].max() <= 5
+    assert outcome.label_issues["folds"] == 3 and outcome.label_issues["ranked"] == len(state)
+
+
+@pytest.mark.slow
+def test_spot_check_draws_relabelled_clips_since_a_run(session):
+    store, run_id, _ = session
+    clips = store.labels().clip_id.astype(int).tolist()[:6]
+    for clip in clips[:4]:
+        review.relabel(store, clip, label="human_scream", annotator="ana")
+    undone = review.relabel(store, clips[4], label="human_scream", annotator="ana")
+    review.undo(store, undone, annotator="ana")
+    picked = audit_pipeline.spot_check(store, since_run=run_id, n=3, seed=1)
+    assert len(picked) == 3 and set(picked.clip_id) <= set(clips[:4])
+    assert (picked.label == "human_scream").all() and (picked.annotator == "ana").all()
+    assert set(audit_pipeline.spot_check(store, since_run=run_id, n=10, seed=1).clip_id) == set(clips[:4])
+    assert audit_pipeline.spot_check(store, since_run=run_id, n=3, seed=1).clip_id.tolist() == picked.clip_id.tolist()
+
+
+@pytest.mark.slow
+def test_bad_requests_are_refused_before_any_work(session):
+    store, run_id, _ = session
+    with pytest.raises(StoreError, match="no production model yet"):
+        audit_pipeline.audit(store, progress=False)
+    with pytest.raises(StoreError, match="no run with id 'nope'"):
+        audit_pipeline.audit(store, run_id="nope", progress=False)
+    with pytest.raises(ConfigError, match="splits"):
+        audit_pipeline.audit(store, run_id=run_id, splits=["holdout"], progress=False)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        audit_pipeline.audit(store, run_id=run_id, label_issues=True, cv_preset="nope", progress=False)
+    with pytest.raises(ConfigError, match="max_label_prob"):
+        audit_pipeline.audit(store, run_id=run_id, max_label_prob=2.0, progress=False)
+    assert store.runs(kind="audit").empty
+
+
+@pytest.mark.slow
+def test_cli_audit_and_one_line_errors(session):
+    store, run_id, _ = session
+    session_dir = str(store.session_dir)
+    store.close()
+    cli = [sys.executable, str(REPO / "app.py")]
+    for args, message in [
+        (["audit", "--run", "nope"], "earmark: error: no run with id 'nope'"),
+        (["audit"], "earmark: error: no production model yet"),
+        (["audit", "--run", run_id, "--splits", "holdout"], "earmark: error: splits"),
+        (["promote", "--run", run_id, "--actor", "ana"], "earmark: error: run"),
+        (["rollback", "--actor", "ana"], "earmark: error: no production model yet"),
+        (["spotcheck"], "earmark: error: no production model yet"),
+        (["compare", run_id, "nope"], "earmark: error: no run with id 'nope'"),
+    ]:
+        bad = subprocess.run(cli + [args[0], "--session", session_dir] + args[1:], capture_output=True, text=True, cwd=REPO)
+        assert bad.returncode == 2, (args, bad.stdout, bad.stderr)
+        assert bad.stderr.startswith(message) and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    done = subprocess.run(cli + ["audit", "--session", session_dir, "--run", run_id, "--splits", "test", "--json"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stdout.strip().splitlines()[-1])
+    assert line["status"] == "succeeded" and line["counts"]["test"]["clips"] > 0

@@ -1,0 +1,148 @@
+"""Promotion gates and comparisons: planted numbers in, exact verdicts out."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from core.config import ConfigError, ExperimentConfig, GatePolicy, load_preset
+from core.evaluate import classification_report
+from core.gates import FAIL, NOT_APPLICABLE, PASS, compare_predictions, evaluate_gates, write_comparison
+
+CLASSES = ["alert_sounds", "emergency_sirens", "road_traffic"]
+
+
+def one_hot_probs(predicted: list[int], *, confidence: float = 0.9) -> np.ndarray:
+    probs = np.full((len(predicted), len(CLASSES)), (1 - confidence) / (len(CLASSES) - 1))
+    probs[np.arange(len(predicted)), predicted] = confidence
+    return probs
+
+
+def report_for(y_true: list[int], predicted: list[int]) -> dict:
+    return classification_report(y_true=np.array(y_true), probs=one_hot_probs(predicted), labels=CLASSES)
+
+
+# 20 clips per class; the candidate calls n_wrong[c] clips of class c road_traffic (or alert for traffic).
+def predictions(n_wrong: dict[int, int]) -> tuple[list[int], list[int]]:
+    y_true, predicted = [], []
+    for c in range(len(CLASSES)):
+        for i in range(20):
+            y_true.append(c)
+            predicted.append((c + 2) % 3 if i < n_wrong.get(c, 0) else c)
+    return y_true, predicted
+
+
+def criterion(verdict: dict, name: str) -> dict:
+    return next(c for c in verdict["criteria"] if c["name"] == name)
+
+
+def test_sirens_defaults_live_in_every_preset():
+    gates = load_preset("demo-fast").gates
+    assert gates == GatePolicy()
+    assert (gates.key_classes, gates.min_key_class_accuracy, gates.min_class_accuracy, gates.max_relative_regression) == \
+        (["emergency_sirens"], 0.95, 0.93, 0.02)
+    overridden = load_preset("demo-fast", ["gates.min_f1_macro=0.9", "gates.key_classes=[alert_sounds]"]).gates
+    assert overridden.min_f1_macro == 0.9 and overridden.key_classes == ["alert_sounds"]
+    assert ExperimentConfig.from_dict({}).gates == GatePolicy()  # runs saved before gates existed read the defaults
+
+
+def test_policy_values_are_validated_with_the_dotted_key():
+    with pytest.raises(ConfigError, match=r"gates.min_class_accuracy: 1.5 is out of range \[0, 1\]"):
+        load_preset("demo-fast", ["gates.min_class_accuracy=1.5"])
+    with pytest.raises(ConfigError, match="gates.max_relative_regression"):
+        GatePolicy(max_relative_regression=-0.1)
+
+
+def test_key_class_and_other_class_thresholds():
+    # sirens 19/20 = 0.95 passes the key gate exactly; alert 18/20 = 0.90 fails 0.93; traffic 20/20 passes.
+    y, pred = predictions({0: 2, 1: 1})
+    verdict = evaluate_gates(policy=GatePolicy(), candidate=report_for(y, pred))
+    assert verdict["passed"] is False and verdict["failed"] == ["accuracy[alert_sounds]"]
+    sirens = criterion(verdict, "accuracy[emergency_sirens]")
+    assert (sirens["status"], sirens["value"], sirens["threshold"]) == (PASS, 0.95, 0.95)
+    alert = criterion(verdict, "accuracy[alert_sounds]")
+    assert (alert["status"], alert["value"], alert["threshold"]) == (FAIL, 0.9, 0.93)
+    assert alert["detail"] == "alert_sounds accuracy (20 clips) 0.9000 < 0.9300"
+    assert criterion(verdict, "regression")["status"] == NOT_APPLICABLE  # no production model yet
+
+
+def test_regression_against_production_is_relative_and_lists_flipped_clips():
+    y, base_pred = predictions({})
+    _, cand_pred = predictions({1: 1})  # one siren lost: 1.0 -> 0.95 = -5% relative
+    clip_ids = np.arange(100, 100 + len(y))
+    comparison = compare_predictions(classes=CLASSES, clip_ids=clip_ids, y_true=np.array(y),
+                                     baseline_probs=one_hot_probs(base_pred), candidate_probs=one_hot_probs(cand_pred))
+    assert comparison["broken"] == [{"clip_id": 120, "label": "emergency_sirens", "baseline": "emergency_sirens",
+                                     "candidate": "alert_sounds"}]
+    assert comparison["fixed"] == []
+    assert comparison["per_class"]["emergency_sirens"]["accuracy_relative_change"] == pytest.approx(-0.05)
+    assert comparison["confusion_diff"][1] == [1, -1, 0]
+    verdict = evaluate_gates(policy=GatePolicy(key_classes=[]), candidate=report_for(y, cand_pred), comparison=comparison)
+    assert verdict["failed"] == ["regression[emergency_sirens]"]
+    regression = criterion(verdict, "regression[emergency_sirens]")
+    assert regression["value"] == pytest.approx(-0.05) and regression["threshold"] == -0.02
+    assert "1.0000 -> 0.9500 (-5.0% relative; at most -2% allowed) on 20 clips" in regression["detail"]
+    lenient = evaluate_gates(policy=GatePolicy(key_classes=[], max_relative_regression=0.05),
+                             candidate=report_for(y, cand_pred), comparison=comparison)
+    assert lenient["passed"], lenient["failed"]  # exactly -5% is allowed at a 5% limit
+
+
+def test_fixed_clips_and_a_class_with_no_clips():
+    y = [0] * 10 + [2] * 10  # no sirens in this split
+    base = [2] * 2 + [0] * 8 + [2] * 10
+    comparison = compare_predictions(classes=CLASSES, clip_ids=np.arange(20), y_true=np.array(y),
+                                     baseline_probs=one_hot_probs(base), candidate_probs=one_hot_probs(y))
+    assert [c["clip_id"] for c in comparison["fixed"]] == [0, 1] and comparison["broken"] == []
+    verdict = evaluate_gates(policy=GatePolicy(), candidate=report_for(y, y), comparison=comparison)
+    assert verdict["passed"]
+    assert criterion(verdict, "accuracy[emergency_sirens]")["status"] == NOT_APPLICABLE
+    assert criterion(verdict, "regression[emergency_sirens]")["status"] == NOT_APPLICABLE
+    assert criterion(verdict, "regression[alert_sounds]")["value"] == pytest.approx(0.25)
+
+
+def test_c3_go_no_go_criteria():
+    y, pred = predictions({0: 4, 2: 1})  # accuracy 55/60, F1 macro 0.916, alert F1 0.889
+    policy = GatePolicy(key_classes=[], min_class_accuracy=None, max_relative_regression=None,
+                        min_accuracy=0.9, min_f1_macro=0.9, min_rare_class_f1=0.9, rare_classes=["alert_sounds"])
+    verdict = evaluate_gates(policy=policy, candidate=report_for(y, pred))
+    assert [c["name"] for c in verdict["criteria"]] == ["accuracy", "f1_macro", "rare_class_f1"]
+    assert criterion(verdict, "accuracy")["status"] == PASS  # 55/60 = 0.9167
+    assert criterion(verdict, "f1_macro")["status"] == PASS
+    rare = criterion(verdict, "rare_class_f1")
+    assert rare["status"] == FAIL and rare["value"] == pytest.approx(report_for(y, pred)["per_class"]["alert_sounds"]["f1"])
+    # Without a list, the rarest classes by support are used.
+    y_rare = [0] * 3 + [1] * 20 + [2] * 20
+    verdict = evaluate_gates(policy=GatePolicy(key_classes=[], min_class_accuracy=None, max_relative_regression=None,
+                                               min_rare_class_f1=0.5, rare_class_count=1), candidate=report_for(y_rare, y_rare))
+    assert "rare classes (alert_sounds)" in criterion(verdict, "rare_class_f1")["detail"]
+
+
+def test_a_key_class_the_model_lacks_is_not_applicable():
+    y, pred = predictions({})
+    verdict = evaluate_gates(policy=GatePolicy(key_classes=["owls"]), candidate=report_for(y, pred))
+    owls = criterion(verdict, "accuracy[owls]")
+    assert owls["status"] == NOT_APPLICABLE and "not a class of this model" in owls["detail"]
+    assert verdict["passed"]
+
+
+def test_bad_inputs_are_refused():
+    y, pred = predictions({})
+    with pytest.raises(ValueError, match="policy: expected a GatePolicy"):
+        evaluate_gates(policy={"split": "test"}, candidate=report_for(y, pred))
+    with pytest.raises(ValueError, match="candidate: not a classification_report result"):
+        evaluate_gates(policy=GatePolicy(), candidate={"accuracy": 1.0})
+    with pytest.raises(ValueError, match="clip_ids: expected 60 ids"):
+        compare_predictions(classes=CLASSES, clip_ids=[1, 2], y_true=np.array(y),
+                            baseline_probs=one_hot_probs(pred), candidate_probs=one_hot_probs(pred))
+
+
+def test_write_comparison_saves_json_and_png(tmp_path):
+    y, base = predictions({})
+    _, cand = predictions({0: 3})
+    comparison = compare_predictions(classes=CLASSES, clip_ids=np.arange(len(y)), y_true=np.array(y),
+                                     baseline_probs=one_hot_probs(base), candidate_probs=one_hot_probs(cand))
+    paths = write_comparison(tmp_path / "cmp", comparison, title="test")
+    saved = json.loads(paths["json"].read_text())
+    assert saved["per_class"]["alert_sounds"]["accuracy_delta"] == pytest.approx(-0.15) and len(saved["broken"]) == 3
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["png"].stat().st_size > 5000

@@ -1,0 +1,89 @@
+"""The Train tab's form as data: preset -> fields -> overrides, and bad values named by their key."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from core.config import ConfigError, load_preset
+from workbench import train_form as tf
+from workbench.train_tab import default_preset
+
+CLASSES = ["alert_sounds", "collision_sounds", "emergency_sirens", "environmental_sounds", "human_scream", "road_traffic"]
+
+
+def form_of(config):
+    """The form's values as Gradio hands them back (tables of objects, text cells as strings)."""
+    return (tf.scalar_values(config), tf.composition_table(config, CLASSES).astype(object),
+            tf.augment_table(config).astype(object), tf.curriculum_table(config).astype(object))
+
+
+@pytest.mark.parametrize("preset", ["sirens-focused", "demo-fast", "ast-lms", "class-weighted-baseline"])
+def test_an_untouched_form_is_the_preset_itself(preset):
+    config = load_preset(preset)
+    assert tf.overrides_between(config, tf.config_from_form(config, *form_of(config))) == []
+    assert tf.overrides_between(config, tf.config_from_yaml(tf.to_yaml(config))) == []
+
+
+def test_changed_fields_become_dotted_overrides_that_load_preset_reproduces():
+    config = load_preset("sirens-focused")
+    scalars, composition, augment, curriculum = form_of(config)
+    scalars = {**scalars, "train.lr": 1e-4, "train.backbone_lr": "5e-5", "train.warmup_steps": 10}
+    composition.iloc[0, 1] = "7"                                    # text cells are read as YAML
+    augment = pd.DataFrame([["gain", 0.5, "{min_gain_db: -6, max_gain_db: 6}"]], columns=tf.AUGMENT_COLUMNS)
+    curriculum.iloc[3, 5] = ""                                      # the last stage's lr override removed
+    changed = tf.config_from_form(config, scalars, composition, augment, curriculum)
+    overrides = tf.overrides_between(config, changed)
+    assert overrides[:3] == ["train.lr=0.0001", "train.backbone_lr=5e-05", "train.warmup_steps=10"]
+    assert [o.split("=", 1)[0] for o in overrides[3:]] == ["train.batch_composition", "train.curriculum", "augment"]
+    reloaded = load_preset("sirens-focused", overrides)
+    assert reloaded == changed
+    assert reloaded.train.batch_composition["alert_sounds"] == 7
+    assert reloaded.train.curriculum[3].lr is None
+    assert reloaded.augment[0].name == "gain" and reloaded.augment[0].p == 0.5
+
+
+def test_all_zero_composition_means_plain_batches():
+    config = load_preset("sirens-focused")
+    scalars, composition, augment, curriculum = form_of(config)
+    composition.iloc[:, 1] = 0
+    assert tf.config_from_form(config, scalars, composition, augment, curriculum).train.batch_composition is None
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("train.epochs", 0, "train.epochs: 0 is out of range [1, 10000]"),
+    ("train.lr", "fast", "train.lr: expected a number, got 'fast'"),
+    ("train.schedule", "sawtooth", "train.schedule: 'sawtooth' is not one of 'cosine', 'linear', 'constant'"),
+    ("train.batch_size", -3, "train.batch_size: -3 is out of range [1, 65536]"),
+])
+def test_a_bad_field_is_refused_naming_its_key(field, value, message):
+    config = load_preset("demo-fast")
+    scalars, composition, augment, curriculum = form_of(config)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        tf.config_from_form(config, {**scalars, field: value}, composition, augment, curriculum)
+
+
+def test_bad_table_cells_and_yaml_are_named_too():
+    config = load_preset("sirens-focused")
+    scalars, composition, augment, curriculum = form_of(config)
+    composition.iloc[1, 1] = "lots"
+    with pytest.raises(ConfigError, match=r"train\.batch_composition\.collision_sounds: expected an integer, got 'lots'"):
+        tf.config_from_form(config, scalars, composition, augment, curriculum)
+    bad_p = pd.DataFrame([["gain", 2, ""]], columns=tf.AUGMENT_COLUMNS)
+    with pytest.raises(ConfigError, match=r"augment\.gain\.p: 2\.0 is out of range"):
+        tf.config_from_form(config, scalars, form_of(config)[1], bad_p, curriculum)
+    bad_params = pd.DataFrame([["gain", 0.5, "loud"]], columns=tf.AUGMENT_COLUMNS)
+    with pytest.raises(ConfigError, match=r"augment\[0\]\.params: expected a mapping"):
+        tf.config_from_form(config, scalars, form_of(config)[1], bad_params, curriculum)
+    unknown = pd.DataFrame([["reverb", 0.5, ""]], columns=tf.AUGMENT_COLUMNS)
+    with pytest.raises(ConfigError, match="augment: unknown augmentation 'reverb'; registered: background_noise"):
+        tf.config_from_form(config, scalars, form_of(config)[1], unknown, curriculum)
+    with pytest.raises(ConfigError, match=r"train\.warmup_steps: -1 is out of range"):
+        tf.config_from_yaml(tf.to_yaml(config).replace("warmup_steps: 50", "warmup_steps: -1"))
+    with pytest.raises(ConfigError, match="advanced YAML: not valid YAML"):
+        tf.config_from_yaml("train: [")
+
+
+def test_sirens_focused_is_preselected_for_the_siren_task():
+    presets = ["ast-lms", "demo-fast", "sirens-focused"]
+    assert default_preset(CLASSES, presets) == "sirens-focused"
+    assert default_preset(["cat", "dog"], presets) == "demo-fast"

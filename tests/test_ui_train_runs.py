@@ -1,0 +1,257 @@
+"""Train and Runs in a real browser against a real server: one-click fine-tune to the gate report,
+promote / override / compare / roll back, the job queue, cancel, a job outliving its browser
+tab, and an invalid setting refused with the field's name."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core import review
+from core.store import Store
+from pipelines.audit import audit
+from pipelines.demo import build_demo_session
+from pipelines.finetune import finetune
+from ui_support import browser_page, needs_chromium, open_tab, real_errors, running_server, screenshot, set_annotator
+
+pytestmark = [pytest.mark.browser, needs_chromium]
+# Gates anyone passes: the baseline is the model a person may promote with the ordinary button.
+LENIENT_GATES = ["gates.min_key_class_accuracy=0", "gates.min_class_accuracy=0", "gates.max_relative_regression=1"]
+JOB_TIMEOUT_MS = 300_000
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory) -> Path:
+    """A small demo session with an audited baseline run (lenient gates, not yet promoted) and
+    three clips relabelled after the baseline froze its labels (for the spot-check)."""
+    root = tmp_path_factory.mktemp("train-runs")
+    session = root / "session"
+    build_demo_session(session_dir=session, audio_dir=root / "audio", clips_per_class=12, progress=False)
+    with Store.open(session) as store:
+        baseline = finetune(store, preset="demo-fast", overrides=["train.epochs=2", *LENIENT_GATES], init_from="none",
+                            progress=False).run_id
+        assert audit(store, run_id=baseline, progress=False).status == "succeeded"
+        state = store.labels()
+        for clip_id in state[(state.split == "train") & (state.label != "emergency_sirens")].clip_id.head(3):
+            review.relabel(store, int(clip_id), label="emergency_sirens", annotator="ana", note="a siren after all")
+    return session
+
+
+def choose(page, elem_id: str, option: str) -> None:
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option).first.click()
+
+
+def pick_preset(page, name: str) -> None:
+    """Choose a preset and wait until its values fill the form (typing before would be overwritten)."""
+    choose(page, "em-train-preset", name)
+    page.locator("#em-train-message").get_by_text(f"preset {name} loaded").wait_for(timeout=30000)
+
+
+def job_status(page) -> str:
+    return page.locator("#em-train-progress .em-job").get_attribute("data-status")
+
+
+def wait_status(page, status: str, *, timeout_ms: int = JOB_TIMEOUT_MS) -> None:
+    page.wait_for_function(f"document.querySelector('#em-train-progress .em-job')?.dataset.status === '{status}'",
+                           timeout=timeout_ms)
+
+
+def run_cell(page, row: int, column: int) -> str:
+    return page.locator(f'#em-runs-table [data-testid="cell-{row}-{column}"]').inner_text()
+
+
+def select_run(page, run_id: str) -> None:
+    for row in range(50):
+        if run_cell(page, row, 0) == run_id:
+            page.locator(f'#em-runs-table [data-testid="cell-{row}-0"]').click()
+            page.locator("#em-runs-title").get_by_text(f"run {run_id}").wait_for(timeout=30000)
+            return
+    raise AssertionError(f"run {run_id} is not in the runs table")
+
+
+def test_fine_tune_to_gate_report_promote_compare_and_roll_back(session):
+    with Store.open(session) as store:
+        baseline = store.runs(kind="train").id.iloc[0]
+    with running_server(session) as url, browser_page(url) as (page, errors):
+        set_annotator(page, "ana")
+
+        # Runs: the audited baseline's gates are evaluated on request and pass; Promote is enabled.
+        open_tab(page, "Runs")
+        page.locator('#em-runs-table [data-testid="cell-1-0"]').get_by_text(baseline).wait_for(timeout=30000)
+        select_run(page, baseline)
+        page.locator("#em-runs-evaluate").click()
+        page.locator("#em-runs-verdict").get_by_text("Every gate passes").wait_for(timeout=30000)
+        assert page.locator("#em-runs-promote").is_enabled()
+        assert not page.locator("#em-runs-override").is_enabled()
+        assert page.locator("#em-runs-plots img").count() == 3  # confusion, reliability, training curves
+        page.locator("#em-runs-promote").click()
+        page.locator("#em-runs-verdict").get_by_text("This run is the production model.").wait_for(timeout=30000)
+        page.locator("#em-runs-production").get_by_text(f"Production: run {baseline}").wait_for(timeout=30000)
+
+        # Train: demo-fast with 2 epochs from the form, one click.
+        open_tab(page, "Train")
+        pick_preset(page, "demo-fast")
+        epochs = page.locator("#em-train-train-epochs input")
+        epochs.fill("2")
+        epochs.press("Tab")
+        page.locator("#em-train-message").get_by_text("train.epochs=2").wait_for(timeout=30000)
+        screenshot(page, "train_tab_form")
+        page.locator("#em-train-launch").click()
+        page.locator("#em-train-message").get_by_text("queued").wait_for(timeout=30000)
+        run_id = re.search(r"run (\S+-train-\S+) queued", page.locator("#em-train-message").inner_text()).group(1)
+        page.wait_for_function("document.querySelector('#em-train-progress .em-job')?.dataset.phase === 'training'",
+                               timeout=JOB_TIMEOUT_MS)
+        assert "step" in page.locator("#em-train-progress").inner_text()
+        page.wait_for_function("document.querySelector('#em-train-progress .em-job')?.dataset.phase === 'auditing'",
+                               timeout=JOB_TIMEOUT_MS)
+        # The live curves carry the training loss and, after an epoch, the validation scores.
+        assert page.locator("#em-train-loss").get_by_text("train loss (per step)").count() >= 1
+        wait_status(page, "succeeded")
+
+        # The gate report, criterion by criterion, the A8 checklist, the spot-check players, the regressions.
+        verdict = page.locator("#em-train-verdict")
+        verdict.wait_for(timeout=30000)
+        assert f"against production run {baseline}" in verdict.inner_text()
+        checklist = page.locator("#em-train-checklist").inner_text()
+        for item in ("Test accuracy over all classes", "Key-class extreme-off in test", "Spot-check up to 5 relabelled files",
+                     "Regression check"):
+            assert item in checklist
+        criteria = page.locator("#em-train-criteria").inner_text()
+        assert "accuracy[emergency_sirens]" in criteria and "regression[" in criteria
+        assert page.locator("#em-train-spot-check .em-player").count() == 3  # the three relabelled clips
+        assert "emergency_sirens" in page.locator("#em-train-spot-check").inner_text()
+        page.wait_for_timeout(500)
+        screenshot(page, "train_tab_gate_report")
+
+        passed = verdict.get_attribute("data-passed") == "true"
+        if passed:
+            page.locator("#em-train-promote").click()
+            page.locator("#em-train-decision").get_by_text(f"run {run_id} promoted to production").wait_for(timeout=30000)
+        else:  # refused: Promote stays disabled; an override needs a reason and is signed
+            assert not page.locator("#em-train-promote").is_enabled()
+            page.locator("#em-train-override").click()
+            page.locator(".toast-body").get_by_text("An override needs a reason").wait_for(timeout=30000)
+            page.locator("#em-train-reason textarea").fill("the siren class matters more here; regressions reviewed by ear")
+            page.locator("#em-train-override").click()
+            page.locator("#em-train-decision").get_by_text(f"run {run_id} put in production by override").wait_for(timeout=30000)
+        page.locator("#em-train-verdict").get_by_text("This run is the production model.").wait_for(timeout=30000)
+
+        # Runs: the new run is production; compare it with the baseline; roll back.
+        open_tab(page, "Runs")
+        page.locator("#em-runs-production").get_by_text(f"Production: run {run_id}").wait_for(timeout=30000)
+        select_run(page, run_id)
+        row = next(r for r in range(50) if run_cell(page, r, 0) == run_id)
+        assert run_cell(page, row, 3) == "\u2605 production"
+        assert run_cell(page, row, 4).startswith("pass" if passed else "fail")
+        screenshot(page, "runs_tab_selected")
+
+        # Downloads: the run's report, predictions and checkpoint.
+        page.locator("#em-runs-export").click()
+        links = page.locator("#em-runs-downloads a")
+        links.first.wait_for(timeout=30000)
+        names = [links.nth(i).get_attribute("download") for i in range(links.count())]
+        assert names == [f"{run_id}-report.json", f"{run_id}-predictions.csv", f"{run_id}-checkpoint.zip"]
+        with page.expect_download() as download:
+            links.first.click()
+        report = json.loads(Path(download.value.path()).read_text())
+        assert report["run"]["id"] == run_id and report["gate_report"]["run_id"] == run_id
+        assert [p["action"] for p in report["promotions"]] == ["promote" if passed else "override"]
+        with page.expect_download() as download:
+            links.nth(1).click()
+        predictions = pd.read_csv(download.value.path())
+        assert list(predictions.columns) == ["run_id", "clip_id", "split", "label", "predicted", "confidence", "probs"]
+        assert len(json.loads(predictions.probs.iloc[0])) == 6
+
+        page.get_by_role("tab", name="Compare two runs").click()
+        choose(page, "em-compare-baseline", baseline)
+        choose(page, "em-compare-candidate", f"{run_id} (production)")
+        page.locator("#em-compare").click()
+        page.locator("#em-compare-summary").get_by_text(re.compile(r"on \d+ test clips")).wait_for(timeout=30000)
+        deltas = page.locator("#em-compare-deltas").inner_text()
+        assert "emergency_sirens" in deltas and "accuracy change" in deltas
+        page.locator("#em-compare-confusion img").wait_for(timeout=30000)
+        flips = page.locator('#em-compare-flips [data-testid="cell-0-1"]')
+        if flips.count():  # a flipped clip plays right there
+            flips.click()
+            page.locator("#em-compare-player .em-player").wait_for(timeout=30000)
+        screenshot(page, "runs_tab_compare")
+
+        page.get_by_role("tab", name="Production history").click()
+        page.locator("#em-runs-rollback").click()
+        page.locator("#em-runs-history-message").get_by_text(
+            f"production rolled back from run {run_id} to run {baseline}").wait_for(timeout=30000)
+        page.locator("#em-runs-production").get_by_text(f"Production: run {baseline}").wait_for(timeout=30000)
+        history = page.locator("#em-runs-history").inner_text()
+        assert "rollback" in history and ("override" in history or "promote" in history)
+        screenshot(page, "runs_tab_history")
+        assert real_errors(errors) == []
+
+    with Store.open(session) as store:
+        assert store.production_run() == baseline
+        actions = store.promotions().action.tolist()
+        assert actions == ["rollback", "promote" if passed else "override", "promote"]
+        assert store.promotions().actor.tolist() == ["ana", "ana", "ana"]
+
+
+def test_an_invalid_setting_is_refused_naming_its_field(session):
+    with running_server(session) as url, browser_page(url) as (page, errors):
+        set_annotator(page, "ana")
+        open_tab(page, "Train")
+        pick_preset(page, "demo-fast")
+        epochs = page.locator("#em-train-train-epochs input")
+        epochs.fill("0")
+        epochs.press("Tab")
+        page.locator("#em-train-message").get_by_text("train.epochs: 0 is out of range [1, 10000]").wait_for(timeout=30000)
+        page.locator("#em-train-launch").click()
+        page.locator(".toast-body").get_by_text("Not started: train.epochs: 0 is out of range").wait_for(timeout=30000)
+        assert "Not started: train.epochs: 0" in page.locator("#em-train-message").inner_text()
+        screenshot(page, "train_tab_invalid")
+        assert job_status(page) == "none"  # nothing was queued
+        assert real_errors(errors) == []
+
+
+def test_jobs_queue_survive_the_tab_closing_and_cancel(session):
+    with running_server(session) as url:
+        with browser_page(url) as (page, errors):
+            set_annotator(page, "ben")
+            open_tab(page, "Train")
+            pick_preset(page, "demo-fast")
+            epochs = page.locator("#em-train-train-epochs input")
+            epochs.fill("60")
+            epochs.press("Tab")
+            page.locator("#em-train-launch").click()
+            page.locator("#em-train-message").get_by_text("queued.").wait_for(timeout=30000)
+            first = re.search(r"run (\S+) queued", page.locator("#em-train-message").inner_text()).group(1)
+            page.locator("#em-train-launch").click()  # a second job waits for the first
+            page.locator("#em-train-message").get_by_text("1 job(s) ahead of it").wait_for(timeout=30000)
+            second = re.search(r"run (\S+) queued", page.locator("#em-train-message").inner_text()).group(1)
+            page.locator("#em-train-jobs").get_by_text("queued #1").wait_for(timeout=30000)
+            assert real_errors(errors) == []
+        # The tab is closed; the job goes on. A new visitor sees it training and the queue behind it.
+        with browser_page(url) as (page, errors):
+            open_tab(page, "Train")
+            page.wait_for_function("document.querySelector('#em-train-progress .em-job')?.dataset.phase === 'training'",
+                                   timeout=JOB_TIMEOUT_MS)
+            assert f"run {first}" in page.locator("#em-train-progress").inner_text()
+            assert "queued #1" in page.locator("#em-train-jobs").inner_text()
+            page.wait_for_function("/step [1-9]/.test(document.querySelector('#em-train-progress').innerText)",
+                                   timeout=JOB_TIMEOUT_MS)
+            screenshot(page, "train_tab_running")
+            page.locator("#em-train-cancel").click()
+            wait_status(page, "cancelled", timeout_ms=120_000)
+            assert "cancelled at step" in page.locator("#em-train-log textarea").input_value()
+            # The queued job started by itself; it is cancelled from the jobs table.
+            assert page.locator('#em-train-jobs [data-testid="cell-0-0"]').inner_text() == second  # newest first
+            page.locator('#em-train-jobs [data-testid="cell-0-0"]').click()
+            page.locator("#em-train-progress").get_by_text(f"run {second}").wait_for(timeout=30000)
+            page.locator("#em-train-cancel").click()
+            wait_status(page, "cancelled", timeout_ms=120_000)
+            screenshot(page, "train_tab_cancelled")
+            assert real_errors(errors) == []
+    with Store.open(session) as store:
+        assert store.run(first)["status"] == "cancelled"
+        assert store.run(second)["status"] == "cancelled"

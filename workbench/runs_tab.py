@@ -1,0 +1,341 @@
+"""Runs: every run of the session, one run's plots, metrics and gates, two runs compared, and
+the production history with promote and rollback.
+
+Reads the store and the run folders; the only writes are promotion decisions (through
+pipelines/promotion.py, in this server process, the session's writer). A slow timer redraws
+the table when a run changes status or production moves, so a job finishing in the Train tab
+shows up here without a click.
+"""
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+from PIL import Image
+
+from core import train as trainer
+from core.store import StoreError
+from pipelines.promotion import compare_runs, production_history, rollback
+from workbench import gate_panel
+from workbench.context import Workbench, require_annotator, safe
+from workbench.gate_panel import SPOT_CHECK_FMAX_HZ
+
+RUN_COLUMNS = ["run", "kind", "status", "production", "gates", "test accuracy", "test F1 macro", "preset",
+               "frozen at decision", "of run", "created (UTC)"]
+CLASS_METRICS = ["precision", "recall", "f1", "average_precision", "accuracy", "support"]
+DELTA_COLUMNS = ["class", "support", "baseline accuracy", "candidate accuracy", "accuracy change", "relative change",
+                 "F1 change"]
+FLIP_COLUMNS = ["flip", "clip", "label", "baseline predicted", "candidate predicted"]
+HISTORY_COLUMNS = ["id", "run_id", "action", "actor", "reason", "created_at"]
+SPLITS = ["test", "val", "train"]
+PLOT_LABELS = ("confusion matrix (given labels)", "reliability diagram", "training curves")
+
+
+def build(wb: Workbench, *, annotator: gr.Component) -> None:
+    signature = gr.State(None)
+    selected = gr.State(None)
+    with gr.Row(equal_height=True):
+        production_line = gr.HTML(elem_id="em-runs-production")
+        refresh = gr.Button("Refresh", size="sm", scale=0, min_width=100)
+    runs_table = gr.Dataframe(headers=RUN_COLUMNS, label="runs, newest first (select one to open it)", interactive=False,
+                              max_height=320, elem_id="em-runs-table")
+
+    with gr.Tabs():
+        with gr.Tab("Selected run"):
+            title = gr.HTML("<p>Select a run in the table above.</p>", elem_id="em-runs-title")
+            with gr.Row():
+                split = gr.Dropdown(SPLITS, value="test", label="split", scale=1)
+                with gr.Column(scale=3):
+                    evaluate_button = gr.Button("Evaluate gates (on the run's latest audit)", size="sm",
+                                                elem_id="em-runs-evaluate")
+                    export_button = gr.Button("Prepare downloads: report (JSON), predictions (CSV), checkpoint (zip)",
+                                              size="sm", elem_id="em-runs-export")
+            downloads = gr.File(label="downloads", file_count="multiple", interactive=False, visible=False,
+                                elem_id="em-runs-downloads")
+            with gr.Row(elem_id="em-runs-plots"):
+                plots = [gr.Image(label=label, show_label=False, type="pil", format="png", height=420, interactive=False,
+                                  buttons=["fullscreen", "download"]) for label in PLOT_LABELS]
+            metrics_table = gr.Dataframe(headers=["class", "precision", "recall", "f1", "AP", "accuracy", "support"],
+                                         label="per-class metrics on this split (against the labels as given)",
+                                         interactive=False, elem_id="em-runs-metrics")
+            panel = gate_panel.build(wb, annotator=annotator, prefix="em-runs")
+        with gr.Tab("Compare two runs"):
+            with gr.Row(equal_height=True):
+                baseline = gr.Dropdown(label="baseline", scale=2, elem_id="em-compare-baseline")
+                candidate = gr.Dropdown(label="candidate", scale=2, elem_id="em-compare-candidate")
+                compare_split = gr.Dropdown(SPLITS, value="test", label="split", scale=1)
+                compare_button = gr.Button("Compare", variant="primary", scale=1, elem_id="em-compare")
+            compare_summary = gr.HTML(elem_id="em-compare-summary")
+            with gr.Row():
+                deltas = gr.Dataframe(headers=DELTA_COLUMNS, label="per-class change (candidate - baseline; positive is better)",
+                                      interactive=False, scale=3, elem_id="em-compare-deltas")
+                confusion_diff = gr.Image(label="confusion difference (candidate - baseline counts)", type="pil", scale=2,
+                                          interactive=False, elem_id="em-compare-confusion")
+            with gr.Row():
+                flips = gr.Dataframe(headers=FLIP_COLUMNS, label="clips whose prediction flipped (select one to listen)",
+                                     interactive=False, max_height=320, scale=2, elem_id="em-compare-flips")
+                flip_player = gr.HTML(scale=3, elem_id="em-compare-player")
+        with gr.Tab("Production history"):
+            with gr.Row(equal_height=True):
+                rollback_reason = gr.Textbox(label="rollback reason (recorded with your name)", scale=3)
+                rollback_button = gr.Button("Roll back to the previous production model", variant="stop", scale=1,
+                                            elem_id="em-runs-rollback")
+            history_message = gr.HTML(elem_id="em-runs-history-message")
+            history = gr.Dataframe(headers=HISTORY_COLUMNS, label="promotions, newest first", interactive=False,
+                                   elem_id="em-runs-history")
+    timer = gr.Timer(3.0)
+
+    overview_outputs = [signature, production_line, runs_table, history, baseline, candidate]
+
+    def overview(seen: Any, base: str | None, cand: str | None, *, force: bool = False) -> list[Any]:
+        """The table, production line, history and compare choices; skipped when nothing changed.
+        The compared runs stay as chosen; the baseline starts at production."""
+        now = _signature(wb)
+        if now == seen and not force:
+            return [gr.skip()] * len(overview_outputs)
+        choices = _compare_choices(wb)
+        ids = {run_id for _, run_id in choices}
+        return [now, _production_html(wb), _runs_frame(wb), _history_frame(wb),
+                gr.Dropdown(choices=choices, value=base if base in ids else wb.store.production_run()),
+                gr.Dropdown(choices=choices, value=cand if cand in ids else None)]
+
+    overview_inputs = [signature, baseline, candidate]
+    timer.tick(safe(lambda *current: overview(*current)), overview_inputs, overview_outputs, show_progress="hidden")
+    refresh.click(safe(lambda *current: overview(*current, force=True)), overview_inputs, overview_outputs)
+
+    run_outputs = [selected, title, *plots, metrics_table, downloads, candidate, *panel.outputs]
+
+    def open_run(run_id: str, split_name: str) -> list[Any]:
+        run = wb.store.run(run_id)
+        return [run_id, _title_html(run), *_plots(run, split_name), _class_metrics(wb, run_id, split_name),
+                gr.File(value=None, visible=False), gr.Dropdown(value=run_id) if run["kind"] == "train" else gr.skip(),
+                *gate_panel.render(wb, run_id if run["kind"] == "train" else None)]
+
+    @safe
+    def pick(split_name, event: gr.SelectData):
+        return open_run(str(event.row_value[0]), split_name)
+
+    runs_table.select(pick, split, run_outputs)
+
+    @safe
+    def change_split(run_id, split_name):
+        if not run_id:
+            return [gr.skip()] * (len(plots) + 1)
+        return [*_plots(wb.store.run(run_id), split_name), _class_metrics(wb, run_id, split_name)]
+
+    split.change(change_split, [selected, split], [*plots, metrics_table])
+
+    @safe
+    def evaluate(run_id):
+        if not run_id:
+            raise ValueError("Select a training run in the table first.")
+        if wb.store.run(run_id)["kind"] != "train":
+            raise ValueError(f"Run {run_id} is an audit; gates are evaluated for training runs (select the run it audited).")
+        return gate_panel.evaluate(wb, run_id)
+
+    evaluate_button.click(evaluate, selected, panel.outputs)
+
+    @safe
+    def export(run_id):
+        if not run_id:
+            raise ValueError("Select a run in the table first.")
+        return gr.File(value=_export(wb, run_id), visible=True)
+
+    export_button.click(export, selected, downloads)
+
+    @safe
+    def compare(base, cand, split_name):
+        if not base or not cand:
+            raise ValueError("Choose a baseline and a candidate run to compare.")
+        if base == cand:
+            raise ValueError("Choose two different runs to compare.")
+        comparison, paths = compare_runs(wb.store, baseline=base, candidate=cand, split=split_name)
+        return [_comparison_summary(comparison), _delta_frame(comparison), Image.open(paths["png"]).copy(),
+                _flip_frame(comparison), ""]
+
+    compare_button.click(compare, [baseline, candidate, compare_split], [compare_summary, deltas, confusion_diff, flips, flip_player])
+
+    @safe
+    def listen(cand, event: gr.SelectData):
+        _, clip_id, label, before, now = event.row_value
+        view = wb.views.get(int(clip_id), run_id=cand, fmax_hz=SPOT_CHECK_FMAX_HZ)
+        caption = (f"clip {clip_id}: label {html.escape(str(label))}; baseline said {html.escape(str(before))}, "
+                   f"candidate says {html.escape(str(now))}")
+        return f"<div style='margin-bottom:4px'>{caption}</div>{view.html}"
+
+    flips.select(listen, candidate, flip_player)
+
+    @safe
+    def roll_back(name, why, *current):
+        was, now = rollback(wb.store, actor=require_annotator(name), reason=(why or "").strip() or None)
+        note = f'<span class="em-message-ok">production rolled back from run {html.escape(was)} to run {html.escape(now)}</span>'
+        return [note, "", *overview(*current, force=True)]
+
+    rollback_button.click(roll_back, [annotator, rollback_reason, *overview_inputs],
+                          [history_message, rollback_reason, *overview_outputs])
+
+
+# --- reading runs ---------------------------------------------------------------------------
+
+def _signature(wb: Workbench) -> tuple:
+    """Changes whenever a run is added or changes status, or production moves."""
+    runs = wb.store.runs()
+    return (tuple(zip(runs.id, runs.status)), len(wb.store.promotions()))
+
+
+def _runs_frame(wb: Workbench) -> pd.DataFrame:
+    runs = wb.store.runs()
+    production = wb.store.production_run()
+    rows = []
+    for run in runs.itertuples():
+        overall = _overall(wb, run.id, "test")
+        report = gate_panel.load_report(wb, run.id) if run.kind == "train" else None
+        gates = "-" if report is None else "pass" if report["passed"] else f"fail ({len(report['gates']['failed'])})"
+        rows.append([run.id, run.kind, run.status, "\u2605 production" if run.id == production else "", gates,
+                     _fmt(overall.get("accuracy")), _fmt(overall.get("f1_macro")), run.preset or "-",
+                     "-" if pd.isna(run.manifest_decision_id) else int(run.manifest_decision_id),
+                     run.parent_run_id or "-", f"{run.created_at:%Y-%m-%d %H:%M:%S}"])
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def _overall(wb: Workbench, run_id: str, split: str) -> dict[str, float]:
+    metrics = wb.store.run_metrics(run_id, split=split)
+    return metrics[metrics.class_label.isna()].set_index("name")["value"].to_dict()
+
+
+def _class_metrics(wb: Workbench, run_id: str, split: str) -> pd.DataFrame:
+    metrics = wb.store.run_metrics(run_id, split=split)
+    per_class = metrics[metrics.class_label.notna() & metrics.name.isin(CLASS_METRICS)]
+    if per_class.empty:
+        return pd.DataFrame({"": [f"run {run_id} has no metrics for the {split} split"]})
+    table = per_class.pivot_table(index="class_label", columns="name", values="value", aggfunc="first")
+    table = table.reindex(columns=[c for c in CLASS_METRICS if c in table.columns]).round(4)
+    return table.reset_index().rename(columns={"class_label": "class", "average_precision": "AP"})
+
+
+def _plots(run: dict[str, Any], split: str) -> list[Image.Image | None]:
+    """The run's confusion matrix and reliability diagram for this split, and its training
+    curves (None where the run has no such plot: an audit has no curves)."""
+    folder = Path(run["run_dir"]) / trainer.PLOTS_DIR
+    paths = [folder / f"confusion_{split}.png", folder / f"reliability_{split}.png", folder / "training_curves.png"]
+    return [_image(path) if path.is_file() else None for path in paths]
+
+
+def _image(path: Path) -> Image.Image:
+    """Loaded into memory: the run folder need not be one of the paths Gradio may serve."""
+    with Image.open(path) as image:
+        return image.copy()
+
+
+def _title_html(run: dict[str, Any]) -> str:
+    facts = [f"{run['kind']} run", run["status"], f"preset {run['preset']}" if run["preset"] else None,
+             f"of run {run['parent_run_id']}" if run["parent_run_id"] else None,
+             f"labels frozen at decision {run['manifest_decision_id']}" if run["manifest_decision_id"] is not None else None]
+    error = (f"<div style='color:#922b21;margin-top:4px'>{html.escape(str(run['error']))}</div>"
+             if isinstance(run["error"], str) and run["error"] else "")
+    return (f"<div style='font-size:15px'><b>run {html.escape(run['id'])}</b> &middot; "
+            f"{' &middot; '.join(html.escape(str(f)) for f in facts if f)}</div>{error}")
+
+
+def _production_html(wb: Workbench) -> str:
+    stack = production_history(wb.store)
+    if not stack:
+        return "<span style='font-size:15px'>No production model yet: promote a run whose gates pass.</span>"
+    before = f" (before it: run {html.escape(stack[-2])}, the rollback target)" if len(stack) > 1 else ""
+    return f"<span style='font-size:15px'>Production: <b>run {html.escape(stack[-1])}</b>{before}</span>"
+
+
+def _history_frame(wb: Workbench) -> pd.DataFrame:
+    history = wb.store.promotions()
+    if history.empty:
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    shown = history.reindex(columns=HISTORY_COLUMNS)
+    shown["created_at"] = shown["created_at"].map(lambda t: f"{t:%Y-%m-%d %H:%M:%S}")
+    return shown.fillna("")
+
+
+def _compare_choices(wb: Workbench) -> list[tuple[str, str]]:
+    """Training runs that finished with a checkpoint, newest first; production named as such."""
+    runs = wb.store.runs(kind="train")
+    production = wb.store.production_run()
+    return [(f"{r.id}{' (production)' if r.id == production else ''}", r.id)
+            for r in runs.itertuples() if r.status in ("succeeded", "cancelled")]
+
+
+# --- comparing --------------------------------------------------------------------------------
+
+def _comparison_summary(comparison: dict[str, Any]) -> str:
+    overall = comparison["overall"]
+    parts = [f"{name} {v['baseline']:.4f} &rarr; {v['candidate']:.4f} ({v['delta']:+.4f})"
+             for name, v in overall.items() if isinstance(v.get("baseline"), (int, float)) and isinstance(v.get("candidate"), (int, float))]
+    return (f"<div style='font-size:14px'><b>{html.escape(comparison['candidate_run_id'])}</b> against "
+            f"<b>{html.escape(comparison['baseline_run_id'])}</b> on {comparison['n_clips']} {html.escape(comparison['split'])} clips: "
+            f"{'; '.join(parts)}. Fixed {len(comparison['fixed'])} clip(s), broke {len(comparison['broken'])}.</div>")
+
+
+def _delta_frame(comparison: dict[str, Any]) -> pd.DataFrame:
+    rows = [[label, per["support"], _fmt(per["baseline_accuracy"]), _fmt(per["candidate_accuracy"]),
+             _signed(per["accuracy_delta"]), _percent(per["accuracy_relative_change"]), _signed(per["f1_delta"])]
+            for label, per in comparison["per_class"].items()]
+    return pd.DataFrame(rows, columns=DELTA_COLUMNS)
+
+
+def _flip_frame(comparison: dict[str, Any]) -> pd.DataFrame:
+    rows = [[kind, c["clip_id"], c["label"], c["baseline"], c["candidate"]]
+            for kind, clips in (("broken", comparison["broken"]), ("fixed", comparison["fixed"])) for c in clips]
+    return pd.DataFrame(rows, columns=FLIP_COLUMNS)
+
+
+# --- downloads --------------------------------------------------------------------------------
+
+def _export(wb: Workbench, run_id: str) -> list[str]:
+    """The run's report (JSON), predictions (CSV) and, when it has one, checkpoint (zip), written
+    to a fresh temporary folder (Gradio serves downloads from there, never from the session)."""
+    run = wb.store.run(run_id)
+    folder = Path(tempfile.mkdtemp(prefix=f"earmark-{run_id}-"))
+    report = {"run": run, "metrics": wb.store.run_metrics(run_id).to_dict(orient="records"),
+              "gate_report": gate_panel.load_report(wb, run_id) if run["kind"] == "train" else None,
+              "promotions": _history_frame(wb).query("run_id == @run_id").to_dict(orient="records")}
+    paths = [folder / f"{run_id}-report.json"]
+    paths[0].write_text(json.dumps(_plain(report), indent=2))
+    predictions = wb.store.predictions(run_id)
+    if predictions.empty:
+        raise StoreError(f"run {run_id} has no predictions to download (status {run['status']})")
+    predictions.assign(probs=predictions.probs.map(lambda p: json.dumps([round(float(x), 6) for x in p]))).to_csv(
+        folder / f"{run_id}-predictions.csv", index=False)
+    paths.append(folder / f"{run_id}-predictions.csv")
+    checkpoint = Path(run["run_dir"]) / trainer.CHECKPOINT_DIR
+    if checkpoint.is_dir():
+        paths.append(Path(shutil.make_archive(str(folder / f"{run_id}-checkpoint"), "zip", checkpoint)))
+    return [str(p) for p in paths]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: missing values (NaN, NaT, None) become null, times and numpy scalars plain."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or (not isinstance(value, str) and pd.api.types.is_scalar(value) and pd.isna(value)):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value.item() if hasattr(value, "item") else value
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None or pd.isna(value) else f"{float(value):.4f}"
+
+
+def _signed(value: Any) -> str:
+    return "-" if value is None else f"{float(value):+.4f}"
+
+
+def _percent(value: Any) -> str:
+    return "-" if value is None else f"{float(value):+.1%}"
