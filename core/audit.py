@@ -8,9 +8,11 @@ Pure functions over numpy/pandas (no torch, no store). Class ids are integers 0.
   `max_label_prob` while its top prediction is at least `min_top_prob`. A filter with a
   readable reason, cheap enough to run on every audit.
 - Label-issue ranking: cleanlab's label quality scores on OUT-OF-SAMPLE probabilities (from
-  K-fold cross-validation, core/crossval.py), lower = more likely mislabelled. In-sample
-  probabilities of a model that trained on a clip have memorised its given label, so they hide
-  exactly the errors this is meant to find.
+  K-fold cross-validation, pipelines/crossval.py), lower = more likely mislabelled. A model
+  that trained on a clip can have memorised its given label, and then its own probabilities
+  hide exactly the errors this is meant to find (how much depends on the recipe: on the demo,
+  early stopping and label smoothing keep demo-fast from memorising much; bench/audit_quality.py
+  measures both).
 
 Public functions take keyword-only options, validate them once and delegate to private ones;
 ranking methods are dispatched through `LABEL_QUALITY_METHODS`, whose error lists the names.

@@ -11,7 +11,8 @@ Any registered architecture works: the checkpoint folder describes its model and
 and features come from the session's cache, built batch by batch as the audit streams through
 the clips (a clip never cached, e.g. one quarantined before any training, is computed here).
 Clips quarantined at the freeze are predicted, but left out of the metrics until resolved
-(A1); so are clips whose label the model does not know. metrics.json counts both.
+(A1); so are clips whose label the model does not know. metrics.json counts both, and the
+clips excluded by a decision (never frozen: e.g. ambiguous drones, A3), as job.json lists them.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class AuditJob:
     max_label_prob: float
     min_top_prob: float
     frozen_at_decision: int
+    excluded: dict[str, int] = dataclasses.field(default_factory=dict)  # per split: excluded by a decision, not frozen
     batch_size: int = 256
     workers: int = 2
 
@@ -119,6 +121,7 @@ def _audit(run_dir: Path, job: AuditJob, events: EventLog, stop: StopFlag) -> di
             "clips": int(in_split.sum()), "evaluated": int(evaluated.sum()),
             "excluded_quarantined": int((scorable & ~evaluated).sum()),
             "excluded_unknown_label": int((in_split & ~known).sum()),
+            "excluded": int(job.excluded.get(split, 0)),
         }
         if not scorable.any():
             continue

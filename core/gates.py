@@ -99,14 +99,16 @@ def write_comparison(folder: str | Path, comparison: dict[str, Any], *, title: s
 
 # --- gates ----------------------------------------------------------------------------------------
 
-def evaluate_gates(*, policy: GatePolicy, candidate: dict[str, Any],
-                   comparison: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_gates(*, policy: GatePolicy, candidate: dict[str, Any], comparison: dict[str, Any] | None = None,
+                   production_run_id: str | None = None) -> dict[str, Any]:
     """Every criterion of `policy` for a candidate.
 
     candidate: the candidate's classification_report on the policy's split (quarantined clips
     already left out); comparison: `compare_predictions` against the production model on the
-    clips both predicted, or None when there is no production model (the regression gate is
-    then n/a). Returns {passed: no criterion failed, failed: [names], criteria: [Criterion as
+    clips both predicted. production_run_id: the production model, None when there is none
+    (the regression gate is then n/a); a production model without a comparison (it predicts
+    other classes) fails the regression gate: nobody can say what regressed, so a person
+    decides (override). Returns {passed: no criterion failed, failed: [names], criteria: [Criterion as
     dict], policy: the policy as a dict}.
     """
     if not isinstance(policy, GatePolicy):
@@ -116,7 +118,8 @@ def evaluate_gates(*, policy: GatePolicy, candidate: dict[str, Any],
         raise ValueError(f"candidate: not a classification_report result (missing {', '.join(missing)})")
     if comparison is not None and list(comparison.get("labels", [])) != list(candidate["labels"]):
         raise ValueError(f"comparison: labels {comparison.get('labels')} differ from the candidate's {candidate['labels']}")
-    criteria = [*_class_accuracy(policy, candidate), *_regression(policy, comparison), *_overall(policy, candidate)]
+    criteria = [*_class_accuracy(policy, candidate), *_regression(policy, comparison, production_run_id),
+                *_overall(policy, candidate)]
     failed = [c.name for c in criteria if c.status == FAIL]
     return {"passed": not failed, "failed": failed, "criteria": [dataclasses.asdict(c) for c in criteria],
             "policy": policy.to_dict()}
@@ -146,12 +149,15 @@ def _class_accuracy(policy: GatePolicy, report: dict[str, Any]) -> list[Criterio
     return criteria
 
 
-def _regression(policy: GatePolicy, comparison: dict[str, Any] | None) -> list[Criterion]:
+def _regression(policy: GatePolicy, comparison: dict[str, Any] | None, production_run_id: str | None) -> list[Criterion]:
     limit = policy.max_relative_regression
     if limit is None:
         return []
     if comparison is None:
-        return [Criterion("regression", NOT_APPLICABLE, None, limit, "no production model to compare with")]
+        if production_run_id is None:
+            return [Criterion("regression", NOT_APPLICABLE, None, limit, "no production model to compare with")]
+        return [Criterion("regression", FAIL, None, limit, f"production {production_run_id} predicts other classes: "
+                                                           "no clip-by-clip comparison (promote by override)")]
     criteria = []
     for label, per in comparison["per_class"].items():
         change = per["accuracy_relative_change"]

@@ -49,7 +49,7 @@ DEFAULT_CV_PRESET = "demo-fast"
 DEFAULT_CV_OVERRIDES = ("train.epochs=8", "train.early_stopping_patience=0")
 # Decisions that mean a person has listened to the clip and settled it.
 REVIEW_ACTIONS = ("tag", "relabel", "exclude", "include", "keep", "release")
-COUNT_NAMES = ("clips", "evaluated", "excluded_quarantined", "excluded_unknown_label")
+COUNT_NAMES = ("clips", "evaluated", "excluded_quarantined", "excluded_unknown_label", "excluded")
 
 
 @dataclasses.dataclass
@@ -79,7 +79,8 @@ class AuditOutcome:
             lines.append(f"  {split}: {counts['evaluated']} of {counts['clips']} clips scored, {scored}; "
                          f"{counts['excluded_quarantined']} quarantined clips left out until reviewed"
                          + (f", {counts['excluded_unknown_label']} with a label the model does not know"
-                            if counts["excluded_unknown_label"] else ""))
+                            if counts["excluded_unknown_label"] else "")
+                         + (f" ({counts['excluded']} more excluded by a decision)" if counts["excluded"] else ""))
         for split, report in self.key_classes.items():
             previous = report["previous_audit"]
             ordered = sorted(report["classes"], key=lambda c: (c not in key_classes, c))
@@ -191,6 +192,8 @@ def _prepare(store: Store, *, model_run_id: str, splits: list[str], max_label_pr
     """Freeze the clips to audit into a new run folder and register the run."""
     manifest, as_of = freeze_manifest(store, include_quarantined=True)
     manifest = manifest[manifest["parent_clip_id"].isna() & manifest["split"].isin(splits)].reset_index(drop=True)
+    state = store.labels(as_of=as_of)
+    excluded = state[(state.status == "ok") & state.excluded & state.parent_clip_id.isna() & state.split.isin(splits)]
     if manifest.empty:
         raise StoreError(f"no usable clips in the {', '.join(splits)} split(s) of this session: nothing to audit")
     run_id = new_run_id("audit")
@@ -200,7 +203,8 @@ def _prepare(store: Store, *, model_run_id: str, splits: list[str], max_label_pr
     model_dir = Path(store.run(model_run_id)["run_dir"])
     job = AuditJob(run_id=run_id, model_run_id=model_run_id, checkpoint=str(model_dir / trainer.CHECKPOINT_DIR),
                    cache_dir=str(Path(store.session_dir) / "cache"), splits=splits, max_label_prob=max_label_prob,
-                   min_top_prob=min_top_prob, frozen_at_decision=as_of)
+                   min_top_prob=min_top_prob, frozen_at_decision=as_of,
+                   excluded={str(k): int(v) for k, v in excluded.groupby("split").size().items()})
     job.save(run_dir)
     config = {**dataclasses.asdict(job), "label_issues": label_issues}
     if label_issues:

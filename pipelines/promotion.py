@@ -124,16 +124,19 @@ def gate_report(store: Store, *, run_id: str) -> dict[str, Any]:
     y, probs = _y_and_probs(candidate, evaluated)
     report = classification_report(y_true=y, probs=probs, labels=candidate.classes)
     production = store.production_run()
+    production = None if production == run_id else production
     comparison = None
-    if production is not None and production != run_id:
-        comparison = compare_scored(scored_run(store, production, split=policy.split), candidate)
-    gates = evaluate_gates(policy=policy, candidate=report, comparison=comparison)
+    if production is not None:
+        baseline = scored_run(store, production, split=policy.split)
+        if baseline.classes == candidate.classes:  # else the regression gate fails: a person decides
+            comparison = compare_scored(baseline, candidate)
+    gates = evaluate_gates(policy=policy, candidate=report, comparison=comparison, production_run_id=production)
     folder = Path(run["run_dir"]) / GATES_DIR
     result = {
         "run_id": run_id, "audit_run_id": audit_id, "split": policy.split, "passed": gates["passed"],
         "evaluated_clips": int(len(evaluated)),
         "excluded_quarantined": int((~candidate.frame.evaluated & candidate.frame.label.isin(candidate.classes)).sum()),
-        "production_run_id": production if comparison is not None else None,
+        "production_run_id": production,
         "gates": gates,
         "newly_wrong": comparison["broken"] if comparison else [],
         "newly_right": comparison["fixed"] if comparison else [],

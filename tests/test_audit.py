@@ -157,41 +157,37 @@ def make_dataset(root: Path, *, per_class: int = 24, seed: int = 0) -> Path:
     return root
 
 
+def _plant_and_import(store: Store, dataset: Path) -> tuple[int, int]:
+    """Import the dataset and plant a label error it came with: a 150 Hz hum in the test split
+    (never trained on) labelled as a siren. Returns (clip id, decision id)."""
+    import_dataset(store, dataset, group_pattern=r"^(rec\d+)-", progress=False)
+    state = store.labels()
+    planted = int(state[(state.split == "test") & (state.label == "road_traffic")].clip_id.iloc[0])
+    return planted, store.record_decision(planted, annotator="setup", action="relabel", new_label="emergency_sirens")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A session with one trained model, shared by the audit tests (each test works on a copy)."""
+    """One model trained on the planted dataset, shared by the audit tests."""
     root = tmp_path_factory.mktemp("audit")
     dataset = make_dataset(root / "data")
-    with Store.open(root / "session") as store:
-        import_dataset(store, dataset, group_pattern=r"^(rec\d+)-", progress=False)
-        state = store.labels()
-        planted = int(state[(state.split == "test") & (state.label == "road_traffic")].clip_id.iloc[0])
-        # A label error the data came with: a 150 Hz hum labelled as a siren (test split: never trained on).
-        store.record_decision(planted, annotator="setup", action="relabel", new_label="emergency_sirens")
+    with Store.open(root / "trained") as store:
+        _plant_and_import(store, dataset)
         outcome = finetune(store, preset="demo-fast", overrides=FAST, init_from="none", progress=False)
         assert outcome.status == "succeeded", outcome.result
-    return root / "session", outcome.run_id, planted
+        return dataset, store.run(outcome.run_id)
 
 
 @pytest.fixture
 def session(trained, tmp_path):
-    import shutil
-    source, run_id, planted = trained
-    copy = tmp_path / "session"
-    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("workbench.lock"))
-    _repoint_runs(copy, source)
-    with Store.open(copy) as store:
-        yield store, run_id, planted
-
-
-def _repoint_runs(copy: Path, source: Path) -> None:
-    """Run folders are recorded with absolute paths; the copy's runs must point into the copy."""
-    import duckdb
-    con = duckdb.connect(str(copy / "workbench.duckdb"))
-    con.execute("UPDATE runs SET run_dir = replace(run_dir, ?, ?)", [str(source), str(copy)])
-    con.close()
-    for job in copy.glob("runs/*/job.json"):
-        job.write_text(job.read_text().replace(str(source), str(copy)))
+    """A fresh session holding the same clips and planted error, with the shared trained run
+    registered (its run folder, checkpoint included, stays where it was trained)."""
+    dataset, run = trained
+    with Store.open(tmp_path / "session") as store:
+        planted, decision = _plant_and_import(store, dataset)
+        store.create_run(run["id"], kind="train", preset=run["preset"], config=run["config"], parent_run_id=None,
+                         manifest_decision_id=decision, run_dir=run["run_dir"], status="succeeded")
+        yield store, run["id"], planted
 
 
 @pytest.mark.slow
@@ -201,6 +197,9 @@ def test_audit_stores_predictions_metrics_plots_and_flags_a_planted_error(sessio
     test_clips = state[state.split == "test"]
     held = int(test_clips[test_clips.label == "alert_sounds"].clip_id.iloc[0])
     review.send_to_quarantine(store, held, reason="sounds odd", annotator="ana")
+    gone = int(test_clips[test_clips.label == "alert_sounds"].clip_id.iloc[1])
+    review.exclude(store, gone, annotator="ana")
+    n_test = len(test_clips) - 1  # the excluded clip is not audited at all
 
     outcome = audit_pipeline.audit(store, run_id=run_id, splits=["test", "val"], progress=False)
 
@@ -209,19 +208,20 @@ def test_audit_stores_predictions_metrics_plots_and_flags_a_planted_error(sessio
     assert (run["kind"], run["status"], run["parent_run_id"]) == ("audit", "succeeded", run_id)
     predictions = store.predictions(outcome.run_id)
     assert set(predictions.split) == {"test", "val"}
-    assert len(predictions) == int(state.split.isin(["test", "val"]).sum())  # the quarantined clip is predicted too
+    assert len(predictions) == int(state.split.isin(["test", "val"]).sum()) - 1  # the quarantined clip is predicted too
+    assert gone not in set(predictions.clip_id) and held in set(predictions.clip_id)
     assert np.allclose([sum(p) for p in predictions.probs], 1.0, atol=1e-4)
     counts = outcome.counts["test"]
-    assert counts["clips"] == len(test_clips) and counts["excluded_quarantined"] == 1
-    assert counts["evaluated"] == len(test_clips) - 1
+    assert (counts["clips"], counts["excluded_quarantined"], counts["excluded"]) == (n_test, 1, 1)
+    assert counts["evaluated"] == n_test - 1
     metrics = store.run_metrics(outcome.run_id, split="test")
     value = dict(zip(metrics[metrics.class_label.isna()].name, metrics[metrics.class_label.isna()].value))
-    assert value["excluded_quarantined"] == 1 and value["evaluated"] == len(test_clips) - 1
+    assert value["excluded_quarantined"] == 1 and value["evaluated"] == n_test - 1 and value["excluded"] == 1
     assert {"accuracy", "f1_macro", "mAP", "ece"} <= set(value) and "true_accuracy" not in value  # no true labels here
     per_class = metrics[metrics.class_label.notna()]
     assert set(per_class.class_label) == set(CLASSES)
     support = per_class[(per_class.name == "support")].set_index("class_label").value
-    assert support.sum() == len(test_clips) - 1  # scored without the quarantined clip
+    assert support.sum() == n_test - 1  # scored without the quarantined clip
     for plot in ("confusion_test.png", "reliability_val.png"):
         assert (outcome.run_dir / "plots" / plot).stat().st_size > 5000
 
@@ -340,14 +340,12 @@ def test_cli_audit_and_one_line_errors(session):
     session_dir = str(store.session_dir)
     store.close()
     cli = [sys.executable, str(REPO / "app.py")]
-    for args, message in [
+    for args, message in [  # one bad request per command (each start costs seconds of imports)
         (["audit", "--run", "nope"], "earmark: error: no run with id 'nope'"),
-        (["audit"], "earmark: error: no production model yet"),
-        (["audit", "--run", run_id, "--splits", "holdout"], "earmark: error: splits"),
-        (["promote", "--run", run_id, "--actor", "ana"], "earmark: error: run"),
+        (["promote", "--run", run_id, "--actor", "ana"], f"earmark: error: run {run_id} has no audit of the test split"),
         (["rollback", "--actor", "ana"], "earmark: error: no production model yet"),
         (["spotcheck"], "earmark: error: no production model yet"),
-        (["compare", run_id, "nope"], "earmark: error: no run with id 'nope'"),
+        (["compare", "nope", run_id], "earmark: error: no run with id 'nope'"),
     ]:
         bad = subprocess.run(cli + [args[0], "--session", session_dir] + args[1:], capture_output=True, text=True, cwd=REPO)
         assert bad.returncode == 2, (args, bad.stdout, bad.stderr)

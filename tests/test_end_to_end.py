@@ -108,9 +108,10 @@ def test_train_audit_review_finetune_gate_promote_rollback(tmp_path, record_prop
         assert store.run(second.run_id)["parent_run_id"] == first.run_id
         manifest = pd.read_parquet(second.run_dir / "manifest.parquet")
         assert not set(manifest.clip_id) & set(open_now.clip_id)  # drones stay out of training
-        audit2 = audit_pipeline.audit(store, run_id=second.run_id, progress=False)
+        audit2 = audit_pipeline.audit(store, run_id=second.run_id, splits=["test"], progress=False)
         assert audit2.status == "succeeded", audit2.error
-        assert audit2.counts["test"]["excluded_quarantined"] == int((open_now.split == "test").sum())
+        drones = labels[labels.excluded]
+        assert audit2.counts["test"]["excluded"] == int((drones.split == "test").sum())  # left out of the evaluation
         sirens = audit2.key_classes["test"]["classes"]["emergency_sirens"]
         assert audit2.key_classes["test"]["previous_audit"] == audit1.run_id
         assert sirens["now"] < sirens["previous"]  # fewer extreme-off sirens (A8 step 2)

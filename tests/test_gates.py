@@ -146,3 +146,11 @@ def test_write_comparison_saves_json_and_png(tmp_path):
     saved = json.loads(paths["json"].read_text())
     assert saved["per_class"]["alert_sounds"]["accuracy_delta"] == pytest.approx(-0.15) and len(saved["broken"]) == 3
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["png"].stat().st_size > 5000
+
+
+def test_a_production_model_that_cannot_be_compared_fails_the_regression_gate():
+    y, pred = predictions({})
+    verdict = evaluate_gates(policy=GatePolicy(), candidate=report_for(y, pred), production_run_id="r1")
+    regression = criterion(verdict, "regression")
+    assert verdict["failed"] == ["regression"] and regression["status"] == FAIL
+    assert "production r1 predicts other classes" in regression["detail"]
