@@ -180,6 +180,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         change = per["accuracy_relative_change"]
         print(f"  {label:<22} accuracy {per['baseline_accuracy']:.4f} -> {per['candidate_accuracy']:.4f}"
               + (f" ({change:+.1%})" if change is not None else ""))
+    for column, groups in comparison["breakdowns"].items():
+        print(f"  accuracy by {column}: " + ", ".join(f"{group} {g['baseline_accuracy']:.3f} -> {g['candidate_accuracy']:.3f} "
+                                                   f"(n={g['n']})" for group, g in groups.items()))
     print(f"  fixed {len(comparison['fixed'])} clips, broken {len(comparison['broken'])}"
           + (": " + ", ".join(str(c["clip_id"]) for c in comparison["broken"][:10]) if comparison["broken"] else ""))
     print(f"  report: {paths['json']}  picture: {paths['png']}")

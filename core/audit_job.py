@@ -13,6 +13,8 @@ the clips (a clip never cached, e.g. one quarantined before any training, is com
 Clips quarantined at the freeze are predicted, but left out of the metrics until resolved
 (A1); so are clips whose label the model does not know. metrics.json counts both, and the
 clips excluded by a decision (never frozen: e.g. ambiguous drones, A3), as job.json lists them.
+Each split's metrics are broken down by clip metadata (core/breakdowns.py) with the audited
+model's evaluation settings.
 """
 from __future__ import annotations
 
@@ -29,11 +31,13 @@ import pandas as pd
 import torch
 
 from core.audit import extreme_off_counts, extreme_off_proposals
+from core.breakdowns import plan_breakdowns
 from core.checkpoint import load_checkpoint
+from core.config import EvaluationConfig
 from core.evaluate import classification_report
 from core.features import FeatureCache
 from core.jobs import EVENTS_FILE, JOB_FILE, MANIFEST_FILE, RESULT_FILE, EventLog, StopFlag, json_default
-from core.plots import plot_confusion, plot_reliability
+from core.plots import plot_breakdowns, plot_confusion, plot_reliability
 from core.train import METRICS_FILE, PLOTS_DIR, PREDICTIONS_FILE, predict_probs
 
 EXTREME_OFF_FILE = "extreme_off.parquet"
@@ -55,6 +59,7 @@ class AuditJob:
     min_top_prob: float
     frozen_at_decision: int
     excluded: dict[str, int] = dataclasses.field(default_factory=dict)  # per split: excluded by a decision, not frozen
+    evaluation: dict[str, Any] = dataclasses.field(default_factory=dict)  # EvaluationConfig of the audited model's run
     batch_size: int = 256
     workers: int = 2
 
@@ -112,7 +117,9 @@ def _audit(run_dir: Path, job: AuditJob, events: EventLog, stop: StopFlag) -> di
     extreme_off_proposals(clip_ids=scored["clip_id"].to_numpy(), labels=scored_y, pred_probs=scored_probs,
                           classes=classes, **thresholds).to_parquet(run_dir / EXTREME_OFF_FILE)
 
-    metrics: dict[str, Any] = {"labels": classes, "splits": {}, "counts": {}, "extreme_off": {}, "thresholds": thresholds}
+    plan = plan_breakdowns(predicted, EvaluationConfig.from_dict(job.evaluation, prefix="evaluation."))
+    metrics: dict[str, Any] = {"labels": classes, "splits": {}, "counts": {}, "extreme_off": {}, "thresholds": thresholds,
+                               "breakdowns": {}, "breakdowns_skipped": plan.skipped}
     for split in job.splits:
         in_split = (predicted["split"] == split).to_numpy()
         scorable = in_split & known
@@ -130,7 +137,12 @@ def _audit(run_dir: Path, job: AuditJob, events: EventLog, stop: StopFlag) -> di
                                                            classes=classes, **thresholds)
         if evaluated.any():
             metrics["splits"][split] = _split_reports(predicted[evaluated], probs[evaluated], classes)
-            _plot_split(run_dir / PLOTS_DIR, split, metrics["splits"][split]["given"], classes)
+            rows = np.flatnonzero(evaluated)
+            breakdowns = plan.report(rows, y_true=y.to_numpy()[rows].astype(int), y_pred=probs[rows].argmax(1),
+                                     labels=classes)
+            if breakdowns:
+                metrics["breakdowns"][split] = breakdowns
+            _plot_split(run_dir / PLOTS_DIR, split, metrics["splits"][split]["given"], breakdowns, classes)
     (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=json_default))
     summary = {split: {"accuracy": entry["given"]["accuracy"],
                        **({"accuracy_true": entry["true"]["accuracy"]} if "true" in entry else {})}
@@ -177,11 +189,14 @@ def _split_reports(part: pd.DataFrame, probs: np.ndarray, classes: list[str]) ->
     return entry
 
 
-def _plot_split(plots: Path, split: str, report: dict[str, Any], classes: list[str]) -> None:
+def _plot_split(plots: Path, split: str, report: dict[str, Any], breakdowns: dict[str, Any], classes: list[str]) -> None:
     plot_confusion(plots / f"confusion_{split}.png", matrix=np.array(report["confusion"]["counts"]), labels=classes,
                    normalized=False, title=f"{split}: audit (given labels, quarantined clips left out)")
     plot_reliability(plots / f"reliability_{split}.png", bins=report["calibration"]["bins"],
                      ece=report["calibration"]["ece"])
+    if breakdowns:
+        plot_breakdowns(plots / f"breakdowns_{split}.png", breakdowns=breakdowns,
+                        title=f"{split}: audit accuracy by clip metadata (given labels)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -410,6 +410,39 @@ class GatePolicy(Config):
 
 
 @dataclasses.dataclass
+class BreakdownBins(Config):
+    """Cut points that group one numeric metadata column for breakdowns, e.g. SNR at 0/5/10/20 dB."""
+    column: str = option(help="Metadata column (duration_s, snr_db, or a key the dataset's manifest brought).")
+    cuts: list[float] = option(help="Increasing cut points; the bins are open-ended at both ends (< first, >= last).")
+    unit: str = option("", "Unit written after the numbers in bin names.")
+
+    def __post_init__(self) -> None:
+        if not self.cuts or any(b <= a for a, b in zip(self.cuts, self.cuts[1:])):
+            raise ConfigError(f"evaluation.breakdown_bins: cuts of {self.column!r} must be increasing numbers, got {self.cuts}")
+
+
+@dataclasses.dataclass
+class EvaluationConfig(Config):
+    """Breakdowns: accuracy and F1 per group of clip metadata (SNR, duration bin, source, ...)."""
+    breakdown_columns: list[str] = option(
+        factory=list, help="Metadata columns to break metrics down by; empty = duration_s, dataset and every column "
+                           "the dataset's manifest brought.")
+    breakdown_bins: list[BreakdownBins] = option(
+        factory=lambda: [BreakdownBins(column="duration_s", cuts=[1.0, 3.0, 5.0, 8.0, 10.0], unit="s"),
+                         BreakdownBins(column="snr_db", cuts=[0.0, 5.0, 10.0, 20.0], unit="dB")],
+        help="How numeric columns are binned; a numeric column not listed is grouped by value when it has few, "
+             "else cut at its quartiles.")
+    breakdown_max_groups: int = option(12, "A text column with more distinct values than this (e.g. a recording id) "
+                                           "is not broken down.")
+
+    def __post_init__(self) -> None:
+        check_range("evaluation.breakdown_max_groups", self.breakdown_max_groups, low=2, high=100)
+        named = [b.column for b in self.breakdown_bins]
+        if len(set(named)) != len(named):
+            raise ConfigError(f"evaluation.breakdown_bins: a column is listed twice in {named}")
+
+
+@dataclasses.dataclass
 class ExperimentConfig(Config):
     """A whole preset: what a run is built from, saved resolved into every run folder."""
     name: str = option("custom", "Preset name.")
@@ -428,9 +461,12 @@ class ExperimentConfig(Config):
     mixup_alpha: float = option(0.0, "MixUp Beta(alpha); 0 disables (A6: none for sirens).")
     mixup_p: float = option(0.0, "Probability of MixUp per batch (D3: 0.5-0.6).")
     gates: GatePolicy = option(factory=GatePolicy, help="Promotion gates a run's audit must pass.")
+    evaluation: EvaluationConfig = option(factory=EvaluationConfig, help="Metric breakdowns by clip metadata.")
 
     def __post_init__(self) -> None:
         check_range("augment_copies", self.augment_copies, low=0, high=100)
+        check_range("mixup_alpha", self.mixup_alpha, low=0)
+        check_range("mixup_p", self.mixup_p, low=0, high=1)
         # Every augmentation list is built once here, so a bad name or option fails when the
         # preset is loaded, not in the training child. (Imported here: core.augment imports this module.)
         from core.augment import build_pipeline

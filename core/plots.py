@@ -1,5 +1,5 @@
 """Evaluation pictures saved as PNG per run: confusion matrices (and their differences),
-training curves, reliability diagrams and psychometric curves.
+training curves, reliability diagrams, psychometric curves and metadata breakdowns.
 
 Each function draws on its own matplotlib `Figure` with an Agg canvas (never pyplot, so no
 global state and nothing left open), writes `path` and returns it as a `Path`. Inputs are the
@@ -66,21 +66,10 @@ def plot_confusion_diff(path: str | Path, *, diff: Sequence[Sequence[float]], la
 def plot_training_curves(path: str | Path, *, history: Sequence[dict[str, Any]]) -> Path:
     """Losses (left) and validation metrics (right) per epoch.
 
-    history: one dict per epoch, e.g. {"epoch": 1, "train_loss": .., "val_loss": ..,
-    "val_accuracy": .., "val_f1_macro": ..}. Keys ending in "loss" go to the loss panel, other
-    numeric keys to the metric panel; a key missing (or None) in some rows is drawn through the
-    rows that have it.
-    Without "epoch" the row number (from 1) is used.
+    history: one dict per epoch, e.g. {"epoch": 1, "step": .., "lr": .., "train_loss": ..,
+    "val_loss": .., "val_accuracy": .., "val_f1_macro": ..}; see `training_curve_panels`.
     """
-    history = list(history)
-    if not history or not all(isinstance(row, dict) for row in history):
-        raise ValueError(f"history: expected a non-empty list of dicts (one per epoch), got {history!r:.80}")
-    epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
-    series = _numeric_series(history, epochs)
-    panels = {
-        "loss": {k: v for k, v in series.items() if k.endswith("loss")},
-        "validation metrics": {k: v for k, v in series.items() if not k.endswith("loss")},
-    }
+    panels = training_curve_panels(history)
     fig = _new_figure(11, 4)
     for ax, (panel_title, panel_series) in zip(fig.subplots(1, 2), panels.items()):
         for name, (series_epochs, values) in panel_series.items():
@@ -94,6 +83,22 @@ def plot_training_curves(path: str | Path, *, history: Sequence[dict[str, Any]])
             ax.text(0.5, 0.5, "nothing recorded", ha="center", va="center", transform=ax.transAxes)
         ax.xaxis.get_major_locator().set_params(integer=True)
     return _save(fig, path)
+
+
+def training_curve_panels(history: Sequence[dict[str, Any]]) -> dict[str, dict[str, tuple[list[Any], list[float]]]]:
+    """{panel: {series: (epochs, values)}}: keys ending in "loss" go to the loss panel, other
+    "val_" keys to the validation panel; bookkeeping (step, lr, stage) is not drawn. A key
+    missing (or None) in some rows is drawn through the rows that have it. Without "epoch" the
+    row number (from 1) is used."""
+    history = list(history)
+    if not history or not all(isinstance(row, dict) for row in history):
+        raise ValueError(f"history: expected a non-empty list of dicts (one per epoch), got {history!r:.80}")
+    epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+    series = _numeric_series(history, epochs)
+    return {
+        "loss": {k: v for k, v in series.items() if k.endswith("loss")},
+        "validation metrics": {k: v for k, v in series.items() if k.startswith("val_") and not k.endswith("loss")},
+    }
 
 
 def plot_reliability(path: str | Path, *, bins: Sequence[dict[str, Any]], ece: float | None = None) -> Path:
@@ -161,6 +166,34 @@ def plot_psychometric(path: str | Path, *, curve: dict[str, Any], xlabel: str = 
            title=title or "Psychometric curve")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def plot_breakdowns(path: str | Path, *, breakdowns: dict[str, dict[str, Any]], title: str = "") -> Path:
+    """Accuracy per group of each metadata column (one panel per column, bars labelled with
+    their clip counts), from `BreakdownPlan.report`; the dashed line is the split's accuracy
+    over all its clips, so a weak group stands out."""
+    if not breakdowns or not all(isinstance(b, dict) and b.get("groups") for b in breakdowns.values()):
+        raise ValueError("breakdowns: expected {column: {groups: {group: {n, accuracy}}}} with at least one group each")
+    sizes = [len(b["groups"]) for b in breakdowns.values()]
+    fig = _new_figure(7, 1.0 + 0.38 * sum(sizes) + 0.5 * len(sizes))
+    axes = fig.subplots(len(sizes), 1, height_ratios=[s + 1 for s in sizes], squeeze=False)[:, 0]
+    for ax, (column, entry) in zip(axes, breakdowns.items()):
+        names = list(entry["groups"])
+        counts = np.array([entry["groups"][g]["n"] for g in names])
+        accuracy = np.array([entry["groups"][g]["accuracy"] for g in names]) * 100
+        positions = np.arange(len(names))[::-1]
+        ax.barh(positions, accuracy, color="tab:blue", edgecolor="black")
+        for y, value, n in zip(positions, accuracy, counts):
+            ax.annotate(f"{value:.1f}%  (n={n})", (value, y), xytext=(3, 0), textcoords="offset points",
+                        va="center", fontsize=8)
+        ax.axvline(float(np.average(accuracy, weights=counts)), color="gray", linestyle="--")
+        ax.set(yticks=positions, yticklabels=names, xlim=(0, 125), title=column)
+        ax.set_xticks([0, 25, 50, 75, 100])
+        ax.tick_params(axis="y", labelsize=8)
+    axes[-1].set_xlabel("accuracy (%); dashed line: all clips of the split")
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)
 
 

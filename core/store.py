@@ -113,6 +113,13 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE OR REPLACE VIEW current_labels AS " + "{labels_sql}",
         "CREATE INDEX clips_parent ON clips (parent_clip_id)",
     ]),
+    (3, [
+        # Metrics per group of clip metadata (SNR bin, duration bin, source...), per run and split.
+        """CREATE TABLE breakdowns (
+            run_id VARCHAR NOT NULL, split VARCHAR NOT NULL, column_name VARCHAR NOT NULL,
+            group_name VARCHAR NOT NULL, position INTEGER NOT NULL, n INTEGER NOT NULL,
+            accuracy DOUBLE, f1_macro DOUBLE)""",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -587,13 +594,16 @@ class Store:
         return row
 
     def ingest_run_results(self, run_id: str, *, history: pd.DataFrame | None = None,
-                           metrics: pd.DataFrame | None = None, predictions: pd.DataFrame | None = None) -> None:
+                           metrics: pd.DataFrame | None = None, predictions: pd.DataFrame | None = None,
+                           breakdowns: pd.DataFrame | None = None) -> None:
         """Replace a run's curves (step, epoch, name, value), metrics (split, name, class_label,
-        value) and predictions (clip_id, split, label, predicted, confidence, probs) in one
-        transaction, so ingesting twice leaves one copy."""
+        value), predictions (clip_id, split, label, predicted, confidence, probs) and breakdowns
+        (split, column_name, group_name, position, n, accuracy, f1_macro) in one transaction, so
+        ingesting twice leaves one copy."""
         tables = [("run_metrics", history, ["step", "epoch", "name", "value"]),
                   ("metrics", metrics, ["split", "name", "class_label", "value"]),
-                  ("predictions", predictions, ["clip_id", "split", "label", "predicted", "confidence", "probs"])]
+                  ("predictions", predictions, ["clip_id", "split", "label", "predicted", "confidence", "probs"]),
+                  ("breakdowns", breakdowns, ["split", "column_name", "group_name", "position", "n", "accuracy", "f1_macro"])]
         with self._mutex:
             self._exec("BEGIN TRANSACTION")
             try:
@@ -619,6 +629,12 @@ class Store:
         return self._df("""SELECT split, name, class_label, value FROM metrics WHERE run_id = ?
                            AND (?::VARCHAR IS NULL OR split = ?) ORDER BY split, class_label NULLS FIRST, name""",
                         [run_id, split, split])
+
+    def run_breakdowns(self, run_id: str, *, split: str | None = None) -> pd.DataFrame:
+        """Accuracy and F1-macro per metadata group, columns and groups in reading order."""
+        return self._df("""SELECT split, column_name, group_name, n, accuracy, f1_macro FROM breakdowns
+                           WHERE run_id = ? AND (?::VARCHAR IS NULL OR split = ?)
+                           ORDER BY split, column_name, position""", [run_id, split, split])
 
     # --- promotions ---------------------------------------------------------------------------
     def record_promotion(self, run_id: str | None, *, action: str, actor: str, reason: str | None = None,

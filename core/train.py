@@ -35,14 +35,15 @@ import torch
 from core.augment import AugmentFeed
 from core.augment.cost import time_model_step
 from core.checkpoint import init_from_checkpoint, load_checkpoint, save_checkpoint
-from core.config import ExperimentConfig, TrainConfig
+from core.breakdowns import describe, plan_breakdowns
+from core.config import EvaluationConfig, ExperimentConfig, TrainConfig
 from core.evaluate import classification_report
 from core.features import FeatureCache, compute_norm_stats, normalize
 from core.jobs import CONFIG_FILE, EVENTS_FILE, JOB_FILE, MANIFEST_FILE, RESULT_FILE, EventLog, StopFlag, json_default
 from core.losses import build_loss
 from core.mixup import mixup
 from core.models import build_model
-from core.plots import plot_confusion, plot_reliability, plot_training_curves
+from core.plots import plot_breakdowns, plot_confusion, plot_reliability, plot_training_curves
 from core.sampling import ComposedBatchSampler, curriculum_extra_indices, oversampled_indices, stage_for_epoch, total_epochs
 from core.schedule import apply_lr, lr_multiplier
 
@@ -240,7 +241,8 @@ def _train_and_evaluate(run_dir: Path, config: ExperimentConfig, job: Job, accel
                 "seconds": round(time.time() - started, 1), **augmentation}
     summary = {}
     if accelerator.is_main_process:
-        summary = _final_outputs(run_dir, manifest, history, job, cache, events, best_epoch=best["epoch"])
+        summary = _final_outputs(run_dir, manifest, history, job, cache, events, best_epoch=best["epoch"],
+                                 evaluation=config.evaluation)
     return {"status": "cancelled" if cancelled else "succeeded", "best_epoch": best["epoch"],
             "best_metric": best["metric"][0] if tc.early_stopping_metric != "loss" else -best["metric"][0], "epochs_run": len(history), "steps": step,
             "seconds": round(time.time() - started, 1), **augmentation, **summary}
@@ -342,8 +344,9 @@ def _save(run_dir: Path, model, config: ExperimentConfig, job: Job, norm_stats: 
 
 
 def _final_outputs(run_dir: Path, manifest: pd.DataFrame, history: list[dict], job: Job, cache: FeatureCache,
-                   events: EventLog, *, best_epoch: int) -> dict[str, Any]:
-    """Predict every split with the best checkpoint; write predictions, metrics, plots, model card."""
+                   events: EventLog, *, best_epoch: int, evaluation: EvaluationConfig) -> dict[str, Any]:
+    """Predict every split with the best checkpoint; write predictions, metrics (with metadata
+    breakdowns), plots, model card."""
     events.write("phase", phase="evaluate")
     loaded = load_checkpoint(run_dir / CHECKPOINT_DIR)
     probs = predict_probs(loaded.model, cache, manifest["row"].to_numpy(), loaded.norm_stats)
@@ -354,12 +357,15 @@ def _final_outputs(run_dir: Path, manifest: pd.DataFrame, history: list[dict], j
         "probs": list(probs.astype(np.float32)),
     })
     predictions.to_parquet(run_dir / PREDICTIONS_FILE)
-    metrics: dict[str, Any] = {"labels": job.labels, "splits": {}, "history": history}
+    plan = plan_breakdowns(manifest, evaluation)
+    metrics: dict[str, Any] = {"labels": job.labels, "splits": {}, "history": history, "breakdowns": {},
+                               "breakdowns_skipped": plan.skipped}
     plots = run_dir / PLOTS_DIR
     for split, part in manifest.groupby("split"):
         idx = part.index.to_numpy()
         report = classification_report(y_true=part["y"].to_numpy(), probs=probs[idx], labels=job.labels)
         entry = {"given": report}
+        breakdowns = plan.report(idx, y_true=part["y"].to_numpy(), y_pred=predicted[idx], labels=job.labels)
         known = part["true_label"].notna().to_numpy() if "true_label" in part else np.zeros(len(part), bool)
         if known.any():
             true_y = part["true_label"][known].map({l: i for i, l in enumerate(job.labels)})
@@ -370,6 +376,10 @@ def _final_outputs(run_dir: Path, manifest: pd.DataFrame, history: list[dict], j
         plot_confusion(plots / f"confusion_{split}.png", matrix=np.array(report["confusion"]["counts"]), labels=job.labels,
                        normalized=False, title=f"{split} (given labels)")
         plot_reliability(plots / f"reliability_{split}.png", bins=report["calibration"]["bins"], ece=report["calibration"]["ece"])
+        if breakdowns:
+            metrics["breakdowns"][split] = breakdowns
+            plot_breakdowns(plots / f"breakdowns_{split}.png", breakdowns=breakdowns,
+                            title=f"{split}: accuracy by clip metadata (given labels)")
     plot_training_curves(plots / "training_curves.png", history=history)
     (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=json_default))
     _write_model_card(run_dir, job, metrics, epochs_run=len(history), best_epoch=best_epoch)
@@ -391,6 +401,9 @@ def _write_model_card(run_dir: Path, job: Job, metrics: dict[str, Any], *, epoch
     for split, entry in sorted(metrics["splits"].items()):
         r = entry["given"]
         lines.append(f"| {split} | {r['accuracy']:.4f} | {_fmt(r['f1_macro'])} | {_fmt(r['mAP'])} |")
+    for split, columns in sorted(metrics["breakdowns"].items()):
+        lines += ["", f"## Accuracy by clip metadata ({split}, given labels)", ""]
+        lines += [f"- {describe(column, entry)}" for column, entry in columns.items()]
     lines += ["", "## Configuration", "", "```yaml", config_text.rstrip(), "```", ""]
     (run_dir / CHECKPOINT_DIR / "README.md").write_text("\n".join(lines))
 

@@ -29,11 +29,12 @@ from core import train as trainer
 from core.audit import (DEFAULT_LABEL_QUALITY_METHOD, DEFAULT_MAX_LABEL_PROB, DEFAULT_MIN_TOP_PROB, LABEL_QUALITY_METHODS,
                         label_issue_proposals, label_quality, sample_spot_check)
 from core.audit_job import EXTREME_OFF_FILE, AuditJob
+from core.breakdowns import describe
 from core.config import ConfigError, load_preset
 from core.jobs import LOG_FILE, MANIFEST_FILE, RESULT_FILE
 from core.store import Store, StoreError
 from pipelines.crossval import MIN_FOLDS, CrossvalCancelled, cross_validate
-from pipelines.finetune import freeze_manifest, metric_rows, new_run_id
+from pipelines.finetune import breakdown_rows, freeze_manifest, metric_rows, new_run_id
 from pipelines.jobs import cancel, follow, launch
 
 AUDIT_ANNOTATOR = "audit"
@@ -65,6 +66,7 @@ class AuditOutcome:
     proposals: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     key_classes: dict[str, Any] = dataclasses.field(default_factory=dict)
     label_issues: dict[str, Any] | None = None
+    breakdowns: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # split -> column -> groups
 
     def lines(self, *, key_classes: Sequence[str] = ()) -> list[str]:
         """A readable summary; key_classes are listed first in the extreme-off report."""
@@ -81,6 +83,7 @@ class AuditOutcome:
                          + (f", {counts['excluded_unknown_label']} with a label the model does not know"
                             if counts["excluded_unknown_label"] else "")
                          + (f" ({counts['excluded']} more excluded by a decision)" if counts["excluded"] else ""))
+            lines += [f"    accuracy by {describe(column, entry)}" for column, entry in self.breakdowns.get(split, {}).items()]
         for split, report in self.key_classes.items():
             previous = report["previous_audit"]
             ordered = sorted(report["classes"], key=lambda c: (c not in key_classes, c))
@@ -200,11 +203,13 @@ def _prepare(store: Store, *, model_run_id: str, splits: list[str], max_label_pr
     run_dir = Path(store.session_dir) / "runs" / run_id
     run_dir.mkdir(parents=True)
     manifest.to_parquet(run_dir / MANIFEST_FILE)
-    model_dir = Path(store.run(model_run_id)["run_dir"])
+    model_run = store.run(model_run_id)
+    model_dir = Path(model_run["run_dir"])
     job = AuditJob(run_id=run_id, model_run_id=model_run_id, checkpoint=str(model_dir / trainer.CHECKPOINT_DIR),
                    cache_dir=str(Path(store.session_dir) / "cache"), splits=splits, max_label_prob=max_label_prob,
                    min_top_prob=min_top_prob, frozen_at_decision=as_of,
-                   excluded={str(k): int(v) for k, v in excluded.groupby("split").size().items()})
+                   excluded={str(k): int(v) for k, v in excluded.groupby("split").size().items()},
+                   evaluation=(model_run["config"] or {}).get("evaluation", {}))
     job.save(run_dir)
     config = {**dataclasses.asdict(job), "label_issues": label_issues}
     if label_issues:
@@ -257,8 +262,9 @@ def _ingest(store: Store, job: AuditJob, outcome: AuditOutcome) -> None:
     rows = pd.concat([metric_rows(metrics), pd.DataFrame(extra, columns=["split", "name", "class_label", "value"])],
                      ignore_index=True)
     rows["value"] = rows["value"].astype(float)
-    store.ingest_run_results(job.run_id, metrics=rows, predictions=predictions)
+    store.ingest_run_results(job.run_id, metrics=rows, predictions=predictions, breakdowns=breakdown_rows(metrics))
     outcome.counts = metrics["counts"]
+    outcome.breakdowns = metrics["breakdowns"]
     outcome.accuracy = {split: {"accuracy": entry["given"]["accuracy"],
                                 **({"accuracy_true": entry["true"]["accuracy"]} if "true" in entry else {})}
                         for split, entry in metrics["splits"].items()}

@@ -35,12 +35,13 @@ from core.augment.render import source_wave
 from core.config import ConfigError, load_preset
 from core.store import Store, StoreError
 
-__all__ = ["CopiesSummary", "DERIVED_DATASET", "applied_names", "make_augmented_copies"]
+__all__ = ["AUGMENT_METADATA_KEY", "CopiesSummary", "DERIVED_DATASET", "applied_names", "make_augmented_copies"]
 
 DERIVED_DATASET = "augmented-copies"
 DERIVED_FOLDER = "derived"
 # Bump when the way a copy is rendered changes, so old copies are not taken for new ones.
 COPY_FORMAT_VERSION = 1
+AUGMENT_METADATA_KEY = "augment"  # a copy's metadata: its parent's, plus what was applied under this key
 
 
 @dataclasses.dataclass
@@ -69,7 +70,7 @@ def applied_names(metadata: Any) -> str | None:
     its clip metadata (JSON text); None for a clip that is not an augmented copy."""
     if not isinstance(metadata, str):
         return None
-    augment = json.loads(metadata).get("augment")
+    augment = json.loads(metadata).get(AUGMENT_METADATA_KEY)
     if not isinstance(augment, dict):
         return None
     return "+".join(sorted({record["name"] for record in augment.get("applied", [])}))
@@ -179,7 +180,7 @@ def _parents(store: Store, *, clip_ids: list[int] | None, classes: list[str]) ->
 def _clip_row(parent: Any, copy: int, relative: str, outcome: dict[str, Any], *, preset: str, fingerprint: str,
               seed: int, specs: list[dict[str, Any]], sample_rate_hz: int) -> dict[str, Any]:
     inherited = json.loads(parent.metadata) if isinstance(parent.metadata, str) else {}
-    inherited["augment"] = {"preset": preset, "fingerprint": fingerprint, "seed": seed, "copy": copy, "specs": specs,
+    inherited[AUGMENT_METADATA_KEY] = {"preset": preset, "fingerprint": fingerprint, "seed": seed, "copy": copy, "specs": specs,
                             "applied": outcome["applied"]}
     return {"path": relative, "duration_s": outcome["duration_s"], "sample_rate_hz": sample_rate_hz, "channels": 1,
             "split": "train", "fold": parent.fold, "source_group": parent.source_group,

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from core.config import check_range
 
-__all__ = ["CLASSES", "KINDS", "MANIFEST_COLUMNS", "TONAL_DRONE", "plan_demo_manifest", "synthesize_demo_dataset"]
+__all__ = ["ANSWER_KEY_COLUMNS", "CLASSES", "KINDS", "MANIFEST_COLUMNS", "TONAL_DRONE", "plan_demo_manifest", "synthesize_demo_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ CLASSES = ("emergency_sirens", "collision_sounds", "alert_sounds", "road_traffic
 SIRENS, COLLISION, ALERT, TRAFFIC, SCREAM, ENVIRONMENT = CLASSES
 MANIFEST_COLUMNS = ("path", "label", "split", "group", "true_label", "kind", "snr_db",
                     "duration_s", "label_error")
+# The answer key the demo plants beside each clip (what it really is, whether its label is
+# wrong, which synthesised sound it is): used to score runs, never shown or broken down.
+ANSWER_KEY_COLUMNS = ("true_label", "label_error", "kind")
 SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 LABEL_ERROR_RATE = 0.06
 MIN_WRONG_SIREN_FRACTION = 0.15  # share of clips GIVEN emergency_sirens that are not sirens, per split

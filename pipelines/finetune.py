@@ -22,7 +22,9 @@ from core import train as trainer
 from core.config import ConfigError, ExperimentConfig, load_preset
 from core.store import Store, StoreError
 from core.jobs import CONFIG_FILE, LOG_FILE, MANIFEST_FILE, RESULT_FILE
-from pipelines.augment_copies import applied_names
+from core.breakdowns import METADATA_PREFIX
+from pipelines.augment_copies import AUGMENT_METADATA_KEY, applied_names
+from pipelines.demo_synth import ANSWER_KEY_COLUMNS
 from pipelines.jobs import cancel, follow, launch
 
 @dataclasses.dataclass
@@ -46,7 +48,8 @@ def freeze_manifest(store: Store, *, as_of: int | None = None,
     since import, or misclassified by the production model). Derived clips (augmented copies) come
     with their parent and applied augmentations, and only in the training split: they are never
     evaluated. include_quarantined (for audits) keeps quarantined clips too, with a `quarantined`
-    column saying which they are."""
+    column saying which they are. Each clip's duration, dataset and metadata columns
+    (`meta.<key>`) come along for breakdowns (core/breakdowns.py)."""
     as_of = store.last_decision_id() if as_of is None else as_of
     state = store.labels(as_of=as_of)
     usable = state[(state.status == "ok") & ~state.excluded & (include_quarantined | ~state.quarantined)
@@ -54,6 +57,7 @@ def freeze_manifest(store: Store, *, as_of: int | None = None,
                    & (state.parent_clip_id.isna() | (state.split == "train"))]
     clips = store.clips().set_index("id")
     roots = store.dataset_roots()
+    source_clip = usable.parent_clip_id.fillna(usable.clip_id).astype("int64")  # a copy counts as its parent's dataset
     manifest = pd.DataFrame({
         "clip_id": usable.clip_id.astype("int64"),
         "path": [str(roots[d] / p) for d, p in zip(usable.dataset_id, usable.path)],
@@ -64,7 +68,10 @@ def freeze_manifest(store: Store, *, as_of: int | None = None,
         "true_label": [_true_label(clips.at[c, "metadata"]) for c in usable.clip_id],
         "parent_clip_id": usable.parent_clip_id.astype("Int64"),
         "augmentations": [applied_names(clips.at[c, "metadata"]) for c in usable.clip_id],
+        "duration_s": clips.loc[usable.clip_id, "duration_s"].astype(float).to_numpy(),
+        "dataset": clips.loc[source_clip, "dataset"].astype(str).to_numpy(),
     }).reset_index(drop=True)
+    manifest = pd.concat([manifest, metadata_frame(clips.loc[usable.clip_id, "metadata"])], axis=1)
     hard = manifest.label != manifest.original_label
     production = store.production_run()
     if production:
@@ -74,6 +81,26 @@ def freeze_manifest(store: Store, *, as_of: int | None = None,
     if include_quarantined:
         manifest["quarantined"] = usable.quarantined.astype(bool).to_numpy()
     return manifest, as_of
+
+
+# Metadata that is not about the sound: an answer key (scoring only) and a copy's augmentation record.
+WITHHELD_METADATA = frozenset({*ANSWER_KEY_COLUMNS, AUGMENT_METADATA_KEY})
+
+
+def metadata_frame(metadata: pd.Series) -> pd.DataFrame:
+    """Clip metadata (JSON text per clip) as `meta.<key>` columns: numeric where every value is
+    a number, text otherwise; withheld keys left out."""
+    records = [json.loads(m) if isinstance(m, str) else {} for m in metadata]
+    keys = sorted({k for r in records for k in r} - WITHHELD_METADATA)
+    columns = {}
+    for key in keys:
+        values = [r.get(key) for r in records]
+        present = [v for v in values if v is not None]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+            columns[METADATA_PREFIX + key] = np.array([np.nan if v is None else float(v) for v in values])
+        else:
+            columns[METADATA_PREFIX + key] = [None if v is None else str(v) for v in values]
+    return pd.DataFrame(columns, index=range(len(records)))
 
 
 def _true_label(metadata: Any) -> str | None:
@@ -158,7 +185,7 @@ def ingest(store: Store, run_id: str, *, exit_code: int | None = None) -> dict[s
         predictions["probs"] = predictions["probs"].map(lambda p: np.asarray(p, dtype=np.float32).tolist())
         metrics = json.loads((run_dir / trainer.METRICS_FILE).read_text())
         store.ingest_run_results(run_id, history=_history_rows(metrics["history"]), metrics=metric_rows(metrics),
-                                 predictions=predictions)
+                                 predictions=predictions, breakdowns=breakdown_rows(metrics))
     store.set_run_status(run_id, result["status"], error=result.get("error"), summary=result)
     return result
 
@@ -167,6 +194,15 @@ def _history_rows(history: list[dict[str, Any]]) -> pd.DataFrame:
     rows = [{"step": int(r["step"]), "epoch": float(r["epoch"]), "name": k, "value": float(v)}
             for r in history for k, v in r.items() if k not in ("step", "epoch") and isinstance(v, (int, float)) and v is not None]
     return pd.DataFrame(rows, columns=["step", "epoch", "name", "value"])
+
+
+def breakdown_rows(metrics: dict[str, Any]) -> pd.DataFrame:
+    """metrics.json -> (split, column_name, group_name, position, n, accuracy, f1_macro)."""
+    rows = [(split, column, group, position, values["n"], values["accuracy"], values["f1_macro"])
+            for split, columns in metrics.get("breakdowns", {}).items()
+            for column, breakdown in columns.items()
+            for position, (group, values) in enumerate(breakdown["groups"].items())]
+    return pd.DataFrame(rows, columns=["split", "column_name", "group_name", "position", "n", "accuracy", "f1_macro"])
 
 
 def metric_rows(metrics: dict[str, Any]) -> pd.DataFrame:

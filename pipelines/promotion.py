@@ -22,9 +22,11 @@ import numpy as np
 import pandas as pd
 
 from core import train as trainer
-from core.config import ConfigError, ExperimentConfig
+from core.breakdowns import plan_breakdowns
+from core.config import ConfigError, EvaluationConfig, ExperimentConfig
 from core.evaluate import classification_report
 from core.gates import compare_predictions, evaluate_gates, write_comparison
+from core.jobs import MANIFEST_FILE
 from core.store import Store, StoreError
 from pipelines.audit import latest_audit
 
@@ -41,6 +43,8 @@ class ScoredRun:
     source_run_id: str
     classes: list[str]
     frame: pd.DataFrame
+    manifest_path: Path | None = None  # the source run's frozen manifest: clip metadata for breakdowns
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)  # the model's breakdown settings
 
 
 def scored_run(store: Store, run_id: str, *, split: str) -> ScoredRun:
@@ -61,7 +65,9 @@ def scored_run(store: Store, run_id: str, *, split: str) -> ScoredRun:
     quarantined = store.labels(as_of=frozen_at).set_index("clip_id")["quarantined"]
     classes = _classes(store, model_run_id)
     frame = frame.assign(evaluated=~frame.clip_id.map(quarantined).fillna(False).astype(bool) & frame.label.isin(classes))
-    return ScoredRun(model_run_id=model_run_id, source_run_id=source, classes=classes, frame=frame)
+    return ScoredRun(model_run_id=model_run_id, source_run_id=source, classes=classes, frame=frame,
+                     manifest_path=Path(store.run(source)["run_dir"]) / MANIFEST_FILE,
+                     evaluation=EvaluationConfig.from_dict((store.run(model_run_id)["config"] or {}).get("evaluation")))
 
 
 def _classes(store: Store, model_run_id: str) -> list[str]:
@@ -87,12 +93,33 @@ def compare_scored(baseline: ScoredRun, candidate: ScoredRun) -> dict[str, Any]:
     if frame.empty:
         raise StoreError(f"runs {baseline.model_run_id} and {candidate.model_run_id} have no evaluated clips in common")
     y, probs = _y_and_probs(candidate, frame)
+    baseline_probs = np.stack(frame.baseline_probs.map(np.asarray).to_numpy())
     comparison = compare_predictions(classes=candidate.classes, clip_ids=frame.clip_id.to_numpy(), y_true=y,
-                                     baseline_probs=np.stack(frame.baseline_probs.map(np.asarray).to_numpy()),
-                                     candidate_probs=probs)
+                                     baseline_probs=baseline_probs, candidate_probs=probs)
     comparison.update(baseline_run_id=baseline.model_run_id, baseline_source=baseline.source_run_id,
-                      candidate_run_id=candidate.model_run_id, candidate_source=candidate.source_run_id)
+                      candidate_run_id=candidate.model_run_id, candidate_source=candidate.source_run_id,
+                      breakdowns=_breakdown_changes(candidate, frame, y, baseline_pred=baseline_probs.argmax(1),
+                                                    candidate_pred=probs.argmax(1)))
     return comparison
+
+
+def _breakdown_changes(candidate: ScoredRun, frame: pd.DataFrame, y: np.ndarray, *, baseline_pred: np.ndarray,
+                       candidate_pred: np.ndarray) -> dict[str, dict[str, dict[str, Any]]]:
+    """Both models' accuracy per metadata group on the compared clips ({column: {group: {n,
+    baseline_accuracy, candidate_accuracy, accuracy_delta}}}), grouped as the candidate's
+    manifest and evaluation settings say; {} when the source run kept no manifest."""
+    if candidate.manifest_path is None or not candidate.manifest_path.is_file():
+        return {}
+    manifest = pd.read_parquet(candidate.manifest_path).drop_duplicates("clip_id").set_index("clip_id")
+    plan = plan_breakdowns(manifest.reindex(frame.clip_id.to_numpy()).reset_index(), candidate.evaluation)
+    rows = np.arange(len(frame))
+    before = plan.report(rows, y_true=y, y_pred=baseline_pred, labels=candidate.classes)
+    after = plan.report(rows, y_true=y, y_pred=candidate_pred, labels=candidate.classes)
+    return {column: {group: {"n": now["n"], "baseline_accuracy": before[column]["groups"][group]["accuracy"],
+                             "candidate_accuracy": now["accuracy"],
+                             "accuracy_delta": now["accuracy"] - before[column]["groups"][group]["accuracy"]}
+                     for group, now in after[column]["groups"].items()}
+            for column in after}
 
 
 def compare_runs(store: Store, *, baseline: str, candidate: str, split: str = "test") -> tuple[dict[str, Any], dict[str, Path]]:
@@ -101,7 +128,7 @@ def compare_runs(store: Store, *, baseline: str, candidate: str, split: str = "t
     comparison = compare_scored(scored_run(store, baseline, split=split), scored_run(store, candidate, split=split))
     comparison["split"] = split
     folder = Path(store.run(candidate)["run_dir"]) / COMPARISONS_DIR / f"{baseline}-{split}"
-    paths = write_comparison(folder, comparison, title=f"{split}: {candidate} - {baseline}")
+    paths = write_comparison(folder, comparison, title=f"{split}: {candidate}\nminus {baseline}")
     return comparison, paths
 
 
@@ -143,7 +170,7 @@ def gate_report(store: Store, *, run_id: str) -> dict[str, Any]:
     }
     if comparison is not None:
         result["comparison_files"] = {k: str(v) for k, v in write_comparison(
-            folder, comparison, title=f"{policy.split}: {run_id} - production {production}").items()}
+            folder, comparison, title=f"{policy.split}: {run_id}\nminus production {production}").items()}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / GATE_REPORT_FILE).write_text(json.dumps(result, indent=2))
     return result

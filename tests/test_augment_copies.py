@@ -77,6 +77,8 @@ def test_copies_follow_their_parents_relabel_and_exclusion_and_never_reach_val_o
     assert set(derived.augmentations) <= {"pitch_shift+time_stretch", "gain_dips+pitch_shift+time_stretch",
                                           "band_stop+pitch_shift+time_stretch", "band_stop+gain_dips+pitch_shift+time_stretch"}
     assert derived[derived.parent_clip_id == parent].hard.all()  # the parent was relabelled: its copies are hard too
+    assert set(manifest.dataset) == {"ds"}  # a copy is broken down under its parent's dataset
+    assert not [c for c in manifest.columns if c.startswith("meta.")]  # the augmentation record is no metadata column
 
     session.record_decision(parent, annotator="ann", action="exclude", set_excluded=True)
     manifest, _ = freeze_manifest(session)

@@ -69,6 +69,10 @@ def test_train_audit_review_finetune_gate_promote_rollback(tmp_path, record_prop
         extreme = pd.read_parquet(audit1.run_dir / EXTREME_OFF_FILE)  # flagged; the queue lists each clip once
         assert len(extreme) >= 10 and is_error[extreme.clip_id].all()  # extreme-off flags are real errors
         summary["siren_test_accuracy_before"] = siren_accuracy(store, audit1.run_id)
+        snr = audit1.breakdowns["test"]["snr_db"]["groups"]  # the audit breaks the test split down by SNR
+        assert "(none)" in snr and sum(g["n"] for g in snr.values()) == audit1.counts["test"]["evaluated"]
+        assert set(store.run_breakdowns(audit1.run_id, split="test").column_name) == {"duration_s", "snr_db"}
+        assert any(line.strip().startswith("accuracy by snr_db: ") for line in audit1.lines())
 
         # 3. The first model's gates fail on the labels as given; it goes to production by override.
         refused = promotion.promote(store, run_id=first.run_id, actor="lead")
@@ -133,6 +137,11 @@ def test_train_audit_review_finetune_gate_promote_rollback(tmp_path, record_prop
         assert len(picked) == 5 and (picked.label != picked.label_before).all()
         comparison, paths = promotion.compare_runs(store, baseline=first.run_id, candidate=second.run_id)
         assert paths["png"].exists() and comparison["n_clips"] == audit2.counts["test"]["evaluated"]
+        by_snr = comparison["breakdowns"]["snr_db"]  # both models on the same clips, per SNR bin
+        assert sum(g["n"] for g in by_snr.values()) == comparison["n_clips"]
+        snr_now = {name: g["accuracy"] for name, g in audit2.breakdowns["test"]["snr_db"]["groups"].items()}
+        assert {name: g["candidate_accuracy"] for name, g in by_snr.items()} == pytest.approx(snr_now)
+        assert all(g["accuracy_delta"] == pytest.approx(g["candidate_accuracy"] - g["baseline_accuracy"]) for g in by_snr.values())
         assert promotion.rollback(store, actor="lead", reason="checking rollback") == (second.run_id, first.run_id)
         assert store.production_run() == first.run_id
         history = store.promotions()

@@ -317,6 +317,15 @@ def test_every_plot_writes_a_png(tmp_path):
     assert plt.get_fignums() == []  # nothing went through pyplot's global figure list
 
 
+def test_training_curves_draw_losses_and_validation_metrics_not_bookkeeping():
+    history = [{"epoch": 1, "step": 10, "lr": 1e-3, "stage": 0, "train_loss": 1.2, "val_loss": 1.0, "val_accuracy": 0.5},
+               {"epoch": 2, "step": 20, "lr": 5e-4, "stage": 0, "train_loss": 0.8, "val_accuracy": 0.7}]
+    panels = plots.training_curve_panels(history)
+    assert set(panels["loss"]) == {"train_loss", "val_loss"}
+    assert set(panels["validation metrics"]) == {"val_accuracy"}
+    assert panels["loss"]["val_loss"] == ([1], [1.0])  # drawn through the rows that have it
+
+
 def test_plots_reject_bad_input(tmp_path):
     with pytest.raises(ValueError, match=r"^matrix: expected a 3 x 3 matrix"):
         plots.plot_confusion(tmp_path / "x.png", matrix=[[1, 2], [3, 4]], labels=LABELS, normalized=False)

@@ -37,7 +37,7 @@ def test_new_session_has_every_table_at_the_latest_schema(store):
     assert store.schema_version == SCHEMA_VERSION
     tables = set(store._df("SELECT table_name FROM information_schema.tables").table_name)
     assert {"datasets", "clips", "decisions", "relabel_rules", "quarantine", "runs", "run_metrics",
-            "predictions", "metrics", "promotions", "current_labels", "schema_version"} <= tables
+            "predictions", "metrics", "breakdowns", "promotions", "current_labels", "schema_version"} <= tables
 
 
 def test_reimport_adds_nothing_twice(store):
@@ -168,6 +168,25 @@ def test_opening_an_older_session_upgrades_it(tmp_path, monkeypatch):
     with Store.open(session) as upgraded:
         assert upgraded.schema_version == SCHEMA_VERSION + 1
         assert upgraded._scalar("SELECT count(*) FROM probe_upgrade") == 0
+
+
+def test_a_version_2_session_gains_breakdowns_and_keeps_one_copy_per_ingest(tmp_path, monkeypatch):
+    session = tmp_path / "session"
+    with monkeypatch.context() as before_breakdowns:
+        before_breakdowns.setattr("core.store.MIGRATIONS", MIGRATIONS[:2])
+        before_breakdowns.setattr("core.store.SCHEMA_VERSION", 2)
+        Store.open(session).close()
+    rows = pd.DataFrame({"split": "test", "column_name": "snr_db", "group_name": ["0-5 dB", "(none)", "5-10 dB"],
+                         "position": [0, 2, 1], "n": [6, 29, 16], "accuracy": [0.5, 1.0, 0.75], "f1_macro": [0.4, 1.0, None]})
+    with Store.open(session) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        store.create_run("r1", kind="train", preset=None, config={}, parent_run_id=None, manifest_decision_id=0,
+                         run_dir=tmp_path)
+        store.ingest_run_results("r1", breakdowns=rows)
+        store.ingest_run_results("r1", breakdowns=rows)  # ingesting again replaces
+        stored = store.run_breakdowns("r1")
+    assert list(stored.group_name) == ["0-5 dB", "5-10 dB", "(none)"]  # in reading order
+    assert list(stored.n) == [6, 16, 29] and pd.isna(stored.f1_macro.iloc[1])
 
 
 def test_a_non_database_file_is_reported_not_traced(tmp_path):

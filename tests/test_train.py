@@ -79,6 +79,44 @@ def test_finetune_trains_evaluates_and_ingests_everything(session):
     assert events[0]["type"] == "phase" and any(e["type"] == "step" and "eta_s" in e for e in events)
 
 
+def test_run_metrics_break_down_by_clip_metadata(tmp_path, dataset):
+    """A manifest's extra columns become breakdowns of every split (numbers match the predictions);
+    answer-key columns never do."""
+    rows = []
+    for i, wav in enumerate(sorted(dataset.rglob("*.wav"))):
+        rows.append({"path": wav.relative_to(dataset).as_posix(), "label": wav.parent.name, "group": wav.stem.split("-")[0],
+                     "snr_db": [2.0, 8.0, 15.0, None][i % 4], "recorder": ["field", "studio"][i % 2],
+                     "true_label": wav.parent.name, "label_error": False})
+    pd.DataFrame(rows).to_csv(tmp_path / "with_metadata.csv", index=False)  # beside, not in, the shared dataset
+    with Store.open(tmp_path / "session") as store:
+        import_dataset(store, tmp_path / "with_metadata.csv", root=dataset, progress=False)
+        outcome = ft.finetune(store, preset="demo-fast", overrides=FAST, progress=False)
+        assert outcome.status == "succeeded", outcome.result
+        stored = store.run_breakdowns(outcome.run_id, split="val")
+        predictions = store.predictions(outcome.run_id)
+
+    metrics = json.loads((outcome.run_dir / "metrics.json").read_text())
+    assert set(metrics["breakdowns"]) == {"train", "val", "test"}
+    val = metrics["breakdowns"]["val"]
+    assert set(val) == {"snr_db", "recorder"}  # true_label and label_error are an answer key
+    assert metrics["breakdowns_skipped"] == {"dataset": "every clip is in one group (with_metadata)",
+                                             "duration_s": "every clip is in one group (1-3 s)"}
+    assert list(val["snr_db"]["groups"]) == ["0-5 dB", "5-10 dB", "10-20 dB", "(none)"]
+    assert val["snr_db"]["unit"] == "dB" and val["recorder"]["how"] == "values"
+
+    manifest = pd.read_parquet(outcome.run_dir / "manifest.parquet")
+    scored = predictions[predictions.split == "val"].merge(manifest[["clip_id", "meta.recorder", "meta.snr_db"]], on="clip_id")
+    for recorder, clips in scored.groupby("meta.recorder"):
+        group = val["recorder"]["groups"][recorder]
+        assert group["n"] == len(clips) and group["accuracy"] == pytest.approx((clips.label == clips.predicted).mean())
+    assert val["snr_db"]["groups"]["(none)"]["n"] == int(scored["meta.snr_db"].isna().sum())
+
+    assert list(stored.group_name[stored.column_name == "snr_db"]) == list(val["snr_db"]["groups"])
+    assert stored.set_index(["column_name", "group_name"]).n.to_dict()[("recorder", "field")] == val["recorder"]["groups"]["field"]["n"]
+    assert (outcome.run_dir / "plots" / "breakdowns_test.png").stat().st_size > 5000
+    assert "snr_db: 0-5 dB" in (outcome.run_dir / CHECKPOINT_DIR / "README.md").read_text()
+
+
 def test_same_seed_same_data_same_metrics(session):
     first = ft.finetune(session, preset="demo-fast", overrides=FAST + ["train.epochs=2"], init_from="none", progress=False)
     second = ft.finetune(session, preset="demo-fast", overrides=FAST + ["train.epochs=2"], init_from="none", progress=False)
@@ -150,6 +188,10 @@ def test_bad_requests_are_refused_before_anything_runs(session):
         ft.prepare_finetune(session, preset="demo-fast", overrides=["train.batch_composition={owls: 3}"])
     with pytest.raises(ConfigError, match="neither a checkpoint folder nor a run id"):
         ft.prepare_finetune(session, preset="demo-fast", init_from="nope")
+    with pytest.raises(ConfigError, match=r"mixup_p: 1.5 is out of range \[0, 1\]"):
+        ft.prepare_finetune(session, preset="demo-fast", overrides=["mixup_p=1.5"])
+    with pytest.raises(ConfigError, match=r"mixup_alpha: -0.2 is out of range"):
+        ft.prepare_finetune(session, preset="demo-fast", overrides=["mixup_alpha=-0.2"])
     assert session.runs().empty
 
 

@@ -88,6 +88,9 @@ def test_fine_tune_to_gate_report_promote_compare_and_roll_back(session):
         assert page.locator("#em-runs-promote").is_enabled()
         assert not page.locator("#em-runs-override").is_enabled()
         assert page.locator("#em-runs-plots img").count() == 3  # confusion, reliability, training curves
+        page.locator('#em-runs-breakdowns [data-testid="cell-0-0"]').get_by_text("duration_s").wait_for(timeout=30000)
+        assert "snr_db" in page.locator("#em-runs-breakdowns").inner_text()  # the demo manifest's SNR column
+        assert page.locator("#em-runs-breakdown-plot img").count() == 1
         page.locator("#em-runs-promote").click()
         page.locator("#em-runs-verdict").get_by_text("This run is the production model.").wait_for(timeout=30000)
         page.locator("#em-runs-production").get_by_text(f"Production: run {baseline}").wait_for(timeout=30000)
@@ -173,6 +176,7 @@ def test_fine_tune_to_gate_report_promote_compare_and_roll_back(session):
         page.locator("#em-compare-summary").get_by_text(re.compile(r"on \d+ test clips")).wait_for(timeout=30000)
         deltas = page.locator("#em-compare-deltas").inner_text()
         assert "emergency_sirens" in deltas and "accuracy change" in deltas
+        assert "duration_s" in page.locator("#em-compare-breakdowns").inner_text()  # the same clips, per metadata group
         page.locator("#em-compare-confusion img").wait_for(timeout=30000)
         flips = page.locator('#em-compare-flips [data-testid="cell-0-1"]')
         if flips.count():  # a flipped clip plays right there

@@ -35,6 +35,8 @@ FLIP_COLUMNS = ["flip", "clip", "label", "baseline predicted", "candidate predic
 HISTORY_COLUMNS = ["id", "run_id", "action", "actor", "reason", "created_at"]
 SPLITS = ["test", "val", "train"]
 PLOT_LABELS = ("confusion matrix (given labels)", "reliability diagram", "training curves")
+BREAKDOWN_COLUMNS = ["metadata", "group", "clips", "accuracy", "vs all clips", "F1 macro"]
+BREAKDOWN_DELTA_COLUMNS = ["metadata", "group", "clips", "baseline accuracy", "candidate accuracy", "accuracy change"]
 
 
 def build(wb: Workbench, *, annotator: gr.Component) -> None:
@@ -64,6 +66,13 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
             metrics_table = gr.Dataframe(headers=["class", "precision", "recall", "f1", "AP", "accuracy", "support"],
                                          label="per-class metrics on this split (against the labels as given)",
                                          interactive=False, elem_id="em-runs-metrics")
+            with gr.Row(equal_height=True):
+                breakdown_table = gr.Dataframe(headers=BREAKDOWN_COLUMNS, interactive=False, scale=3,
+                                               label="accuracy by clip metadata on this split (SNR, duration, source...)",
+                                               elem_id="em-runs-breakdowns")
+                breakdown_plot = gr.Image(label="accuracy by clip metadata", show_label=False, type="pil", format="png", height=420,
+                                          interactive=False, scale=2, buttons=["fullscreen", "download"],
+                                          elem_id="em-runs-breakdown-plot")
             panel = gate_panel.build(wb, annotator=annotator, prefix="em-runs")
         with gr.Tab("Compare two runs"):
             with gr.Row(equal_height=True):
@@ -77,6 +86,9 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
                                       interactive=False, scale=3, elem_id="em-compare-deltas")
                 confusion_diff = gr.Image(label="confusion difference (candidate - baseline counts)", type="pil", scale=2,
                                           interactive=False, elem_id="em-compare-confusion")
+            breakdown_deltas = gr.Dataframe(headers=BREAKDOWN_DELTA_COLUMNS, interactive=False,
+                                            label="accuracy change by clip metadata (same clips; positive is better)",
+                                            elem_id="em-compare-breakdowns")
             with gr.Row():
                 flips = gr.Dataframe(headers=FLIP_COLUMNS, label="clips whose prediction flipped (select one to listen)",
                                      interactive=False, max_height=320, scale=2, elem_id="em-compare-flips")
@@ -109,12 +121,12 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
     timer.tick(safe(lambda *current: overview(*current)), overview_inputs, overview_outputs, show_progress="hidden")
     refresh.click(safe(lambda *current: overview(*current, force=True)), overview_inputs, overview_outputs)
 
-    run_outputs = [selected, title, *plots, metrics_table, downloads, candidate, *panel.outputs]
+    split_outputs = [*plots, metrics_table, breakdown_table, breakdown_plot]
+    run_outputs = [selected, title, *split_outputs, downloads, candidate, *panel.outputs]
 
     def open_run(run_id: str, split_name: str) -> list[Any]:
         run = wb.store.run(run_id)
-        return [run_id, _title_html(run), *_plots(run, split_name), _class_metrics(wb, run_id, split_name),
-                gr.File(value=None, visible=False), gr.Dropdown(value=run_id) if run["kind"] == "train" else gr.skip(),
+        return [run_id, _title_html(run), *_split_views(wb, run, split_name), gr.File(value=None, visible=False), gr.Dropdown(value=run_id) if run["kind"] == "train" else gr.skip(),
                 *gate_panel.render(wb, run_id if run["kind"] == "train" else None)]
 
     @safe
@@ -126,10 +138,10 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
     @safe
     def change_split(run_id, split_name):
         if not run_id:
-            return [gr.skip()] * (len(plots) + 1)
-        return [*_plots(wb.store.run(run_id), split_name), _class_metrics(wb, run_id, split_name)]
+            return [gr.skip()] * len(split_outputs)
+        return _split_views(wb, wb.store.run(run_id), split_name)
 
-    split.change(change_split, [selected, split], [*plots, metrics_table])
+    split.change(change_split, [selected, split], split_outputs)
 
     @safe
     def evaluate(run_id):
@@ -157,9 +169,10 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
             raise ValueError("Choose two different runs to compare.")
         comparison, paths = compare_runs(wb.store, baseline=base, candidate=cand, split=split_name)
         return [_comparison_summary(comparison), _delta_frame(comparison), Image.open(paths["png"]).copy(),
-                _flip_frame(comparison), ""]
+                _breakdown_delta_frame(comparison), _flip_frame(comparison), ""]
 
-    compare_button.click(compare, [baseline, candidate, compare_split], [compare_summary, deltas, confusion_diff, flips, flip_player])
+    compare_button.click(compare, [baseline, candidate, compare_split],
+                         [compare_summary, deltas, confusion_diff, breakdown_deltas, flips, flip_player])
 
     @safe
     def listen(cand, event: gr.SelectData):
@@ -217,6 +230,26 @@ def _class_metrics(wb: Workbench, run_id: str, split: str) -> pd.DataFrame:
     table = per_class.pivot_table(index="class_label", columns="name", values="value", aggfunc="first")
     table = table.reindex(columns=[c for c in CLASS_METRICS if c in table.columns]).round(4)
     return table.reset_index().rename(columns={"class_label": "class", "average_precision": "AP"})
+
+
+def _split_views(wb: Workbench, run: dict[str, Any], split: str) -> list[Any]:
+    """Everything the selected run shows for one split: plots, per-class metrics, breakdowns."""
+    breakdown_plot = Path(run["run_dir"]) / trainer.PLOTS_DIR / f"breakdowns_{split}.png"
+    return [*_plots(run, split), _class_metrics(wb, run["id"], split), _breakdown_frame(wb, run["id"], split),
+            _image(breakdown_plot) if breakdown_plot.is_file() else None]
+
+
+def _breakdown_frame(wb: Workbench, run_id: str, split: str) -> pd.DataFrame:
+    """Per metadata group: clips, accuracy and how far it sits from the split's accuracy."""
+    rows = wb.store.run_breakdowns(run_id, split=split)
+    if rows.empty:
+        return pd.DataFrame({"": [f"run {run_id} has no metadata breakdowns for the {split} split (no metadata column "
+                                  "splits its clips into two or more groups)"]})
+    overall = _overall(wb, run_id, split).get("accuracy")
+    return pd.DataFrame({
+        "metadata": rows.column_name, "group": rows.group_name, "clips": rows.n, "accuracy": rows.accuracy.map(_fmt),
+        "vs all clips": [("-" if overall is None else _signed(a - overall)) for a in rows.accuracy],
+        "F1 macro": rows.f1_macro.map(_fmt)}, columns=BREAKDOWN_COLUMNS)
 
 
 def _plots(run: dict[str, Any], split: str) -> list[Image.Image | None]:
@@ -286,6 +319,14 @@ def _delta_frame(comparison: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=DELTA_COLUMNS)
 
 
+def _breakdown_delta_frame(comparison: dict[str, Any]) -> pd.DataFrame:
+    rows = [[column, group, g["n"], _fmt(g["baseline_accuracy"]), _fmt(g["candidate_accuracy"]), _signed(g["accuracy_delta"])]
+            for column, groups in comparison["breakdowns"].items() for group, g in groups.items()]
+    if not rows:
+        return pd.DataFrame({"": ["no metadata column splits the compared clips into two or more groups"]})
+    return pd.DataFrame(rows, columns=BREAKDOWN_DELTA_COLUMNS)
+
+
 def _flip_frame(comparison: dict[str, Any]) -> pd.DataFrame:
     rows = [[kind, c["clip_id"], c["label"], c["baseline"], c["candidate"]]
             for kind, clips in (("broken", comparison["broken"]), ("fixed", comparison["fixed"])) for c in clips]
@@ -300,6 +341,7 @@ def _export(wb: Workbench, run_id: str) -> list[str]:
     run = wb.store.run(run_id)
     folder = Path(tempfile.mkdtemp(prefix=f"earmark-{run_id}-"))
     report = {"run": run, "metrics": wb.store.run_metrics(run_id).to_dict(orient="records"),
+              "breakdowns": wb.store.run_breakdowns(run_id).to_dict(orient="records"),
               "gate_report": gate_panel.load_report(wb, run_id) if run["kind"] == "train" else None,
               "promotions": _history_frame(wb).query("run_id == @run_id").to_dict(orient="records")}
     paths = [folder / f"{run_id}-report.json"]
