@@ -5,6 +5,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -137,6 +138,18 @@ def test_data_tab_previews_augmentations_and_exports_the_manifest(session, tmp_p
         page.locator("#em-aug-logmel img").wait_for(timeout=20000)
         applied = page.locator("#em-aug-applied").inner_text()
         assert "time_stretch" in applied and "pitch_shift" in applied  # p = 1: every step of the preset
+
+        # background_noise draws from the noise bank named beside the list; a wrong folder is explained.
+        bank = tmp_path / "bank"
+        write_wav(bank / "noise" / "hum.wav", 0.2 * np.sin(2 * np.pi * 90 * np.arange(32000) / 16000))
+        page.locator("#em-aug-specs .cm-content").fill("- name: background_noise\n  params: {min_snr_db: 5, max_snr_db: 5}\n")
+        page.locator("#em-aug-noise-bank textarea, #em-aug-noise-bank input").first.fill(str(tmp_path / "nowhere"))
+        page.locator("#em-aug-preview").click()
+        page.get_by_text("is not a folder; expected one in MUSAN layout").first.wait_for(timeout=30000)
+        page.locator("#em-aug-noise-bank textarea, #em-aug-noise-bank input").first.fill(str(bank))
+        page.locator("#em-aug-preview").click()
+        page.locator("#em-aug-applied span").get_by_text("noise/hum.wav").wait_for(timeout=30000)
+        assert "background_noise" in page.locator("#em-aug-applied").inner_text()
 
         page.locator("#em-data-export").click()
         link = page.locator("#em-data-export-file a").first

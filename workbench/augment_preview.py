@@ -50,6 +50,9 @@ def build(wb: Workbench) -> None:
         button = gr.Button("Preview", variant="primary", scale=1, elem_id="em-aug-preview")
     specs = gr.Code(_preset_yaml(preset.value) if preset.value else "[]", language="yaml", lines=6, max_lines=14,
                     label="augmentations (YAML list of name / p / params, as in a preset)", elem_id="em-aug-specs")
+    noise_bank = gr.Textbox(_preset_noise_bank(preset.value), elem_id="em-aug-noise-bank",
+                            label="noise bank for background_noise: a folder on the server in MUSAN layout "
+                                  "(music/, speech/, noise/); filled from the preset")
     with gr.Row():
         with gr.Column():
             gr.Markdown("**original**")
@@ -62,16 +65,17 @@ def build(wb: Workbench) -> None:
     log_mels = gr.Image(label="what the model sees: log-mel before and after", type="filepath", interactive=False,
                         height=300, visible=False, elem_id="em-aug-logmel")
 
-    preset.change(safe(lambda name: _preset_yaml(name) if name else "[]"), preset, specs)
+    preset.change(safe(lambda name: [_preset_yaml(name) if name else "[]", _preset_noise_bank(name)]), preset,
+                  [specs, noise_bank])
 
     @safe
-    def run(clip_id, preset_name, text, draw_seed, force, freq):
+    def run(clip_id, preset_name, text, draw_seed, force, freq, bank):
         if clip_id is None:
             raise ValueError("Type the id of a clip to preview (the Review and Confusions tabs show clip ids).")
         path = clip_path(wb.store, int(clip_id))
         chosen = _parse_specs(text, force=force)
         features = load_preset(preset_name).features if preset_name else None  # what that preset trains on
-        result = preview(path, chosen, seed=int(draw_seed or 0), feature_cfg=features)
+        result = preview(path, chosen, seed=int(draw_seed or 0), feature_cfg=features, noise_bank=(bank or "").strip() or None)
         fmax = FREQUENCY_RANGES[freq]
         steps = pd.DataFrame([{"step": r["step"], "name": r["name"], "params": json.dumps(r["params"], default=str)}
                               for r in result.applied], columns=["step", "name", "params"])
@@ -80,11 +84,15 @@ def build(wb: Workbench) -> None:
                 _player(int(clip_id), result.augmented, result.sample_rate_hz, fmax), steps,
                 gr.Image(value=str(_log_mel_figure(result, picture)), visible=True)]
 
-    button.click(run, [clip, preset, specs, seed, every_step, frequency], [before, after, applied, log_mels])
+    button.click(run, [clip, preset, specs, seed, every_step, frequency, noise_bank], [before, after, applied, log_mels])
 
 
 def _preset_yaml(name: str) -> str:
     return yaml.safe_dump([spec.to_dict() for spec in all_specs(load_preset(name))], sort_keys=False) or "[]"
+
+
+def _preset_noise_bank(name: str | None) -> str:
+    return (load_preset(name).noise_bank or "") if name else ""
 
 
 def _parse_specs(text: str, *, force: bool) -> list[dict]:
