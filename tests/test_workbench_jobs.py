@@ -14,7 +14,7 @@ import time
 import pytest
 
 from core.config import ConfigError
-from core.store import Store
+from core.store import Store, StoreError
 from core.train import run_training
 from pipelines import finetune
 from pipelines.promotion import GATE_REPORT_FILE, GATES_DIR
@@ -202,3 +202,38 @@ def test_cancel_while_the_child_is_starting_is_a_cancel_not_a_failure(store):
     done = manager.wait(job.run_id, timeout_s=120)
     assert done.status == "cancelled", done.error
     assert store.run(job.run_id)["status"] == "cancelled"
+
+
+def test_a_run_trained_outside_the_workbench_is_audited_and_gated_as_a_job(store):
+    trained = finetune.finetune(store, preset="demo-fast", overrides=[*FAST, "train.epochs=1"], init_from="none",
+                                progress=False)  # e.g. `earmark train` while no server ran
+    assert trained.status == "succeeded" and store.runs(kind="audit").empty
+    manager = JobManager(store)
+    with pytest.raises(ValueError, match="submitted_by"):
+        manager.submit_audit(run_id=trained.run_id, submitted_by="")
+    with pytest.raises(StoreError, match="no run with id 'nope'"):
+        manager.submit_audit(run_id="nope", submitted_by="ana")
+
+    queued = manager.submit_audit(run_id=trained.run_id, submitted_by="ana")
+    cancelled = manager.submit(preset="demo-fast", overrides=FAST, submitted_by="ana", init_from="none")
+    with pytest.raises(ValueError, match=f"run {trained.run_id} already has an unfinished audit job"):
+        manager.submit_audit(run_id=trained.run_id, submitted_by="ben")
+    manager.cancel(cancelled.run_id)
+    done = manager.wait(queued.run_id, timeout_s=240)
+    assert (done.kind, done.status, done.phase) == ("audit", "succeeded", "done"), done.error
+    assert done.fraction_done() == 1.0 and isinstance(done.gates_passed, bool)
+    audit_run = store.run(done.audit_run_id)
+    assert (audit_run["kind"], audit_run["parent_run_id"], audit_run["status"]) == ("audit", trained.run_id, "succeeded")
+    assert (trained.run_dir / GATES_DIR / GATE_REPORT_FILE).is_file()
+    assert store.run(trained.run_id)["status"] == "succeeded"  # the audited run itself is left as it was
+
+    with pytest.raises(ValueError, match="only a succeeded training run can be audited"):
+        manager.submit_audit(run_id=done.audit_run_id, submitted_by="ana")
+    blocker = manager.submit(preset="demo-fast", overrides=LONG, submitted_by="ana", init_from="none")
+    again = manager.submit_audit(run_id=trained.run_id, submitted_by="ben")  # a finished job of the run gives way
+    assert manager.queue()[-1] == trained.run_id
+    manager.cancel(again.run_id)
+    manager.cancel(blocker.run_id)
+    assert manager.snapshot(again.run_id).status == "cancelled"
+    manager.wait(blocker.run_id, timeout_s=120)
+    assert store.run(trained.run_id)["status"] == "succeeded" and len(store.runs(kind="audit")) == 1

@@ -1,5 +1,9 @@
 """The workbench's job manager: fine-tune, then audit, then gates; one job at a time, in a server thread.
 
+Two kinds of job share the queue: a fine-tune (train, then the after-training steps) and an
+audit of a run trained earlier, e.g. with `earmark train` while no server was running (the
+after-training steps alone: audit, then gates). An audit job's id is the audited run's id.
+
 Why a worker thread in the server: the server is the session's one writer (DESIGN.md). It freezes
 the manifest when the user clicks, launches the trainer as a child process, follows its
 events, and ingests the results; a browser tab only reads snapshots. Closing the tab changes
@@ -48,9 +52,13 @@ PHASES = {
 }
 
 
+JOB_KINDS = ("fine-tune", "audit")
+
+
 @dataclasses.dataclass
 class Job:
-    """One fine-tune job as the UI sees it. The run id is the job's id."""
+    """One job as the UI sees it: a fine-tune, or an audit of a trained run. The (trained) run's
+    id is the job's id."""
     run_id: str
     run_dir: Path
     preset: str
@@ -75,6 +83,7 @@ class Job:
     gates_passed: bool | None = None                  # None until the gates were evaluated
     cancel_requested: bool = False
     finished_at: float | None = None
+    kind: str = "fine-tune"                           # one of JOB_KINDS
 
     @property
     def finished(self) -> bool:
@@ -85,8 +94,11 @@ class Job:
         failed or cancelled job keeps the share it reached."""
         if self.status == "succeeded":
             return 1.0
+        start = 0.0 if self.kind == "audit" else 0.93  # an audit job is all audit
         if self.phase == "auditing" and self.audit_total:
-            return 0.93 + 0.06 * min(self.audit_done / self.audit_total, 1.0)
+            return start + (0.99 - start) * min(self.audit_done / self.audit_total, 1.0)
+        if self.kind == "audit":
+            return 0.99 if self.phase == "gates" else 0.0
         tail = {"evaluate": 0.9, "ingesting": 0.93, "auditing": 0.93, "gates": 0.99}
         if self.phase in tail:
             return tail[self.phase]
@@ -153,6 +165,35 @@ class JobManager:
             self._wake.notify()
         return self.snapshot(job.run_id)
 
+    def submit_audit(self, *, run_id: str, submitted_by: str) -> Job:
+        """Queue an audit (then the gates) of a succeeded training run; returns the job."""
+        if not submitted_by or not submitted_by.strip():
+            raise ValueError("submitted_by: an audit is signed by the person who starts it; enter your name")
+        if self.after_training is None:
+            raise ValueError("this workbench runs no audits (its job manager stops at training)")
+        run = self.store.run(run_id)
+        if run["kind"] != "train" or run["status"] != "succeeded":
+            raise ValueError(f"run {run_id} is a {run['status']} {run['kind']} run; only a succeeded training run "
+                             "can be audited")
+        job = Job(run_id=run_id, run_dir=Path(run["run_dir"]), preset=run["preset"] or "-", overrides=[],
+                  submitted_by=submitted_by.strip(), frozen_at_decision=self.store.last_decision_id(),
+                  submitted_at=time.time(), kind="audit")
+        job.log.append(f"queued by {job.submitted_by}: audit of run {run_id}, then its gates")
+        with self._wake:
+            if self._closed:
+                raise ValueError("the workbench is shutting down; no new jobs")
+            previous = self._jobs.get(run_id)
+            if previous is not None and not previous.finished:
+                raise ValueError(f"run {run_id} already has an unfinished {previous.kind} job ({previous.status}); "
+                                 "wait for it to end")
+            self._jobs.pop(run_id, None)  # a finished job of this run (its fine-tune, an earlier audit) gives way
+            self._jobs[run_id] = job
+            self._queue.append(run_id)
+            self._touch()
+            self._ensure_worker()
+            self._wake.notify()
+        return self.snapshot(run_id)
+
     def cancel(self, run_id: str) -> Job:
         """Cancel a queued job at once, or ask a running one to stop after its current step."""
         with self._lock:
@@ -163,7 +204,8 @@ class JobManager:
             if run_id in self._queue:
                 self._queue.remove(run_id)
                 self._finish(job, "cancelled", error="cancelled before it started")
-                self.store.set_run_status(run_id, "cancelled", error="cancelled before it started")
+                if job.kind == "fine-tune":  # an audit job's run was trained before: it stays as it is
+                    self.store.set_run_status(run_id, "cancelled", error="cancelled before it started")
             elif job.phase in ("starting", "features", "training", "evaluate"):
                 job.log.append("cancel requested: training stops after its current step")
                 if self._process is not None:
@@ -264,6 +306,9 @@ class JobManager:
                     self._wake.notify_all()
 
     def _run(self, job: Job) -> None:
+        if job.kind == "audit":
+            self._run_audit(job)
+            return
         self._set(job, status="running", phase="starting")
         self.store.set_run_status(job.run_id, "running")
         with self._lock:
@@ -294,6 +339,14 @@ class JobManager:
             self._finish(job, "cancelled" if job.cancel_requested else "succeeded",
                          error="cancelled after training: the trained run is kept, its audit or gates are not complete"
                          if job.cancel_requested else None)
+
+    def _run_audit(self, job: Job) -> None:
+        self._set(job, status="running", phase="auditing")
+        if not job.cancel_requested:
+            self.after_training.run(self, job)
+        with self._lock:
+            self._finish(job, "cancelled" if job.cancel_requested else "succeeded",
+                         error="cancelled: the audit or the gates are not complete" if job.cancel_requested else None)
 
     def _on_event(self, job: Job, event: dict[str, Any]) -> None:
         """Fold one child event into the job's progress, curve and log."""

@@ -21,7 +21,7 @@ from PIL import Image
 
 from core import train as trainer
 from core.store import StoreError
-from pipelines.promotion import compare_runs, production_history, rollback
+from pipelines.promotion import GATE_REPORT_FILE, GATES_DIR, compare_runs, production_history, rollback
 from workbench import gate_panel
 from workbench.context import Workbench, require_annotator, safe
 from workbench.gate_panel import SPOT_CHECK_FMAX_HZ
@@ -54,10 +54,14 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
             with gr.Row():
                 split = gr.Dropdown(SPLITS, value="test", label="split", scale=1)
                 with gr.Column(scale=3):
-                    evaluate_button = gr.Button("Evaluate gates (on the run's latest audit)", size="sm",
-                                                elem_id="em-runs-evaluate")
+                    with gr.Row():
+                        audit_button = gr.Button("Audit this run, then evaluate its gates (a queued job)", size="sm",
+                                                 elem_id="em-runs-audit")
+                        evaluate_button = gr.Button("Evaluate gates (on the run's latest audit)", size="sm",
+                                                    elem_id="em-runs-evaluate")
                     export_button = gr.Button("Prepare downloads: report (JSON), predictions (CSV), checkpoint (zip)",
                                               size="sm", elem_id="em-runs-export")
+            audit_message = gr.HTML(elem_id="em-runs-audit-message")
             downloads = gr.File(label="downloads", file_count="multiple", interactive=False, visible=False,
                                 elem_id="em-runs-downloads")
             with gr.Row(elem_id="em-runs-plots"):
@@ -122,11 +126,11 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
     refresh.click(safe(lambda *current: overview(*current, force=True)), overview_inputs, overview_outputs)
 
     split_outputs = [*plots, metrics_table, breakdown_table, breakdown_plot]
-    run_outputs = [selected, title, *split_outputs, downloads, candidate, *panel.outputs]
+    run_outputs = [selected, title, *split_outputs, downloads, audit_message, candidate, *panel.outputs]
 
     def open_run(run_id: str, split_name: str) -> list[Any]:
         run = wb.store.run(run_id)
-        return [run_id, _title_html(run), *_split_views(wb, run, split_name), gr.File(value=None, visible=False), gr.Dropdown(value=run_id) if run["kind"] == "train" else gr.skip(),
+        return [run_id, _title_html(run), *_split_views(wb, run, split_name), gr.File(value=None, visible=False), "", gr.Dropdown(value=run_id) if run["kind"] == "train" else gr.skip(),
                 *gate_panel.render(wb, run_id if run["kind"] == "train" else None)]
 
     @safe
@@ -152,6 +156,18 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         return gate_panel.evaluate(wb, run_id)
 
     evaluate_button.click(evaluate, selected, panel.outputs)
+
+    @safe
+    def queue_audit(run_id, name):
+        if not run_id:
+            raise ValueError("Select a training run in the table first.")
+        job = wb.jobs.submit_audit(run_id=run_id, submitted_by=require_annotator(name))
+        place = wb.jobs.queue().index(job.run_id) + 1 if job.run_id in wb.jobs.queue() else None
+        when = f"queued #{place}" if place else "started"
+        return (f'<span class="em-message-ok">audit of run {html.escape(run_id)} {when}: its progress shows in the '
+                f'Train tab; when it ends, the runs table shows its gates (select the run again for the report).</span>')
+
+    audit_button.click(queue_audit, [selected, annotator], audit_message)
 
     @safe
     def export(run_id):
@@ -197,9 +213,16 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
 # --- reading runs ---------------------------------------------------------------------------
 
 def _signature(wb: Workbench) -> tuple:
-    """Changes whenever a run is added or changes status, or production moves."""
+    """Changes whenever a run is added or changes status, a gate report is written (after its
+    run's status last changed), or production moves."""
     runs = wb.store.runs()
-    return (tuple(zip(runs.id, runs.status)), len(wb.store.promotions()))
+    gates = tuple(_gate_report_time(run_dir) for kind, run_dir in zip(runs.kind, runs.run_dir) if kind == "train")
+    return (tuple(zip(runs.id, runs.status)), gates, len(wb.store.promotions()))
+
+
+def _gate_report_time(run_dir: str) -> float | None:
+    path = Path(run_dir) / GATES_DIR / GATE_REPORT_FILE
+    return path.stat().st_mtime if path.is_file() else None
 
 
 def _runs_frame(wb: Workbench) -> pd.DataFrame:

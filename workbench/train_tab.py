@@ -31,7 +31,7 @@ LABELS = {"model.name": "model", "train.epochs": "epochs", "train.batch_size": "
           "mixup_alpha": "MixUp alpha"}
 OPTIONAL_KEYS = {"train.backbone_lr"}
 INTEGER_KEYS = {"train.epochs", "train.batch_size", "train.warmup_steps", "train.early_stopping_patience"}
-JOB_COLUMNS = ["run", "state", "preset", "changed settings", "by", "frozen at decision"]
+JOB_COLUMNS = ["run", "job", "state", "preset", "changed settings", "by", "frozen at decision"]
 MAX_CURVE_POINTS = 400
 LOG_TAIL = 14
 LOSS_SERIES = ("train loss (per step)", "validation loss")
@@ -257,7 +257,8 @@ def _jobs_frame(wb: Workbench) -> pd.DataFrame:
     for job in reversed(wb.jobs.jobs()):
         state = (f"queued #{queue.index(job.run_id) + 1}" if job.run_id in queue else
                  f"running: {job.phase}" if job.run_id == current else job.status)
-        rows.append([job.run_id, state, job.preset, ", ".join(job.overrides) or "-", job.submitted_by, job.frozen_at_decision])
+        rows.append([job.run_id, job.kind, state, job.preset, ", ".join(job.overrides) or "-", job.submitted_by,
+                     job.frozen_at_decision])
     return pd.DataFrame(rows, columns=JOB_COLUMNS)
 
 
@@ -300,8 +301,10 @@ def _progress_html(job: Job | None) -> str:
         parts.append("gates passed" if job.gates_passed else "gates failed")
     if job.eta_s is not None and not job.finished and job.phase == "training":
         parts.append(f"about {_duration(job.eta_s)} left in training")
-    title = (f"<b>run {html.escape(job.run_id)}</b> &middot; {html.escape(job.preset)} &middot; started by "
-             f"{html.escape(job.submitted_by)} &middot; labels frozen at decision {job.frozen_at_decision}")
+    what = (f"<b>run {html.escape(job.run_id)}</b> &middot; {html.escape(job.preset)}" if job.kind == "fine-tune" else
+            f"<b>audit of run {html.escape(job.run_id)}</b>")
+    title = (f"{what} &middot; started by {html.escape(job.submitted_by)} &middot; labels frozen at decision "
+             f"{job.frozen_at_decision}")
     error = (f'<div class="em-job-error" style="{ERROR_STYLE}">{html.escape(job.error)}</div>'
              if job.error and job.status == "failed" else "")
     note = f'<div style="margin-top:4px">{html.escape(job.error)}</div>' if job.error and job.status == "cancelled" else ""
