@@ -290,6 +290,7 @@ def test_a_run_trained_outside_the_workbench_is_audited_from_the_runs_tab(sessio
         page.locator("#em-train-progress").get_by_text(f"audit of run {trained}").wait_for(timeout=30000)
         wait_status(page, "succeeded", timeout_ms=60_000)
         assert "audit" in page.locator('#em-train-jobs [data-testid="cell-0-1"]').inner_text()
+        assert page.locator("#em-train-loss").get_by_text("train loss (per step)").count() >= 1  # the run's own curves
         screenshot(page, "runs_tab_audit_job")
         assert real_errors(errors) == []
     with Store.open(session) as store:

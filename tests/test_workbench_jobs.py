@@ -222,6 +222,7 @@ def test_a_run_trained_outside_the_workbench_is_audited_and_gated_as_a_job(store
     done = manager.wait(queued.run_id, timeout_s=240)
     assert (done.kind, done.status, done.phase) == ("audit", "succeeded", "done"), done.error
     assert done.fraction_done() == 1.0 and isinstance(done.gates_passed, bool)
+    assert {point["series"] for point in done.curve} >= {"train loss (per step)", "validation accuracy"}  # as it trained
     audit_run = store.run(done.audit_run_id)
     assert (audit_run["kind"], audit_run["parent_run_id"], audit_run["status"]) == ("audit", trained.run_id, "succeeded")
     assert (trained.run_dir / GATES_DIR / GATE_REPORT_FILE).is_file()

@@ -31,7 +31,7 @@ from core.jobs import RESULT_FILE
 from core.store import Store
 from pipelines import finetune
 from pipelines.jobs import cancel as cancel_child
-from pipelines.jobs import follow, launch
+from pipelines.jobs import follow, launch, read_events
 from workbench.job_audit import AUDIT_THEN_GATES
 
 log = logging.getLogger("earmark.jobs")
@@ -179,6 +179,7 @@ class JobManager:
                   submitted_by=submitted_by.strip(), frozen_at_decision=self.store.last_decision_id(),
                   submitted_at=time.time(), kind="audit")
         job.log.append(f"queued by {job.submitted_by}: audit of run {run_id}, then its gates")
+        job.curve = [point for event in read_events(job.run_dir)[0] for point in curve_points(event)]  # as it trained
         with self._wake:
             if self._closed:
                 raise ValueError("the workbench is shutting down; no new jobs")
@@ -359,12 +360,7 @@ class JobManager:
             elif kind == "step":
                 job.phase = "training"
                 job.step, job.total_steps, job.epoch, job.eta_s = event["step"], event["total_steps"], event["epoch"], event["eta_s"]
-                job.curve.append({"step": event["step"], "series": "train loss (per step)", "value": event["loss"]})
-            elif kind == "epoch":
-                for key, series in (("val_loss", "validation loss"), ("val_accuracy", "validation accuracy"),
-                                    ("val_f1_macro", "validation F1 macro")):
-                    if event.get(key) is not None:
-                        job.curve.append({"step": event["step"], "series": series, "value": event[key]})
+            job.curve.extend(curve_points(event))
             line = describe_event(event)
             if line:
                 job.log.append(line)
@@ -420,6 +416,17 @@ class JobManager:
             else:
                 self.store.set_run_status(run.id, "failed", error="interrupted: the process following this run stopped before it ended")
                 log.info("marked run %s failed: it was interrupted", run.id)
+
+
+def curve_points(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The points one trainer event adds to the loss and validation curves."""
+    if event.get("type") == "step":
+        return [{"step": event["step"], "series": "train loss (per step)", "value": event["loss"]}]
+    if event.get("type") == "epoch":
+        return [{"step": event["step"], "series": series, "value": event[key]}
+                for key, series in (("val_loss", "validation loss"), ("val_accuracy", "validation accuracy"),
+                                    ("val_f1_macro", "validation F1 macro")) if event.get(key) is not None]
+    return []
 
 
 def describe_event(event: dict[str, Any]) -> str | None:
