@@ -36,7 +36,7 @@ from core.augment import AugmentFeed, NoiseBank, build_pipeline  # noqa: E402
 from core.augment.band_stop import stop_band_hz  # noqa: E402
 from core.augment.cost import time_model_step  # noqa: E402
 from core.config import load_preset  # noqa: E402
-from core.features import FeatureCache, LogMel, _torch_threads, clip_waveform, compute_norm_stats  # noqa: E402
+from core.features import FeatureCache, LogMel, clip_waveform, compute_norm_stats, torch_threads  # noqa: E402
 from core.models import build_model  # noqa: E402
 from core.train import EpochPlan  # noqa: E402
 
@@ -171,7 +171,7 @@ def main() -> None:
         rng = np.random.default_rng(0)
         clip = folder / "clip.wav"
         sf.write(str(clip), siren_like(rng, 2, CLIP_S), SR)
-        with _torch_threads(1):  # as training renders clips: one torch thread per clip thread
+        with torch_threads(1):  # as training renders clips: one torch thread per clip thread
             costs = per_transform_s(clip, write_noise_bank(folder / "bank", rng), repeats=args.repeats)
         demo_step = model_step_s("demo-fast")
         sirens_step = model_step_s("sirens-focused")

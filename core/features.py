@@ -349,7 +349,7 @@ def _computed_clips(keys: list[str], feature_cfg: FeatureConfig, *, workers: int
     10 s STFT over busy cores made it slower, and it would oversubscribe large machines.
     """
     log_mel = LogMel(feature_cfg)
-    with _torch_threads(1), ThreadPoolExecutor(max_workers=workers) as pool:
+    with torch_threads(1), ThreadPoolExecutor(max_workers=workers) as pool:
         yield from pool.map(lambda key: _compute_clip(key, feature_cfg, log_mel), keys)
 
 
@@ -383,7 +383,7 @@ def _file_stamp(path: str) -> tuple[int, int] | None:
 
 
 @contextlib.contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
+def torch_threads(count: int) -> Iterator[None]:
     """torch's intra-op thread count set to count for the block (process-wide), then restored."""
     previous = torch.get_num_threads()
     torch.set_num_threads(count)

@@ -42,7 +42,7 @@ from core.augment.noise_bank import NoiseBank
 from core.augment.pipeline import Pipeline, all_specs, build_pipeline
 from core.augment.render import augmented_log_mel
 from core.config import ConfigError, CurriculumStage, ExperimentConfig
-from core.features import FeatureCache, LogMel, NormStats, _torch_threads, normalize
+from core.features import FeatureCache, LogMel, NormStats, normalize, torch_threads
 
 __all__ = ["AugmentDecision", "AugmentFeed", "DECISION_FILE", "COPIES_FILE"]
 
@@ -206,7 +206,7 @@ class AugmentFeed:
         """fn over items on `workers` threads, torch held to one thread per op meanwhile, as the
         feature cache does: measured on 2 busy cores, a 10 s log-mel took 9 ms on one torch
         thread and 160 ms on two, which spin against each other and the clip threads."""
-        with _torch_threads(1):
+        with torch_threads(1):
             if self.workers <= 1 or len(items) <= 1:
                 return [fn(item) for item in items]
             if self._pool is None:
