@@ -25,7 +25,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from core.jobs import RESULT_FILE
 from core.store import Store
@@ -50,9 +50,6 @@ PHASES = {
     "gates": "evaluating the promotion gates",
     "done": "finished",
 }
-
-
-JOB_KINDS = ("fine-tune", "audit")
 
 
 @dataclasses.dataclass
@@ -83,7 +80,7 @@ class Job:
     gates_passed: bool | None = None                  # None until the gates were evaluated
     cancel_requested: bool = False
     finished_at: float | None = None
-    kind: str = "fine-tune"                           # one of JOB_KINDS
+    kind: Literal["fine-tune", "audit"] = "fine-tune"
 
     @property
     def finished(self) -> bool:
@@ -155,15 +152,7 @@ class JobManager:
         job.log.append(f"queued by {job.submitted_by}: preset {preset}"
                        + (f" with {', '.join(job.overrides)}" if job.overrides else "")
                        + f"; {len(prepared.manifest)} clips frozen at decision {job.frozen_at_decision}")
-        with self._wake:
-            if self._closed:
-                raise ValueError("the workbench is shutting down; no new jobs")
-            self._jobs[job.run_id] = job
-            self._queue.append(job.run_id)
-            self._touch()
-            self._ensure_worker()
-            self._wake.notify()
-        return self.snapshot(job.run_id)
+        return self._enqueue(job)
 
     def submit_audit(self, *, run_id: str, submitted_by: str) -> Job:
         """Queue an audit (then the gates) of a succeeded training run; returns the job."""
@@ -180,20 +169,25 @@ class JobManager:
                   submitted_at=time.time(), kind="audit")
         job.log.append(f"queued by {job.submitted_by}: audit of run {run_id}, then its gates")
         job.curve = [point for event in read_events(job.run_dir)[0] for point in curve_points(event)]  # as it trained
+        return self._enqueue(job)
+
+    def _enqueue(self, job: Job) -> Job:
+        """Put a job at the back of the queue and wake the worker. A run has one job at a time:
+        a finished one of the same run (its fine-tune, an earlier audit) gives way."""
         with self._wake:
             if self._closed:
                 raise ValueError("the workbench is shutting down; no new jobs")
-            previous = self._jobs.get(run_id)
+            previous = self._jobs.get(job.run_id)
             if previous is not None and not previous.finished:
-                raise ValueError(f"run {run_id} already has an unfinished {previous.kind} job ({previous.status}); "
+                raise ValueError(f"run {job.run_id} already has an unfinished {previous.kind} job ({previous.status}); "
                                  "wait for it to end")
-            self._jobs.pop(run_id, None)  # a finished job of this run (its fine-tune, an earlier audit) gives way
-            self._jobs[run_id] = job
-            self._queue.append(run_id)
+            self._jobs.pop(job.run_id, None)  # so the new job is listed as the newest
+            self._jobs[job.run_id] = job
+            self._queue.append(job.run_id)
             self._touch()
             self._ensure_worker()
             self._wake.notify()
-        return self.snapshot(run_id)
+        return self.snapshot(job.run_id)
 
     def cancel(self, run_id: str) -> Job:
         """Cancel a queued job at once, or ask a running one to stop after its current step."""

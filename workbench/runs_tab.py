@@ -162,8 +162,8 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         if not run_id:
             raise ValueError("Select a training run in the table first.")
         job = wb.jobs.submit_audit(run_id=run_id, submitted_by=require_annotator(name))
-        place = wb.jobs.queue().index(job.run_id) + 1 if job.run_id in wb.jobs.queue() else None
-        when = f"queued #{place}" if place else "started"
+        queue = wb.jobs.queue()
+        when = f"queued #{queue.index(job.run_id) + 1}" if job.run_id in queue else "started"
         return (f'<span class="em-message-ok">audit of run {html.escape(run_id)} {when}: its progress shows in the '
                 f'Train tab; when it ends, the runs table shows its gates (select the run again for the report).</span>')
 
