@@ -38,6 +38,7 @@ bench: install
 	$(PY) bench/features.py
 	$(PY) bench/augment.py
 	$(PY) bench/review_latency.py
+	$(PY) bench/review_browser.py
 
 clean-demo:
 	rm -rf sessions/demo data/demo_audio

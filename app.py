@@ -6,9 +6,12 @@ are printed as one line ("earmark: error: ..."), never as a stack trace.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
+import ipaddress
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from core.store import StoreError
@@ -26,14 +29,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from core.store import Store
-    from pipelines.importing import ClassMap, import_dataset
+    from pipelines.importing import ClassMap, discover_dataset, import_discovered
     class_map = ClassMap.load(args.class_map, unmapped="keep" if args.keep_unmapped else None) if args.class_map else None
+    # Discovered before the session is opened: a source that cannot be imported creates no session.
+    found = discover_dataset(args.source, layout=args.layout, name=args.name, class_map=class_map, root=args.root,
+                             group_pattern=args.group_pattern)
     with Store.open(args.session) as store:
-        summary = import_dataset(store, args.source, layout=args.layout, name=args.name, class_map=class_map,
-                                 root=args.root, group_pattern=args.group_pattern, seed=args.seed,
-                                 probe_mode=args.probe, progress=not args.quiet)
+        summary = import_discovered(store, found, seed=args.seed, probe_mode=args.probe, progress=not args.quiet)
     if args.json:
-        print(json.dumps({k: v for k, v in summary.__dict__.items()}, default=str))
+        print(json.dumps({k: v for k, v in summary.__dict__.items()}, default=str), file=args.stdout)
     else:
         print("\n".join(summary.lines()))
     return 0
@@ -42,10 +46,10 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     from core.store import Store
     from pipelines.stats import session_stats
-    with Store.open(args.session, create=False) as store:
+    with Store.open_snapshot(args.session) as store:  # works while a server or job holds the session
         stats = session_stats(store)
     if args.json:
-        print(json.dumps(stats.to_dict(), default=str))
+        print(json.dumps(stats.to_dict(), default=str), file=args.stdout)
     else:
         print("\n".join(stats.lines(unreadable=args.unreadable)))
     return 0
@@ -54,7 +58,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from core.store import Store
     from pipelines.export import default_export_path, export_manifest
-    with Store.open(args.session, create=False) as store:
+    with Store.open_snapshot(args.session) as store:  # works while a server or job holds the session
         try:
             path = args.out or default_export_path(store, format=args.format or "csv", as_of=args.as_of)
             summary = export_manifest(store, path, format=args.format, as_of=args.as_of)
@@ -75,15 +79,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     line = {"run_id": outcome.run_id, "status": result["status"], "seconds": result.get("seconds"),
             "val_accuracy": result.get("accuracy", {}).get("val"),
             "val_accuracy_true": result.get("accuracy_true", {}).get("val"),
-            "test_accuracy": result.get("accuracy", {}).get("test"), "error": result.get("error")}
+            "test_accuracy": result.get("accuracy", {}).get("test"),
+            "test_accuracy_unquarantined": result.get("accuracy_unquarantined", {}).get("test"),
+            "error": result.get("error")}
     if args.json:
-        print(json.dumps(line))
+        print(json.dumps(line), file=args.stdout)
     else:
         parts = [f"run {line['run_id']}: {line['status']}"]
         if line["val_accuracy"] is not None:
             parts.append(f"val accuracy {line['val_accuracy']:.4f} (given labels)")
         if line["val_accuracy_true"] is not None:
             parts.append(f"{line['val_accuracy_true']:.4f} (true labels)")
+        if line["test_accuracy"] is not None:
+            parts.append(f"test accuracy {line['test_accuracy']:.4f} on every clip"
+                         + (f", {line['test_accuracy_unquarantined']:.4f} without the quarantined"
+                            if line["test_accuracy_unquarantined"] not in (None, line["test_accuracy"]) else ""))
         parts.append(f"{line['seconds'] or 0:.0f} s")
         print(", ".join(parts) + (f"; error: {line['error']}" if line["error"] else ""))
     return 0 if result["status"] == "succeeded" else 1
@@ -96,12 +106,15 @@ def _cmd_augment_copies(args: argparse.Namespace) -> int:
         summary = make_augmented_copies(store, preset=args.preset, overrides=args.set, copies_per_clip=args.copies,
                                         classes=args.classes, clip_ids=args.clip, seed=args.seed, workers=args.workers,
                                         progress=not (args.quiet or args.json))
-    print(json.dumps(summary.to_dict()) if args.json else "\n".join(summary.lines()))
+    print(json.dumps(summary.to_dict()) if args.json else "\n".join(summary.lines()), file=args.stdout)
     return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from workbench.server import serve
+    refusal = _exposure_refusal(args.host, auth=args.auth, no_auth=args.no_auth)
+    if refusal:
+        print(f"earmark: error: {refusal}", file=sys.stderr)
+        return 2
     session = Path(args.session)
     if session.resolve() == DEFAULT_SESSION.resolve():
         from pipelines.demo import prepare_demo_workbench
@@ -109,27 +122,68 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             print(line, flush=True)
     elif not (session / "workbench.duckdb").exists():
         raise StoreError(f"no session at {session}: create it with 'earmark import --session {session} DATA' first")
+    from workbench.server import serve  # Gradio and torch take seconds to import: after the checks
     return serve(session_dir=session, host=args.host, port=args.port, auth=args.auth)
+
+
+def _exposure_refusal(host: str, *, auth: str | None, no_auth: bool) -> str | None:
+    """Why serving on host is refused, or None: never beyond this machine without a login,
+    unless asked to. Any machine that reaches a non-loopback address could listen to the audio
+    and sign decisions; --auth requires a login, --no-auth says serving without one is intended.
+    """
+    if auth or no_auth or _is_loopback(host):
+        return None
+    return (f"--host {host} serves this session (its audio, labels and decisions) to every machine that can "
+            "reach this one; add --auth user:password (or a file of such lines) to require a login, or "
+            "--no-auth to serve it without one")
+
+
+def _is_loopback(host: str) -> bool:
+    """Only this machine can reach host; a host name other than localhost may resolve to any interface."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
     from core.store import Store
     from pipelines.audit import audit
     with Store.open(args.session, create=False) as store:
-        thresholds = {name: getattr(args, name) for name in ("max_label_prob", "min_top_prob") if getattr(args, name) is not None}
+        options = {name: getattr(args, name) for name in (*AUDIT_OPTIONS, "calibrate") if getattr(args, name) is not None}
         outcome = audit(store, run_id=args.run, splits=_split_list(args.splits), label_issues=args.label_issues,
                         method=args.method, folds=args.folds, cv_preset=args.cv_preset, cv_overrides=args.cv_set,
-                        max_label_issues=args.max_label_issues, seed=args.seed, progress=not (args.quiet or args.json),
-                        **thresholds)
+                        seed=args.seed, progress=not (args.quiet or args.json), **options)
         key_classes = _key_classes(store, outcome.model_run_id)
     if args.json:
         print(json.dumps({"run_id": outcome.run_id, "model_run_id": outcome.model_run_id, "status": outcome.status,
                           "error": outcome.error, "counts": outcome.counts, "accuracy": outcome.accuracy,
                           "proposals": len(outcome.proposals), "key_classes": outcome.key_classes,
-                          "label_issues": outcome.label_issues}, default=str))
+                          "label_issues": outcome.label_issues, "judging": outcome.judging}, default=str),
+              file=args.stdout)
     else:
         print("\n".join(outcome.lines(key_classes=key_classes)))
     return 0 if outcome.status == "succeeded" else 1
+
+
+# AuditConfig fields the audit command offers as flags (--max-label-prob ...); help and defaults from the config.
+AUDIT_OPTIONS = ("thresholds", "max_label_prob", "min_top_prob", "min_class_accuracy", "max_queue_share",
+                 "max_label_issues")
+
+
+def _add_audit_options(p: argparse.ArgumentParser) -> None:
+    from core.config import AuditConfig
+    defaults, helps = AuditConfig().to_dict(), AuditConfig.field_help()
+    for name in AUDIT_OPTIONS:
+        kind = {"thresholds": str, "max_label_issues": int}.get(name, float)
+        default = "none" if defaults[name] is None else defaults[name]
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{helps[name]} (default {default})",
+                       choices=["per_class", "fixed"] if name == "thresholds" else None)
+    p.add_argument("--no-calibrate", dest="calibrate", action="store_false", default=None,
+                   help=f"judge on the model's own probabilities (by default: {helps['calibrate'][0].lower()}"
+                        f"{helps['calibrate'][1:].rstrip('.')})")
 
 
 def _split_list(text: str) -> list[str]:
@@ -149,7 +203,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"run_id": outcome.run_id, "promoted": outcome.promoted, "action": outcome.action,
                           "production": outcome.production, "passed": outcome.report["passed"],
-                          "failed": outcome.report["gates"]["failed"]}))
+                          "failed": outcome.report["gates"]["failed"]}), file=args.stdout)
     else:
         print("\n".join(outcome.lines()))
     return 0 if outcome.promoted else 1
@@ -170,7 +224,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     with Store.open(args.session, create=False) as store:
         comparison, paths = compare_runs(store, baseline=args.baseline, candidate=args.candidate, split=args.split)
     if args.json:
-        print(json.dumps({**comparison, "files": {k: str(v) for k, v in paths.items()}}))
+        print(json.dumps({**comparison, "files": {k: str(v) for k, v in paths.items()}}), file=args.stdout)
         return 0
     overall = comparison["overall"]
     print(f"{args.split}: {comparison['candidate_run_id']} vs {comparison['baseline_run_id']} on {comparison['n_clips']} clips")
@@ -195,7 +249,7 @@ def _cmd_spotcheck(args: argparse.Namespace) -> int:
     with Store.open(args.session, create=False) as store:
         picked = spot_check(store, since_run=args.since, n=args.n, seed=args.seed)
     if args.json:
-        print(picked.to_json(orient="records"))
+        print(picked.to_json(orient="records"), file=args.stdout)
     elif picked.empty:
         print("no clips were relabelled since then")
     else:
@@ -282,10 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--production", dest="run", action="store_const", const=None,
                        help="audit the production model (the default)")
     p.add_argument("--splits", default="test,val,train", help="comma-separated splits to audit (default test,val,train)")
-    p.add_argument("--max-label-prob", type=float,
-                   help="extreme-off: the label's probability is at most this (default 0.1, measured on the demo)")
-    p.add_argument("--min-top-prob", type=float,
-                   help="extreme-off: the top prediction's probability is at least this (default 0.7, measured on the demo)")
+    _add_audit_options(p)
     p.add_argument("--label-issues", action="store_true",
                    help="also rank label issues with K-fold cross-validated models (trains K models: minutes)")
     p.add_argument("--method", default="self_confidence", help="label quality score: self_confidence or normalized_margin")
@@ -293,8 +344,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cv-preset", default="demo-fast", help="preset the fold models train with, from scratch (default demo-fast)")
     p.add_argument("--cv-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of the fold preset, after the built-in train.epochs=8 (repeatable)")
-    p.add_argument("--max-label-issues", type=int, help="queue at most this many ranked label issues (default: twice the "
-                                                        "clips the fold models disagree with)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -333,9 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="launch the workbench in the browser (default: the demo session)")
     session_arg(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; any other "
+                                                       "address needs --auth or --no-auth)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--auth", help="user:password, or a file holding such lines, to require a login")
+    login = p.add_mutually_exclusive_group()
+    login.add_argument("--auth", help="user:password, or a file holding such lines, to require a login; decisions are "
+                                      "then signed with the login name")
+    login.add_argument("--no-auth", action="store_true", help="serve a non-loopback --host without a login, on purpose")
     p.set_defaults(func=_cmd_serve)
     return parser
 
@@ -351,13 +404,27 @@ def main(argv: list[str] | None = None) -> int:
     from core.config import ConfigError
     from pipelines.importing import DatasetImportError
     try:
-        return args.func(args)
+        with _stdout_for_json_only(args):
+            return args.func(args)
     except (StoreError, DatasetImportError, ConfigError, AudioError) as exc:
         print(f"earmark: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("earmark: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _stdout_for_json_only(args: argparse.Namespace) -> Iterator[None]:
+    """With --json, stdout carries only the command's JSON, which it prints to args.stdout:
+    whatever else is printed on the way (per-epoch lines, warnings) goes to stderr with the
+    progress bars, so `earmark train --json | jq` always parses."""
+    args.stdout = sys.stdout
+    if not getattr(args, "json", False):
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 if __name__ == "__main__":

@@ -146,6 +146,8 @@ def _read_info(path: Path) -> sf._SoundFileInfo:
         raise AudioError(f"missing: no file at {path}")
     if path.is_dir():
         raise AudioError(f"not a file: {path} is a folder")
+    if path.stat().st_size == 0:  # libsndfile would call it an unrecognised format
+        raise AudioError("empty file (0 bytes)")
     try:
         return sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:

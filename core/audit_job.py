@@ -10,11 +10,21 @@ extreme_off.parquet, plots/, result.json). It never opens the session store.
 Any registered architecture works: the checkpoint folder describes its model and features,
 and features come from the session's cache, built batch by batch as the audit streams through
 the clips (a clip never cached, e.g. one quarantined before any training, is computed here).
-Clips quarantined at the freeze are predicted, but left out of the metrics until resolved
-(A1); so are clips whose label the model does not know. metrics.json counts both, and the
-clips excluded by a decision (never frozen: e.g. ambiguous drones, A3), as job.json lists them.
+Clips quarantined at the freeze are predicted and scored with their labels as they stand, so
+quarantine cannot flatter the number the gates read; the same report without them stands beside
+it until the queue is reviewed (A1, core/split_report.py). Clips whose label the model does not
+know are left out. metrics.json counts both, and the clips excluded by a decision (never
+frozen: e.g. ambiguous drones, A3), as job.json lists them.
 Each split's metrics are broken down by clip metadata (core/breakdowns.py) with the audited
 model's evaluation settings.
+
+Before judging any label the job asks how far to trust the model (job.judging, AuditConfig):
+the validation clips are always predicted (frozen for that even when val is not audited), a
+temperature is fitted on them (ECE and NLL before and after), the extreme-off thresholds come
+from their calibrated probabilities (per class) or are the fixed numbers, and a class whose
+validation accuracy is below the floor gets no proposals. metrics.json and result.json carry
+all of it under "judging"; extreme-off scores use the calibrated probabilities, while
+predictions.parquet and the metrics keep the model's own.
 """
 from __future__ import annotations
 
@@ -30,17 +40,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.audit import extreme_off_counts, extreme_off_proposals
+from core.audit import (extreme_off_counts, extreme_off_proposals, held_out_calibration, per_class_thresholds,
+                        trust_report, trusted_mask)
 from core.breakdowns import plan_breakdowns
 from core.checkpoint import load_checkpoint
-from core.config import EvaluationConfig
-from core.evaluate import classification_report
+from core.config import AuditConfig, EvaluationConfig
+from core.evaluate import apply_temperature
 from core.features import FeatureCache
 from core.jobs import EVENTS_FILE, JOB_FILE, MANIFEST_FILE, RESULT_FILE, EventLog, StopFlag, json_default
 from core.plots import plot_breakdowns, plot_confusion, plot_reliability
+from core.split_report import headline_accuracy, quarantine_counts, split_reports
 from core.train import METRICS_FILE, PLOTS_DIR, PREDICTIONS_FILE, predict_probs
 
 EXTREME_OFF_FILE = "extreme_off.parquet"
+CALIBRATION_SPLIT = "val"  # always frozen with an audit: the model is calibrated and checked on it
 
 
 class Cancelled(Exception):
@@ -54,9 +67,8 @@ class AuditJob:
     model_run_id: str
     checkpoint: str
     cache_dir: str
-    splits: list[str]
-    max_label_prob: float
-    min_top_prob: float
+    splits: list[str]  # audited; the manifest also holds the val clips the model is calibrated and checked on
+    judging: dict[str, Any]  # AuditConfig
     frozen_at_decision: int
     excluded: dict[str, int] = dataclasses.field(default_factory=dict)  # per split: excluded by a decision, not frozen
     evaluation: dict[str, Any] = dataclasses.field(default_factory=dict)  # EvaluationConfig of the audited model's run
@@ -103,6 +115,10 @@ def _audit(run_dir: Path, job: AuditJob, events: EventLog, stop: StopFlag) -> di
                      clips=sorted(failed)[:20])
 
     events.write("phase", phase="evaluate")
+    judging, calibrated, limits = _judging_basis(predicted, probs, classes,
+                                                 AuditConfig.from_dict(job.judging, prefix="audit."))
+    audited = predicted["split"].isin(job.splits).to_numpy()
+    predicted, probs, calibrated = predicted[audited].reset_index(drop=True), probs[audited], calibrated[audited]
     class_index = {label: i for i, label in enumerate(classes)}
     y = predicted["label"].map(class_index)
     known = y.notna().to_numpy()
@@ -112,21 +128,19 @@ def _audit(run_dir: Path, job: AuditJob, events: EventLog, stop: StopFlag) -> di
         "probs": list(probs.astype(np.float32)),
     }).to_parquet(run_dir / PREDICTIONS_FILE)
     scored = predicted[known].reset_index(drop=True)
-    scored_probs, scored_y = probs[known], y[known].astype(int).to_numpy()
-    thresholds = {"max_label_prob": job.max_label_prob, "min_top_prob": job.min_top_prob}
+    scored_probs, scored_y = calibrated[known], y[known].astype(int).to_numpy()
     extreme_off_proposals(clip_ids=scored["clip_id"].to_numpy(), labels=scored_y, pred_probs=scored_probs,
-                          classes=classes, **thresholds).to_parquet(run_dir / EXTREME_OFF_FILE)
+                          classes=classes, **limits).to_parquet(run_dir / EXTREME_OFF_FILE)
 
     plan = plan_breakdowns(predicted, EvaluationConfig.from_dict(job.evaluation, prefix="evaluation."))
-    metrics: dict[str, Any] = {"labels": classes, "splits": {}, "counts": {}, "extreme_off": {}, "thresholds": thresholds,
+    metrics: dict[str, Any] = {"labels": classes, "splits": {}, "counts": {}, "extreme_off": {}, "judging": judging,
                                "breakdowns": {}, "breakdowns_skipped": plan.skipped}
     for split in job.splits:
         in_split = (predicted["split"] == split).to_numpy()
         scorable = in_split & known
-        evaluated = scorable & ~predicted["quarantined"].to_numpy()
+        quarantined = predicted["quarantined"].to_numpy()[scorable]
         metrics["counts"][split] = {
-            "clips": int(in_split.sum()), "evaluated": int(evaluated.sum()),
-            "excluded_quarantined": int((scorable & ~evaluated).sum()),
+            "clips": int(in_split.sum()), "evaluated": int(scorable.sum()), **quarantine_counts(quarantined),
             "excluded_unknown_label": int((in_split & ~known).sum()),
             "excluded": int(job.excluded.get(split, 0)),
         }
@@ -134,22 +148,45 @@ def _audit(run_dir: Path, job: AuditJob, events: EventLog, stop: StopFlag) -> di
             continue
         split_rows = np.flatnonzero(scorable[known])  # positions within the scored frame
         metrics["extreme_off"][split] = extreme_off_counts(labels=scored_y[split_rows], pred_probs=scored_probs[split_rows],
-                                                           classes=classes, **thresholds)
-        if evaluated.any():
-            metrics["splits"][split] = _split_reports(predicted[evaluated], probs[evaluated], classes)
-            rows = np.flatnonzero(evaluated)
-            breakdowns = plan.report(rows, y_true=y.to_numpy()[rows].astype(int), y_pred=probs[rows].argmax(1),
-                                     labels=classes)
-            if breakdowns:
-                metrics["breakdowns"][split] = breakdowns
-            _plot_split(run_dir / PLOTS_DIR, split, metrics["splits"][split]["given"], breakdowns, classes)
+                                                           classes=classes, **limits)
+        part = predicted[scorable]
+        metrics["splits"][split] = split_reports(
+            y=part["label"].map(class_index).astype(int).to_numpy(), probs=probs[scorable], labels=classes,
+            quarantined=quarantined, true_labels=part["true_label"] if "true_label" in part else None)
+        rows = np.flatnonzero(scorable)
+        breakdowns = plan.report(rows, y_true=y.to_numpy()[rows].astype(int), y_pred=probs[rows].argmax(1),
+                                 labels=classes)
+        if breakdowns:
+            metrics["breakdowns"][split] = breakdowns
+        _plot_split(run_dir / PLOTS_DIR, split, metrics["splits"][split]["given"], breakdowns, classes)
     (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=json_default))
-    summary = {split: {"accuracy": entry["given"]["accuracy"],
-                       **({"accuracy_true": entry["true"]["accuracy"]} if "true" in entry else {})}
-               for split, entry in metrics["splits"].items()}
+    summary = {split: headline_accuracy(entry) for split, entry in metrics["splits"].items()}
     events.write("phase", phase="done", **summary)
     return {"status": "succeeded", "predicted": len(predicted), "failed": len(failed), "splits": summary,
-            "counts": metrics["counts"]}
+            "counts": metrics["counts"], "judging": judging}
+
+
+def _judging_basis(predicted: pd.DataFrame, probs: np.ndarray, classes: list[str],
+                   settings: AuditConfig) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
+    """Calibrate on the val clips (known label, not in quarantine), derive the thresholds and the
+    trust check from them. Returns (the JSON record, calibrated probabilities of every row, the
+    keyword arguments of the extreme-off functions)."""
+    y = predicted["label"].map({label: i for i, label in enumerate(classes)})
+    held = ((predicted["split"] == CALIBRATION_SPLIT) & y.notna() & ~predicted["quarantined"].astype(bool)).to_numpy()
+    held_y = y[held].astype(int).to_numpy()
+    calibration = held_out_calibration(labels=held_y, pred_probs=probs[held], enabled=settings.calibrate,
+                                       source=CALIBRATION_SPLIT)
+    calibrated = apply_temperature(probs=probs, temperature=calibration["temperature"]) if len(probs) else probs
+    if settings.thresholds == "per_class":
+        limits = per_class_thresholds(labels=held_y, pred_probs=calibrated[held])
+    else:
+        limits = {name: np.full(len(classes), getattr(settings, name)) for name in ("max_label_prob", "min_top_prob")}
+    trust = trust_report(labels=held_y, pred_probs=calibrated[held], classes=classes,
+                         min_accuracy=settings.min_class_accuracy, source=CALIBRATION_SPLIT)
+    record = {"settings": settings.to_dict(), "calibration": calibration, "trust": trust,
+              "thresholds": {"mode": settings.thresholds,
+                             **{name: dict(zip(classes, map(float, values))) for name, values in limits.items()}}}
+    return record, calibrated, {**limits, "trusted": trusted_mask(trust, classes)}
 
 
 def _predict_streamed(manifest: pd.DataFrame, loaded, job: AuditJob, events: EventLog, stop: StopFlag, *,
@@ -176,22 +213,9 @@ def _predict_streamed(manifest: pd.DataFrame, loaded, job: AuditJob, events: Eve
     return probs, failed
 
 
-def _split_reports(part: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """The report against the labels as given, and against the true labels where the data knows
-    them (synthetic demo clips carry theirs; never shown to annotators)."""
-    index = {label: i for i, label in enumerate(classes)}
-    entry = {"given": classification_report(y_true=part["label"].map(index).astype(int).to_numpy(), probs=probs,
-                                            labels=classes)}
-    true_y = part["true_label"].map(index) if "true_label" in part else pd.Series(np.nan, index=part.index)
-    known = true_y.notna().to_numpy()
-    if known.any():
-        entry["true"] = classification_report(y_true=true_y[known].astype(int).to_numpy(), probs=probs[known], labels=classes)
-    return entry
-
-
 def _plot_split(plots: Path, split: str, report: dict[str, Any], breakdowns: dict[str, Any], classes: list[str]) -> None:
     plot_confusion(plots / f"confusion_{split}.png", matrix=np.array(report["confusion"]["counts"]), labels=classes,
-                   normalized=False, title=f"{split}: audit (given labels, quarantined clips left out)")
+                   normalized=False, title=f"{split}: audit (given labels, every clip)")
     plot_reliability(plots / f"reliability_{split}.png", bins=report["calibration"]["bins"],
                      ece=report["calibration"]["ece"])
     if breakdowns:

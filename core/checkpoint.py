@@ -27,7 +27,7 @@ from core.models import AudioClassifier, build_model
 from core.models.lora import has_lora_adapters
 
 __all__ = ["CONFIG_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "LoadedCheckpoint", "WeightTransfer",
-           "init_from_checkpoint", "load_checkpoint", "save_checkpoint"]
+           "init_from_checkpoint", "load_checkpoint", "read_configs", "save_checkpoint"]
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -54,9 +54,14 @@ class WeightTransfer:
     kept_fresh: list[str]   # in the model, left as initialised (new head, or no same-shaped match)
     unused: list[str]       # in the checkpoint, with no same-named, same-shaped place in the model
 
+    @property
+    def total(self) -> int:
+        """Tensors in the model's state dict (copied + kept fresh)."""
+        return len(self.copied) + len(self.kept_fresh)
+
     def __str__(self) -> str:
         fresh = ", ".join(self.kept_fresh[:4]) + (", ..." if len(self.kept_fresh) > 4 else "")
-        return (f"copied {len(self.copied)} tensors; {len(self.kept_fresh)} kept freshly initialised "
+        return (f"copied {len(self.copied)} of {self.total} tensors; {len(self.kept_fresh)} kept freshly initialised "
                 f"({fresh or 'none'}); {len(self.unused)} checkpoint tensors unused")
 
 
@@ -129,6 +134,13 @@ def load_checkpoint(folder: str | Path, *, device: str | torch.device = "cpu") -
     return LoadedCheckpoint(folder=folder, model=model, model_cfg=model_cfg, feature_cfg=feature_cfg,
                             labels=list(description["labels"]), norm_stats=description["norm_stats"],
                             extra=description["extra"])
+
+
+def read_configs(folder: str | Path) -> tuple[ModelConfig, FeatureConfig]:
+    """The model and feature configs a checkpoint was trained with, read from its config.json
+    alone (no weights), so a fine-tune can be checked against it before anything runs."""
+    _, model_cfg, feature_cfg = _read_description(Path(folder))
+    return model_cfg, feature_cfg
 
 
 def init_from_checkpoint(model: AudioClassifier, folder: str | Path) -> WeightTransfer:

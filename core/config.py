@@ -177,7 +177,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of the allowed types")
+        allowed = ", ".join(_type_name(a) for a in args if a is not type(None))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of the allowed types ({allowed})")
     if origin is Literal:
         if value not in get_args(hint):
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, get_args(hint)))}")
@@ -243,6 +244,11 @@ def _plain(value: Any) -> Any:
 # --- the experiment configs -------------------------------------------------------------
 # Units are in the field names (_hz, _s, _db). Presets in data/presets/*.yaml fill these.
 
+AUTO = "auto"  # a feature field fixed from the training clips when a run starts (core/feature_fit.py)
+AUTO_FIELDS = ("max_length_s", "f_max_hz")
+MIN_LENGTH_S, MAX_LENGTH_S = 0.05, 600
+
+
 @dataclasses.dataclass
 class FeatureConfig(Config):
     """Log-mel front end (D1). The feature-cache key is derived from every field but normalize
@@ -252,8 +258,13 @@ class FeatureConfig(Config):
     n_fft: int = option(1024, "FFT size in samples.")
     hop_length: int = option(320, "Hop between frames in samples (320 at 16 kHz = 20 ms).")
     f_min_hz: float = option(0.0, "Lowest mel frequency; 500 acts as the plan's high-pass (D1).")
-    f_max_hz: float | None = option(None, "Highest mel frequency; default is half the sample rate.")
-    max_length_s: float = option(10.0, "Clips are cropped or padded to this length (A6: 10 s).")
+    f_max_hz: float | Literal["auto"] | None = option(
+        None, "Highest mel frequency; null = half the sample rate; auto = the Nyquist of the source rate 95% of the "
+              "training clips reach, where that is lower (8 kHz audio holds nothing above 4 kHz). auto is fixed when "
+              "a run starts and logged.")
+    max_length_s: float | Literal["auto"] = option(
+        AUTO, "Clips are cropped or padded to this length; auto = the 95th percentile of the training clips' "
+              "durations, rounded up (fixed when a run starts and logged; the sirens plan pins 10 s, A6).")
     crop: Literal["start", "center", "random"] = option("center", "Which part of a longer clip to keep.")
     pad: Literal["zeros", "repeat"] = option("zeros", "How a shorter clip is filled up to max_length_s.")
     top_db: float | None = option(80.0, "dB dynamic range kept below each clip's peak; null keeps all.")
@@ -264,15 +275,29 @@ class FeatureConfig(Config):
         check_range("features.n_mels", self.n_mels, low=8, high=512)
         check_range("features.n_fft", self.n_fft, low=64, high=16384)
         check_range("features.hop_length", self.hop_length, low=1, high=self.n_fft)
-        check_range("features.max_length_s", self.max_length_s, low=0.05, high=600)
+        if self.max_length_s != AUTO:
+            check_range("features.max_length_s", self.max_length_s, low=MIN_LENGTH_S, high=MAX_LENGTH_S)
         nyquist = self.sample_rate_hz / 2
         check_range("features.f_min_hz", self.f_min_hz, low=0, high=nyquist, high_inclusive=False)
-        if self.f_max_hz is not None:
+        if self.f_max_hz not in (None, AUTO):
             check_range("features.f_max_hz", self.f_max_hz, low=self.f_min_hz, high=nyquist, low_inclusive=False)
+
+    def concrete(self, name: str) -> Any:
+        """The value of field `name`, refusing 'auto': a size or filterbank needs the number the clips fix."""
+        value = getattr(self, name)
+        if value == AUTO:
+            raise ConfigError(f"features.{name} is 'auto': it is fixed from the training clips when a run starts "
+                              f"(core/feature_fit.py); set a number to use these features outside a run")
+        return value
+
+    def require_resolved(self) -> None:
+        """Raise ConfigError when any field is still 'auto' (what gets computed must be known exactly)."""
+        for name in AUTO_FIELDS:
+            self.concrete(name)
 
     @property
     def n_samples(self) -> int:
-        return int(round(self.max_length_s * self.sample_rate_hz))
+        return int(round(self.concrete("max_length_s") * self.sample_rate_hz))
 
     @property
     def n_frames(self) -> int:
@@ -407,6 +432,35 @@ class GatePolicy(Config):
         if self.max_relative_regression is not None:
             check_range("gates.max_relative_regression", self.max_relative_regression, low=0, high=1)
         check_range("gates.rare_class_count", self.rare_class_count, low=1)
+
+
+@dataclasses.dataclass
+class AuditConfig(Config):
+    """How far an audit trusts its model when it judges labels (issue 11). Probabilities are
+    fractions in [0, 1]. The defaults derive the thresholds and the queue size from the model's
+    own held-out behaviour instead of fixed numbers tuned on the demo."""
+    calibrate: bool = option(True, "Fit temperature scaling on the validation split before judging; extreme-off "
+                                   "and label-issue scores use the calibrated probabilities.")
+    thresholds: Literal["per_class", "fixed"] = option(
+        "per_class", "Extreme-off thresholds: per_class = from the model's calibrated validation behaviour "
+                     "(cleanlab's per-class confident thresholds); fixed = max_label_prob and min_top_prob.")
+    max_label_prob: float = option(0.1, "Fixed thresholds: extreme-off when the label's probability is at most this.")
+    min_top_prob: float = option(0.7, "Fixed thresholds: extreme-off when the top class's probability is at least this.")
+    min_class_accuracy: float = option(
+        0.8, "Trust check: no proposals in a class whose held-out accuracy (recall) is below this "
+             "(validation for the audited model, out-of-fold for the label-issue ranking).")
+    max_queue_share: float = option(
+        0.1, "The label-issue queue holds cleanlab's estimate of the number of label issues plus two standard "
+             "errors, never more than this share of the ranked clips.")
+    max_label_issues: int | None = option(None, "Queue at most this many ranked label issues (wins over the "
+                                                "estimate and the share).")
+
+    def __post_init__(self) -> None:
+        for name in ("max_label_prob", "min_top_prob", "min_class_accuracy"):
+            check_range(f"audit.{name}", getattr(self, name), low=0, high=1)
+        check_range("audit.max_queue_share", self.max_queue_share, low=0, high=1)
+        if self.max_label_issues is not None:
+            check_range("audit.max_label_issues", self.max_label_issues, low=0)
 
 
 @dataclasses.dataclass

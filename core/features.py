@@ -58,7 +58,7 @@ class LogMel(torch.nn.Module):
         self.min_samples = feature_cfg.n_fft // 2 + 1  # centred frames reflect-pad n_fft // 2
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=feature_cfg.sample_rate_hz, n_fft=feature_cfg.n_fft,
-            hop_length=feature_cfg.hop_length, f_min=feature_cfg.f_min_hz, f_max=feature_cfg.f_max_hz,
+            hop_length=feature_cfg.hop_length, f_min=feature_cfg.f_min_hz, f_max=feature_cfg.concrete("f_max_hz"),
             n_mels=feature_cfg.n_mels, power=2.0)
         self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=feature_cfg.top_db)
 
@@ -171,7 +171,9 @@ class BuildReport:
 
 
 def feature_cache_key(feature_cfg: FeatureConfig) -> str:
-    """16 hex digits naming a cache folder: the resolved config's stored-value fields + format."""
+    """16 hex digits naming a cache folder: the resolved config's stored-value fields + format.
+    Raises ConfigError for a config with a field still 'auto' (core/feature_fit.py fixes those)."""
+    feature_cfg.require_resolved()
     resolved = FeatureConfig.from_dict(feature_cfg.to_dict()).to_dict()  # 500 and 500.0 agree
     keyed = {k: v for k, v in resolved.items() if k not in FIELDS_NOT_IN_CACHE_KEY}
     text = json.dumps({"cache_format": CACHE_FORMAT_VERSION, **keyed}, sort_keys=True)

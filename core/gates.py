@@ -103,8 +103,8 @@ def evaluate_gates(*, policy: GatePolicy, candidate: dict[str, Any], comparison:
                    production_run_id: str | None = None) -> dict[str, Any]:
     """Every criterion of `policy` for a candidate.
 
-    candidate: the candidate's classification_report on the policy's split (quarantined clips
-    already left out); comparison: `compare_predictions` against the production model on the
+    candidate: the candidate's classification_report on the policy's split (every clip, open
+    quarantine included: quarantine must not flatter a gate); comparison: `compare_predictions` against the production model on the
     clips both predicted. production_run_id: the production model, None when there is none
     (the regression gate is then n/a); a production model without a comparison (it predicts
     other classes) fails the regression gate: nobody can say what regressed, so a person

@@ -2,9 +2,20 @@
 
 Tagging applies the tag's relabel rule (A3) and resolves or keeps the quarantine entry as the
 rule says; every other action is one decision too, and undo appends a reversing decision.
-Each action can be given the last decision id the annotator saw for the clip: if someone else
-decided the clip since, the action is refused with who and when, so two annotators never
-overwrite each other unknowingly.
+Each action can be given the last decision id the annotator saw for the clip (0 when the clip
+had none): if someone else decided the clip since, the action is refused with who and when, so
+two annotators never overwrite each other unknowingly.
+
+How decisions combine (a clip's state is, per field, the latest effective decision that sets it):
+- A tag sets the clip's whole state as its rule says, whatever came before: label (the rule's
+  target, or the given label for an exclude or keep rule, which make no claim about the class),
+  excluded (only an exclude rule excludes) and quarantined (the rule's keep_quarantined). So
+  `ambiguous_drone` (exclude, keep quarantined) then `ambient` leaves the clip labelled
+  environmental_sounds, included and released: the same as tagging `ambient` alone.
+- A relabel names the class, so it also includes the clip and releases it.
+- Exclude excludes and releases; include only clears the exclusion; keep only keeps the clip
+  quarantined; the label stays as it stands for all three.
+- Undo drops one decision: the clip falls back to what the earlier decisions give.
 """
 from __future__ import annotations
 
@@ -20,6 +31,8 @@ class ReviewConflict(StoreError):
 
 
 def _check_fresh(store: Store, clip_id: int, *, seen_decision_id: int | None, annotator: str) -> None:
+    """Refuse when another annotator decided the clip after seen_decision_id (0: the caller saw
+    no decision on it, so any other annotator's decision is news). None skips the check."""
     if seen_decision_id is None:
         return
     newer = store.decisions(clip_id=clip_id, since_id=seen_decision_id)
@@ -28,7 +41,7 @@ def _check_fresh(store: Store, clip_id: int, *, seen_decision_id: int | None, an
         last = others.iloc[0]
         raise ReviewConflict(f"clip {clip_id} was already decided by {last.annotator} ({last.action}"
                              f"{' ' + last.tag if isinstance(last.tag, str) else ''}) at {last.created_at:%H:%M:%S}; "
-                             "reload it to see the current state")
+                             "see its current state before deciding again")
 
 
 def rule_for(store: Store, tag: str) -> Rule:
@@ -40,24 +53,25 @@ def rule_for(store: Store, tag: str) -> Rule:
 
 def apply_tag(store: Store, clip_id: int, *, tag: str, annotator: str, note: str | None = None,
               seen_decision_id: int | None = None) -> int:
-    """Tag a clip and apply the tag's rule: relabel / exclude, keep or release quarantine."""
+    """Tag a clip and apply the tag's rule to its whole state: label, exclusion and quarantine
+    (see the module docstring), so an earlier tag's exclusion never outlives a later tag."""
     rule = rule_for(store, tag)
     _check_fresh(store, clip_id, seen_decision_id=seen_decision_id, annotator=annotator)
+    label = rule.target_label if rule.action == "relabel" else store.clip(clip_id)["original_label"]
     return store.record_decision(
-        clip_id, annotator=annotator, action="tag", tag=tag, rule=rule.describe(),
-        new_label=rule.target_label if rule.action == "relabel" else None,
-        set_excluded=True if rule.action == "exclude" else None,
-        set_quarantined=rule.keep_quarantined, note=note)
+        clip_id, annotator=annotator, action="tag", tag=tag, rule=rule.describe(), new_label=label,
+        set_excluded=rule.action == "exclude", set_quarantined=rule.keep_quarantined, note=note)
 
 
 def relabel(store: Store, clip_id: int, *, label: str, annotator: str, note: str | None = None,
             seen_decision_id: int | None = None) -> int:
-    """Set the clip's label directly (resolves its quarantine entry)."""
+    """Set the clip's label directly; naming its class includes the clip and resolves its
+    quarantine entry."""
     if not label or not label.strip():
         raise ValueError("label must be a non-empty class name")
     _check_fresh(store, clip_id, seen_decision_id=seen_decision_id, annotator=annotator)
     return store.record_decision(clip_id, annotator=annotator, action="relabel", new_label=label.strip(),
-                                 set_quarantined=False, note=note)
+                                 set_excluded=False, set_quarantined=False, note=note)
 
 
 def exclude(store: Store, clip_id: int, *, annotator: str, note: str | None = None,
@@ -97,6 +111,20 @@ def add_note(store: Store, clip_id: int, *, note: str, annotator: str) -> int:
 def undo(store: Store, decision_id: int, *, annotator: str) -> int:
     """Append a decision reversing decision_id (its label/exclusion/quarantine effects)."""
     return store.undo(decision_id, annotator=annotator)
+
+
+def repeats_last(store: Store, clip_id: int, *, annotator: str, action: str, tag: str | None = None,
+                 label: str | None = None) -> bool:
+    """Whether this decision would repeat the clip's latest effective one by the same annotator
+    (same action and tag or label): a repeated key press, which would add only noise to the log."""
+    log = store.decisions(clip_id=clip_id, limit=50)
+    log = log[(log.action != "undo") & ~log.undone]
+    if log.empty:
+        return False
+    last = log.iloc[0]
+    carried = {"tag": ("tag", tag), "relabel": ("new_label", label)}.get(action)
+    return (last.annotator == annotator and last.action == action
+            and (carried is None or last[carried[0]] == carried[1]))
 
 
 def last_undoable(store: Store, *, annotator: str) -> dict[str, Any] | None:

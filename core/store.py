@@ -9,7 +9,8 @@ Why it looks like this:
   also fixes which clips existed: a training set frozen at D can be rebuilt exactly.
 - One writing process per session (DESIGN.md): an exclusive lock file holds the writer's pid,
   so a second process gets a readable "open in another process (pid N)" instead of a DuckDB
-  lock trace. Child jobs never open the store; they read frozen manifests.
+  lock trace. Child jobs never open the store; they read frozen manifests. Commands that only
+  read (stats, export) open a snapshot instead, so they work while a writer holds the session.
 - Every acknowledged write is its own committed transaction (DuckDB syncs its WAL on commit),
   so a killed process loses nothing it acknowledged.
 """
@@ -19,7 +20,10 @@ import fcntl
 import json
 import os
 import re
+import shutil
+import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -185,10 +189,12 @@ class Store:
     Thread-safe within the process (one connection behind a lock; every call is short).
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, session_dir: Path, lock_file) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, session_dir: Path, lock_file,
+                 snapshot_dir: Path | None = None) -> None:
         self._con = con
         self.session_dir = session_dir
         self._lock_file = lock_file
+        self._snapshot_dir = snapshot_dir  # the private copy a snapshot reads; deleted on close
         self._mutex = threading.RLock()
 
     # --- opening and closing ---------------------------------------------------------
@@ -196,20 +202,17 @@ class Store:
     def open(cls, session_dir: str | Path, *, create: bool = True) -> "Store":
         """Open (and migrate) the session in session_dir as its one writer."""
         session_dir = Path(session_dir).expanduser().resolve()  # child jobs run from another cwd
-        db_path = session_dir / DB_FILENAME
+        db_path = _session_db(session_dir)
         if not db_path.exists():
             if not create:
-                raise StoreError(f"no session at {session_dir} (no {DB_FILENAME}); create one with 'earmark demo' or 'earmark import'")
-            session_dir.mkdir(parents=True, exist_ok=True)
+                raise _no_session(session_dir)
+            _make_session_dir(session_dir)
         lock_file = _acquire_lock(session_dir)
         try:
-            con = duckdb.connect(str(db_path))
-        except duckdb.IOException as exc:
+            con = _connect(db_path)
+        except StoreError:
             lock_file.close()
-            raise _lock_error(session_dir, str(exc)) from None
-        except duckdb.Error as exc:
-            lock_file.close()
-            raise StoreError(f"{db_path} is not a readable Earmark session database: {exc}") from None
+            raise
         store = cls(con, session_dir, lock_file)
         try:
             store._migrate()
@@ -217,6 +220,31 @@ class Store:
             store.close()
             raise
         return store
+
+    @classmethod
+    def open_snapshot(cls, session_dir: str | Path) -> "Store":
+        """Open a read-only copy of the session, for commands that only read (stats, export).
+
+        It works while a server or CLI job holds the session: DuckDB refuses even a read-only
+        attach to a file another process has open for writing, so the database and its WAL
+        are copied to a temporary folder and the copy is opened (brought to the current schema
+        first, then read-only). The session is never written and its lock never taken; the
+        copy holds every write the holder committed before it was taken. close() deletes it.
+        """
+        session_dir = Path(session_dir).expanduser().resolve()
+        db_path = _session_db(session_dir)
+        if not db_path.is_file():
+            raise _no_session(session_dir)
+        folder = Path(tempfile.mkdtemp(prefix="earmark-snapshot-"))
+        try:
+            copy = _copy_unchanged(db_path, folder)
+            with cls(_connect(copy, shown_as=db_path), session_dir, None) as upgrade:
+                upgrade._migrate()  # replays the WAL into the copy; upgrades an older session's copy
+            con = _connect(copy, shown_as=db_path, read_only=True)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return cls(con, session_dir, None, snapshot_dir=folder)
 
     def close(self) -> None:
         with self._mutex:
@@ -226,6 +254,9 @@ class Store:
             if self._lock_file is not None:
                 self._lock_file.close()  # closing releases the flock
                 self._lock_file = None
+            if self._snapshot_dir is not None:
+                shutil.rmtree(self._snapshot_dir, ignore_errors=True)
+                self._snapshot_dir = None
 
     def __enter__(self) -> "Store":
         return self
@@ -688,6 +719,65 @@ def _check_decision(action: str, annotator: str) -> None:
         raise ValueError(f"action must be one of {DECISION_ACTIONS}, got {action!r}")
     if not annotator or not annotator.strip():
         raise ValueError("annotator must be a non-empty name")
+
+
+def _session_db(session_dir: Path) -> Path:
+    """The session's database file; a session path taken by a file is refused by name."""
+    if session_dir.exists() and not session_dir.is_dir():
+        raise StoreError(f"{session_dir} is a file, not a session folder; choose a folder (new or existing) for the session")
+    return session_dir / DB_FILENAME
+
+
+def _no_session(session_dir: Path) -> StoreError:
+    return StoreError(f"no session at {session_dir} (no {DB_FILENAME}); create one with 'earmark demo' or 'earmark import'")
+
+
+def _make_session_dir(session_dir: Path) -> None:
+    try:
+        session_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file on the way, no permission, a read-only disk
+        raise StoreError(f"cannot create the session folder {session_dir}: {exc.strerror or exc}") from None
+
+
+def _connect(db_path: Path, *, shown_as: Path | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection, its failures as StoreErrors; shown_as names the session's own file
+    in messages when db_path is a snapshot's copy."""
+    shown = shown_as or db_path
+    try:
+        return duckdb.connect(str(db_path), read_only=read_only)
+    except duckdb.IOException as exc:
+        raise _lock_error(shown.parent, str(exc)) from None
+    except duckdb.Error as exc:
+        raise StoreError(f"{shown} is not a readable Earmark session database: {exc}") from None
+
+
+def _copy_unchanged(db_path: Path, folder: Path, *, attempts: int = 20) -> Path:
+    """Copy the database file and its WAL into folder; returns the copy of the database.
+
+    The writer may commit (append to the WAL) or checkpoint (rewrite the file, drop the WAL)
+    while they are copied, so a copy counts only when neither file changed while it was taken.
+    """
+    sources = [db_path, db_path.with_name(db_path.name + ".wal")]
+    for _ in range(attempts):
+        before = [_file_stamp(path) for path in sources]
+        for source in sources:
+            try:
+                shutil.copyfile(source, folder / source.name)
+            except FileNotFoundError:  # no WAL (or it went away): the copy must have none either
+                (folder / source.name).unlink(missing_ok=True)
+        if [_file_stamp(path) for path in sources] == before:
+            return folder / db_path.name
+        time.sleep(0.05)
+    raise StoreError(f"session {db_path.parent} kept changing while it was being copied; try again")
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    """(size, modification time in ns), or None when the file does not exist."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _acquire_lock(session_dir: Path):

@@ -36,8 +36,9 @@ from core.augment import AugmentFeed
 from core.augment.cost import time_model_step
 from core.checkpoint import init_from_checkpoint, load_checkpoint, save_checkpoint
 from core.breakdowns import describe, plan_breakdowns
-from core.config import EvaluationConfig, ExperimentConfig, TrainConfig
+from core.config import AUTO_FIELDS, EvaluationConfig, ExperimentConfig, TrainConfig
 from core.evaluate import classification_report
+from core.feature_fit import fit_to_clips
 from core.features import FeatureCache, compute_norm_stats, normalize
 from core.jobs import CONFIG_FILE, EVENTS_FILE, JOB_FILE, MANIFEST_FILE, RESULT_FILE, EventLog, StopFlag, json_default
 from core.losses import build_loss
@@ -46,13 +47,14 @@ from core.models import build_model
 from core.plots import plot_breakdowns, plot_confusion, plot_reliability, plot_training_curves
 from core.sampling import ComposedBatchSampler, curriculum_extra_indices, oversampled_indices, stage_for_epoch, total_epochs
 from core.schedule import apply_lr, lr_multiplier
+from core.split_report import UNQUARANTINED, headline_accuracy, quarantine_counts, split_reports
 
 CHECKPOINT_DIR = "checkpoint"
 PREDICTIONS_FILE = "predictions.parquet"
 METRICS_FILE = "metrics.json"
 PLOTS_DIR = "plots"
 EVAL_BATCH = 64
-MANIFEST_COLUMNS = ("clip_id", "path", "label", "split", "hard", "true_label")
+MANIFEST_COLUMNS = ("clip_id", "path", "label", "split", "hard", "true_label", "duration_s", "sample_rate_hz")
 
 
 class Cancelled(Exception):
@@ -110,9 +112,11 @@ def _train_and_evaluate(run_dir: Path, config: ExperimentConfig, job: Job, accel
         raise ValueError(f"manifest labels outside the job's label list: {sorted(set(manifest.label) - set(label_index))}")
     manifest["y"] = manifest["y"].astype(int)
 
-    # Features: built once per (clip, feature config); the main process builds, the others wait.
-    cache = FeatureCache(job.cache_dir, config.features)
+    # Features: fitted to the training clips, built once per (clip, feature config); the main
+    # process builds, the others wait.
     events.write("phase", phase="features", clips=len(manifest))
+    config = _fit_features(run_dir, config, manifest, events, save=accelerator.is_main_process)
+    cache = FeatureCache(job.cache_dir, config.features)
     with accelerator.main_process_first():
         report = cache.build(manifest["path"].tolist(), workers=job.workers, progress=False)
     if report.failed:
@@ -121,15 +125,19 @@ def _train_and_evaluate(run_dir: Path, config: ExperimentConfig, job: Job, accel
         manifest = manifest[~manifest["path"].isin(bad)].reset_index(drop=True)
     manifest["row"] = cache.rows(manifest["path"].tolist())
     train = manifest[manifest["split"] == "train"].reset_index(drop=True)
-    val = manifest[manifest["split"] == "val"].reset_index(drop=True)
+    # Model selection never reads a quarantined clip's suspect label; the final report scores it.
+    val = manifest[(manifest["split"] == "val") & ~_quarantined(manifest)].reset_index(drop=True)
     if train.empty or val.empty:
         raise ValueError(f"need training and validation clips; the manifest has {len(train)} train and {len(val)} val")
     norm_stats = compute_norm_stats(cache.array, rows=train["row"].to_numpy()) if config.features.normalize else {}
 
     model = build_model(config.model, feature_cfg=config.features, labels=job.labels)
+    initialised = {}  # how much of the start model this run kept, for the job view and the verdict
     if job.init_checkpoint:
         transfer = init_from_checkpoint(model, job.init_checkpoint)
-        events.write("info", message=f"initialised from {job.init_checkpoint}: {transfer}")
+        initialised = {"init": {"checkpoint": job.init_checkpoint, "copied": len(transfer.copied), "total": transfer.total,
+                                "kept_fresh": transfer.kept_fresh}}
+        events.write("info", message=f"initialised from {job.init_checkpoint}: {transfer}", **initialised)
     tc = config.train
     head_lr = tc.lr
     backbone_lr = tc.backbone_lr if tc.backbone_lr is not None else tc.lr
@@ -238,14 +246,32 @@ def _train_and_evaluate(run_dir: Path, config: ExperimentConfig, job: Job, accel
     if best["epoch"] is None:
         status = "cancelled" if cancelled else "failed"
         return {"status": status, "error": "stopped before the first epoch finished: no checkpoint",
-                "seconds": round(time.time() - started, 1), **augmentation}
+                "seconds": round(time.time() - started, 1), **augmentation, **initialised}
     summary = {}
     if accelerator.is_main_process:
         summary = _final_outputs(run_dir, manifest, history, job, cache, events, best_epoch=best["epoch"],
                                  evaluation=config.evaluation)
     return {"status": "cancelled" if cancelled else "succeeded", "best_epoch": best["epoch"],
             "best_metric": best["metric"][0] if tc.early_stopping_metric != "loss" else -best["metric"][0], "epochs_run": len(history), "steps": step,
-            "seconds": round(time.time() - started, 1), **augmentation, **summary}
+            "seconds": round(time.time() - started, 1), **augmentation, **initialised, **summary}
+
+
+def _fit_features(run_dir: Path, config: ExperimentConfig, manifest: pd.DataFrame, events: EventLog, *,
+                  save: bool) -> ExperimentConfig:
+    """Fix the preset's 'auto' feature fields from the training clips, log what and why (and what
+    does not fit them), and save the concrete config: the checkpoint, the model card and audits
+    then all use the same numbers. Augmented copies are left out: written at the feature rate,
+    they would hide their sources' rate."""
+    originals = manifest["parent_clip_id"].isna() if "parent_clip_id" in manifest else True
+    fit = fit_to_clips(config.features, manifest[(manifest["split"] == "train") & originals])
+    for line in fit.info:
+        events.write("info", message=line, features={k: getattr(fit.features, k) for k in AUTO_FIELDS})
+    for line in fit.warnings:
+        events.write("warning", message=line)
+    config = dataclasses.replace(config, features=fit.features)
+    if save:
+        config.save(run_dir / CONFIG_FILE)
+    return config
 
 
 class EpochPlan:
@@ -358,21 +384,18 @@ def _final_outputs(run_dir: Path, manifest: pd.DataFrame, history: list[dict], j
     })
     predictions.to_parquet(run_dir / PREDICTIONS_FILE)
     plan = plan_breakdowns(manifest, evaluation)
-    metrics: dict[str, Any] = {"labels": job.labels, "splits": {}, "history": history, "breakdowns": {},
+    metrics: dict[str, Any] = {"labels": job.labels, "splits": {}, "counts": {}, "history": history, "breakdowns": {},
                                "breakdowns_skipped": plan.skipped}
     plots = run_dir / PLOTS_DIR
     for split, part in manifest.groupby("split"):
         idx = part.index.to_numpy()
-        report = classification_report(y_true=part["y"].to_numpy(), probs=probs[idx], labels=job.labels)
-        entry = {"given": report}
+        entry = split_reports(y=part["y"].to_numpy(), probs=probs[idx], labels=job.labels,
+                              quarantined=_quarantined(part).to_numpy(),
+                              true_labels=part["true_label"] if "true_label" in part else None)
+        report = entry["given"]
         breakdowns = plan.report(idx, y_true=part["y"].to_numpy(), y_pred=predicted[idx], labels=job.labels)
-        known = part["true_label"].notna().to_numpy() if "true_label" in part else np.zeros(len(part), bool)
-        if known.any():
-            true_y = part["true_label"][known].map({l: i for i, l in enumerate(job.labels)})
-            ok = true_y.notna().to_numpy()
-            entry["true"] = classification_report(y_true=true_y[ok].astype(int).to_numpy(), probs=probs[idx][known][ok],
-                                                  labels=job.labels)
         metrics["splits"][split] = entry
+        metrics["counts"][split] = {"clips": len(part), **quarantine_counts(_quarantined(part).to_numpy())}
         plot_confusion(plots / f"confusion_{split}.png", matrix=np.array(report["confusion"]["counts"]), labels=job.labels,
                        normalized=False, title=f"{split} (given labels)")
         plot_reliability(plots / f"reliability_{split}.png", bins=report["calibration"]["bins"], ece=report["calibration"]["ece"])
@@ -383,11 +406,19 @@ def _final_outputs(run_dir: Path, manifest: pd.DataFrame, history: list[dict], j
     plot_training_curves(plots / "training_curves.png", history=history)
     (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=json_default))
     _write_model_card(run_dir, job, metrics, epochs_run=len(history), best_epoch=best_epoch)
-    summary = {"accuracy": {s: e["given"]["accuracy"] for s, e in metrics["splits"].items()}}
-    if any("true" in e for e in metrics["splits"].values()):
-        summary["accuracy_true"] = {s: e["true"]["accuracy"] for s, e in metrics["splits"].items() if "true" in e}
+    summary: dict[str, dict[str, float]] = {}
+    for split, entry in metrics["splits"].items():
+        for name, value in headline_accuracy(entry).items():
+            summary.setdefault(name, {})[split] = value
     events.write("phase", phase="done", **summary)
     return summary
+
+
+def _quarantined(manifest: pd.DataFrame) -> pd.Series:
+    """Which rows were in open quarantine at the freeze (manifests without the column: none)."""
+    if "quarantined" not in manifest:
+        return pd.Series(False, index=manifest.index)
+    return manifest["quarantined"].fillna(False).astype(bool)
 
 
 def _write_model_card(run_dir: Path, job: Job, metrics: dict[str, Any], *, epochs_run: int, best_epoch: int) -> None:
@@ -397,10 +428,13 @@ def _write_model_card(run_dir: Path, job: Job, metrics: dict[str, Any], *, epoch
              f"Training data: the session's labels as of decision {job.frozen_at_decision} (manifest.parquet in the run folder).",
              f"Initialised from: {job.init_checkpoint or 'scratch / the preset'}",
              f"Epochs run: {epochs_run}; kept: epoch {best_epoch} (best on validation)",
-             "", "## Metrics (against the labels as given)", "", "| split | accuracy | F1 macro | mAP |", "|---|---|---|---|"]
+             "", "## Metrics (against the labels as given; every clip, open quarantine included)", "",
+             "| split | accuracy | F1 macro | mAP | accuracy without quarantined | in quarantine |", "|---|---|---|---|---|---|"]
     for split, entry in sorted(metrics["splits"].items()):
-        r = entry["given"]
-        lines.append(f"| {split} | {r['accuracy']:.4f} | {_fmt(r['f1_macro'])} | {_fmt(r['mAP'])} |")
+        r, counts = entry["given"], metrics["counts"][split]
+        apart = _fmt(entry[UNQUARANTINED]["accuracy"]) if UNQUARANTINED in entry else "-"
+        lines.append(f"| {split} | {r['accuracy']:.4f} | {_fmt(r['f1_macro'])} | {_fmt(r['mAP'])} | {apart} | "
+                     f"{counts['quarantined']} ({counts['quarantined_share']:.1%}) |")
     for split, columns in sorted(metrics["breakdowns"].items()):
         lines += ["", f"## Accuracy by clip metadata ({split}, given labels)", ""]
         lines += [f"- {describe(column, entry)}" for column, entry in columns.items()]

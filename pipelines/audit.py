@@ -6,7 +6,11 @@ its predictions, metrics and plots. Then:
 - extreme-off clips become quarantine proposals (A1);
 - with label_issues, K-fold cross-validated models (pipelines/crossval.py) rank every
   non-quarantined clip of those splits with cleanlab, and the top of the ranking becomes
-  proposals too, each with its rank;
+  proposals too, each with its rank: as many as cleanlab estimates the labels hold issues,
+  never more than a share of the ranked clips (AuditConfig);
+- neither method proposes anything in a class the model it relies on is too weak on (the
+  audited model's validation accuracy; the fold models' out-of-fold accuracy), and the summary
+  says so; both score calibrated probabilities;
 - the key-class report sets this audit's extreme-off counts per class beside the previous
   audit of the same split (A8 step 2: "fewer extreme-off sirens" as a number).
 A clip already open in the queue is not proposed again, nor is a clip a person decided after
@@ -26,12 +30,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from core import train as trainer
-from core.audit import (DEFAULT_LABEL_QUALITY_METHOD, DEFAULT_MAX_LABEL_PROB, DEFAULT_MIN_TOP_PROB, LABEL_QUALITY_METHODS,
-                        label_issue_proposals, label_quality, sample_spot_check)
-from core.audit_job import EXTREME_OFF_FILE, AuditJob
+from core.audit import (DEFAULT_LABEL_QUALITY_METHOD, LABEL_QUALITY_METHODS, estimate_label_noise,
+                        label_issue_proposals, label_issue_queue_size, label_quality, sample_spot_check, trust_lines,
+                        trust_report, trusted_mask)
+from core.audit_job import CALIBRATION_SPLIT, EXTREME_OFF_FILE, AuditJob
 from core.breakdowns import describe
-from core.config import ConfigError, load_preset
+from core.config import AuditConfig, ConfigError, load_preset
 from core.jobs import LOG_FILE, MANIFEST_FILE, RESULT_FILE
+from core.split_report import headline_accuracy
 from core.store import Store, StoreError
 from pipelines.crossval import MIN_FOLDS, CrossvalCancelled, cross_validate
 from pipelines.finetune import breakdown_rows, freeze_manifest, metric_rows, new_run_id
@@ -50,7 +56,6 @@ DEFAULT_CV_PRESET = "demo-fast"
 DEFAULT_CV_OVERRIDES = ("train.epochs=8", "train.early_stopping_patience=0")
 # Decisions that mean a person has listened to the clip and settled it.
 REVIEW_ACTIONS = ("tag", "relabel", "exclude", "include", "keep", "release")
-COUNT_NAMES = ("clips", "evaluated", "excluded_quarantined", "excluded_unknown_label", "excluded")
 
 
 @dataclasses.dataclass
@@ -66,6 +71,7 @@ class AuditOutcome:
     proposals: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     key_classes: dict[str, Any] = dataclasses.field(default_factory=dict)
     label_issues: dict[str, Any] | None = None
+    judging: dict[str, Any] = dataclasses.field(default_factory=dict)  # calibration, thresholds, trust (metrics.json)
     breakdowns: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # split -> column -> groups
 
     def lines(self, *, key_classes: Sequence[str] = ()) -> list[str]:
@@ -75,11 +81,15 @@ class AuditOutcome:
         lines = [f"audit {self.run_id} of run {self.model_run_id}: succeeded"]
         for split, counts in self.counts.items():
             acc = self.accuracy.get(split, {})
-            scored = (f"accuracy {acc['accuracy']:.4f} (given labels)" if "accuracy" in acc else "no clips to score")
+            scored = (f"accuracy {acc['accuracy']:.4f} on every clip (given labels)" if "accuracy" in acc
+                      else "no clips to score")
             if "accuracy_true" in acc:
                 scored += f", {acc['accuracy_true']:.4f} (true labels)"
+            if counts["quarantined"] and "accuracy_unquarantined" in acc:
+                scored += f", {acc['accuracy_unquarantined']:.4f} without the quarantined"
             lines.append(f"  {split}: {counts['evaluated']} of {counts['clips']} clips scored, {scored}; "
-                         f"{counts['excluded_quarantined']} quarantined clips left out until reviewed"
+                         f"{counts['quarantined']} in quarantine ({counts['quarantined_share']:.1%} of the split, "
+                         "counted as labelled until reviewed)"
                          + (f", {counts['excluded_unknown_label']} with a label the model does not know"
                             if counts["excluded_unknown_label"] else "")
                          + (f" ({counts['excluded']} more excluded by a decision)" if counts["excluded"] else ""))
@@ -94,10 +104,9 @@ class AuditOutcome:
                 parts.append(f"{label} {entry['now']}{change}")
             against = f"vs audit {previous}" if previous else "no earlier audit of this split"
             lines.append(f"  extreme-off in {split} ({against}): " + ", ".join(parts))
+        lines += _judging_lines(self.judging)
         if self.label_issues:
-            li = self.label_issues
-            lines.append(f"  label issues: {li['folds']}-fold cross-validation ({li['method']}) ranked {li['ranked']} clips; "
-                         f"out-of-fold accuracy {li['oof_accuracy']:.4f}")
+            lines += _label_issue_lines(self.label_issues)
         by_method = self.proposals.groupby("method").size().to_dict() if not self.proposals.empty else {}
         lines.append(f"  quarantine: {len(self.proposals)} new proposals"
                      + (" (" + ", ".join(f"{m} {n}" for m, n in sorted(by_method.items())) + ")" if by_method else ""))
@@ -105,20 +114,24 @@ class AuditOutcome:
 
 
 def audit(store: Store, *, run_id: str | None = None, splits: Sequence[str] = DEFAULT_SPLITS,
-          max_label_prob: float = DEFAULT_MAX_LABEL_PROB, min_top_prob: float = DEFAULT_MIN_TOP_PROB,
-          label_issues: bool = False, method: str = DEFAULT_LABEL_QUALITY_METHOD, folds: int = DEFAULT_FOLDS,
-          cv_preset: str = DEFAULT_CV_PRESET, cv_overrides: Sequence[str] = (), max_label_issues: int | None = None,
-          seed: int = 0, progress: bool = True, on_event: Callable[[dict[str, Any]], None] | None = None) -> AuditOutcome:
+          settings: AuditConfig | None = None, label_issues: bool = False, method: str = DEFAULT_LABEL_QUALITY_METHOD,
+          folds: int = DEFAULT_FOLDS, cv_preset: str = DEFAULT_CV_PRESET, cv_overrides: Sequence[str] = (),
+          seed: int = 0, progress: bool = True, on_event: Callable[[dict[str, Any]], None] | None = None,
+          **options: Any) -> AuditOutcome:
     """Audit run_id (default: the production model) on `splits`; see the module docstring.
 
+    settings: how far to trust the model (AuditConfig: calibration, thresholds, trust floor,
+    queue size); options: AuditConfig fields to change on it (thresholds="fixed",
+    max_label_prob=0.2, max_label_issues=50, ...), validated here: a bad name or value raises
+    ConfigError naming it.
     label_issues: also rank label issues with `folds`-fold cross-validation, fold models built
-    from scratch with cv_preset + DEFAULT_CV_OVERRIDES + cv_overrides; the top max_label_issues
-    become proposals
-    (default: as many as the pool has clips the out-of-fold models disagree with, doubled,
-    which measured on the demo holds 80-90% of the planted errors; see bench/audit_quality.py).
+    from scratch with cv_preset + DEFAULT_CV_OVERRIDES + cv_overrides; the top of the ranking
+    becomes proposals (cleanlab's estimate of the issues in the classes the fold models are
+    trusted on, at most settings.max_queue_share of the ranked clips, or max_label_issues).
     on_event receives every child event (the UI's progress); progress shows tqdm bars.
     """
     splits = _check_splits(splits)
+    settings = AuditConfig.from_dict({**(settings or AuditConfig()).to_dict(), **options}, prefix="audit.")
     if label_issues:
         if method not in LABEL_QUALITY_METHODS:
             raise ConfigError(f"method: {method!r} is not one of {', '.join(LABEL_QUALITY_METHODS)}")
@@ -126,15 +139,10 @@ def audit(store: Store, *, run_id: str | None = None, splits: Sequence[str] = DE
             raise ConfigError(f"folds: {folds!r} must be a whole number >= {MIN_FOLDS} (held-out, validation and training folds)")
         cv_overrides = [*DEFAULT_CV_OVERRIDES, *cv_overrides]
         cv_config = load_preset(cv_preset, cv_overrides)  # a bad preset fails before any work
-    for name, value in (("max_label_prob", max_label_prob), ("min_top_prob", min_top_prob)):
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{name}: {value!r} must be a probability in [0, 1]")
-    if max_label_issues is not None and max_label_issues < 0:
-        raise ConfigError(f"max_label_issues: {max_label_issues!r} must be >= 0")
     model_run_id = resolve_model_run(store, run_id)
-    job, run_dir, manifest = _prepare(store, model_run_id=model_run_id, splits=splits, max_label_prob=max_label_prob,
-                                      min_top_prob=min_top_prob, label_issues=label_issues, method=method, folds=folds,
-                                      seed=seed, cv_preset=cv_preset, cv_overrides=list(cv_overrides))
+    job, run_dir, manifest = _prepare(store, model_run_id=model_run_id, splits=splits, settings=settings,
+                                      label_issues=label_issues, method=method, folds=folds, seed=seed,
+                                      cv_preset=cv_preset, cv_overrides=list(cv_overrides))
     store.set_run_status(job.run_id, "running")
     outcome = AuditOutcome(run_id=job.run_id, run_dir=run_dir, model_run_id=model_run_id, status="running")
     try:
@@ -144,12 +152,11 @@ def audit(store: Store, *, run_id: str | None = None, splits: Sequence[str] = DE
             model_freeze = _decision_id(store.run(model_run_id)["manifest_decision_id"])
             proposals = [_drop_reviewed_since(store, pd.read_parquet(run_dir / EXTREME_OFF_FILE), since=model_freeze)]
             if label_issues:
-                pool = manifest[~manifest["quarantined"]].reset_index(drop=True)
+                pool = manifest[~manifest["quarantined"] & manifest["split"].isin(splits)].reset_index(drop=True)
                 ranked = _rank_label_issues(store, job, pool, config=cv_config, method=method, folds=folds, seed=seed,
-                                            progress=progress, on_event=on_event)
+                                            settings=settings, progress=progress, on_event=on_event)
                 outcome.label_issues = ranked["summary"]
-                limit = 2 * ranked["summary"]["disagreements"] if max_label_issues is None else max_label_issues
-                proposals.insert(0, ranked["proposals"].head(limit))  # first listed wins a clip both methods flag
+                proposals.insert(0, ranked["proposals"])  # first listed wins a clip both methods flag
             outcome.proposals = raise_proposals(store, pd.concat(proposals, ignore_index=True), audit_run_id=job.run_id)
         outcome.status, outcome.error = result["status"], result.get("error")
     except (CrossvalCancelled, KeyboardInterrupt):
@@ -189,15 +196,17 @@ def _check_splits(splits: Sequence[str]) -> list[str]:
     return splits
 
 
-def _prepare(store: Store, *, model_run_id: str, splits: list[str], max_label_prob: float, min_top_prob: float,
-             label_issues: bool, method: str, folds: int, seed: int, cv_preset: str,
+def _prepare(store: Store, *, model_run_id: str, splits: list[str], settings: AuditConfig, label_issues: bool,
+             method: str, folds: int, seed: int, cv_preset: str,
              cv_overrides: list[str]) -> tuple[AuditJob, Path, pd.DataFrame]:
-    """Freeze the clips to audit into a new run folder and register the run."""
-    manifest, as_of = freeze_manifest(store, include_quarantined=True)
-    manifest = manifest[manifest["parent_clip_id"].isna() & manifest["split"].isin(splits)].reset_index(drop=True)
+    """Freeze the clips to audit, and the val clips the model is calibrated and checked on,
+    into a new run folder and register the run."""
+    manifest, as_of = freeze_manifest(store, quarantined_in=SPLITS)
+    frozen = manifest["split"].isin([*splits, CALIBRATION_SPLIT])
+    manifest = manifest[manifest["parent_clip_id"].isna() & frozen].reset_index(drop=True)
     state = store.labels(as_of=as_of)
     excluded = state[(state.status == "ok") & state.excluded & state.parent_clip_id.isna() & state.split.isin(splits)]
-    if manifest.empty:
+    if not manifest["split"].isin(splits).any():
         raise StoreError(f"no usable clips in the {', '.join(splits)} split(s) of this session: nothing to audit")
     run_id = new_run_id("audit")
     run_dir = Path(store.session_dir) / "runs" / run_id
@@ -206,8 +215,8 @@ def _prepare(store: Store, *, model_run_id: str, splits: list[str], max_label_pr
     model_run = store.run(model_run_id)
     model_dir = Path(model_run["run_dir"])
     job = AuditJob(run_id=run_id, model_run_id=model_run_id, checkpoint=str(model_dir / trainer.CHECKPOINT_DIR),
-                   cache_dir=str(Path(store.session_dir) / "cache"), splits=splits, max_label_prob=max_label_prob,
-                   min_top_prob=min_top_prob, frozen_at_decision=as_of,
+                   cache_dir=str(Path(store.session_dir) / "cache"), splits=splits, judging=settings.to_dict(),
+                   frozen_at_decision=as_of,
                    excluded={str(k): int(v) for k, v in excluded.groupby("split").size().items()},
                    evaluation=(model_run["config"] or {}).get("evaluation", {}))
     job.save(run_dir)
@@ -255,7 +264,7 @@ def _ingest(store: Store, job: AuditJob, outcome: AuditOutcome) -> None:
     predictions = pd.read_parquet(outcome.run_dir / trainer.PREDICTIONS_FILE)
     predictions["probs"] = predictions["probs"].map(lambda p: np.asarray(p, dtype=np.float32).tolist())
     metrics = json.loads((outcome.run_dir / trainer.METRICS_FILE).read_text())
-    extra = [(split, name, None, counts[name]) for split, counts in metrics["counts"].items() for name in COUNT_NAMES]
+    extra = []
     for split, per_class in metrics["extreme_off"].items():
         extra += [(split, "extreme_off", label, n) for label, n in per_class.items()]
         extra.append((split, "extreme_off", None, sum(per_class.values())))
@@ -265,14 +274,15 @@ def _ingest(store: Store, job: AuditJob, outcome: AuditOutcome) -> None:
     store.ingest_run_results(job.run_id, metrics=rows, predictions=predictions, breakdowns=breakdown_rows(metrics))
     outcome.counts = metrics["counts"]
     outcome.breakdowns = metrics["breakdowns"]
-    outcome.accuracy = {split: {"accuracy": entry["given"]["accuracy"],
-                                **({"accuracy_true": entry["true"]["accuracy"]} if "true" in entry else {})}
-                        for split, entry in metrics["splits"].items()}
+    outcome.judging = metrics["judging"]
+    outcome.accuracy = {split: headline_accuracy(entry) for split, entry in metrics["splits"].items()}
 
 
 def _rank_label_issues(store: Store, job: AuditJob, pool: pd.DataFrame, *, config, method: str, folds: int, seed: int,
-                       progress: bool, on_event: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
-    """Cross-validate on the pool, rank it with cleanlab, save the ranking beside the audit."""
+                       settings: AuditConfig, progress: bool,
+                       on_event: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """Cross-validate on the pool, rank it with cleanlab, save the ranking beside the audit, and
+    take the top as proposals: as many as the noise estimate says, in the trusted classes."""
     labels = sorted(pool["label"].unique())
     if len(labels) < 2:
         raise StoreError(f"label-issue ranking needs at least 2 classes among the non-quarantined clips; found {labels}")
@@ -292,7 +302,7 @@ def _rank_label_issues(store: Store, job: AuditJob, pool: pd.DataFrame, *, confi
     try:
         result = cross_validate(pool, folder=folder, config=config, labels=labels, cache_dir=job.cache_dir,
                                 run_id=job.run_id, n_folds=folds, seed=seed, frozen_at_decision=job.frozen_at_decision,
-                                workers=job.workers, on_event=show)
+                                workers=job.workers, calibrate=settings.calibrate, on_event=show)
     finally:
         bar.close()
     index = {label: i for i, label in enumerate(labels)}
@@ -304,13 +314,65 @@ def _rank_label_issues(store: Store, job: AuditJob, pool: pd.DataFrame, *, confi
     rank[order] = np.arange(1, len(order) + 1)
     pd.DataFrame({"clip_id": result.clip_ids, "fold": result.folds + 1, "label": ranked_pool["label"].to_numpy(),
                   "quality": quality, "rank": rank, "probs": list(result.probs)}).to_parquet(folder / LABEL_ISSUES_FILE)
+    trust = trust_report(labels=y, pred_probs=result.probs, classes=labels, min_accuracy=settings.min_class_accuracy,
+                         source="out-of-fold")
+    trusted = trusted_mask(trust, labels)
+    noise = estimate_label_noise(labels=y, pred_probs=result.probs)
+    estimated = int(noise["issues"][trusted].sum())
+    limit = label_issue_queue_size(estimated_issues=estimated, pool_size=len(y), max_share=settings.max_queue_share,
+                                   max_label_issues=settings.max_label_issues)
     proposals = label_issue_proposals(clip_ids=result.clip_ids, labels=y, pred_probs=result.probs, classes=labels,
-                                      method=method, limit=len(y), folds=folds)
+                                      method=method, limit=limit, folds=folds, trusted=trusted)
     disagreements = int((result.probs.argmax(1) != y).sum())
     summary = {"method": method, "folds": folds, "ranked": len(y), "disagreements": disagreements,
                "oof_accuracy": float(1 - disagreements / max(len(y), 1)),
-               "fold_accuracy": [r.get("accuracy", {}).get("test") for r in result.fold_results]}
+               "fold_accuracy": [r.get("accuracy", {}).get("test") for r in result.fold_results],
+               "fold_temperatures": [c["temperature"] for c in result.calibration], "trust": trust,
+               "noise": {"rate": dict(zip(labels, map(float, noise["noise_rate"]))),
+                         "issues": dict(zip(labels, map(int, noise["issues"]))), "estimated_in_judged": estimated},
+               "queue": {"size": limit, "cap": int(settings.max_queue_share * len(y)),
+                         "max_label_issues": settings.max_label_issues}}
     return {"proposals": proposals, "summary": summary}
+
+
+def _judging_lines(judging: dict[str, Any]) -> list[str]:
+    """How far the audit trusted its model: calibration, thresholds, the classes it refused."""
+    if not judging:
+        return []
+    calibration, limits = judging["calibration"], judging["thresholds"]
+    if "skipped" in calibration:
+        lines = [f"  calibration: none ({calibration['skipped']}); temperature 1"]
+    else:
+        lines = [f"  calibration: temperature {calibration['temperature']:.2f} fitted on {calibration['n_samples']} "
+                 f"{calibration['fitted_on']} clips; ECE {calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}, "
+                 f"NLL {calibration['nll_before']:.3f} -> {calibration['nll_after']:.3f}"]
+    judged = [c for c in limits["max_label_prob"] if c not in set(judging["trust"]["untrusted"])]
+    if judged:
+        low = [limits["max_label_prob"][c] for c in judged]
+        high = [limits["min_top_prob"][c] for c in judged]
+        source = "per class, from the calibrated val clips" if limits["mode"] == "per_class" else "fixed"
+        lines.append(f"  extreme-off thresholds ({source}): label p <= {_span(low)}, top p >= {_span(high)}")
+    return lines + [f"  {line}" for line in trust_lines(judging["trust"])]
+
+
+def _label_issue_lines(li: dict[str, Any]) -> list[str]:
+    lines = [f"  label issues: {li['folds']}-fold cross-validation ({li['method']}) ranked {li['ranked']} clips; "
+             f"out-of-fold accuracy {li['oof_accuracy']:.4f}; fold temperatures "
+             + ", ".join(f"{t:.2f}" for t in li["fold_temperatures"])]
+    untrusted = set(li["trust"]["untrusted"])
+    rates = ", ".join(f"{label} {rate:.1%}" + (" (not judged)" if label in untrusted else "")
+                      for label, rate in li["noise"]["rate"].items())
+    queue = li["queue"]
+    sized = ("as --max-label-issues says" if queue["max_label_issues"] is not None
+             else f"cleanlab estimates {li['noise']['estimated_in_judged']} issues in the judged classes, plus two "
+                  f"standard errors; the share cap is {queue['cap']}")
+    lines.append(f"  estimated label noise: {rates}; queue {queue['size']}: {sized}")
+    return lines + [f"  {line}" for line in trust_lines(li["trust"], who="the fold models")]
+
+
+def _span(values: list[float]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.3g}" if np.isclose(low, high) else f"{low:.3g}-{high:.3g}"
 
 
 def _decision_id(value: Any) -> int | None:
@@ -368,7 +430,7 @@ def extreme_off_report(store: Store, audit_run_id: str) -> dict[str, Any]:
 
 def _summary(outcome: AuditOutcome) -> dict[str, Any]:
     return {"counts": outcome.counts, "accuracy": outcome.accuracy, "proposals": len(outcome.proposals),
-            "key_classes": outcome.key_classes, "label_issues": outcome.label_issues}
+            "key_classes": outcome.key_classes, "label_issues": outcome.label_issues, "judging": outcome.judging}
 
 
 def latest_audit(store: Store, model_run_id: str, *, split: str) -> str | None:

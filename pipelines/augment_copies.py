@@ -33,6 +33,7 @@ from core.audio import AudioError
 from core.augment import all_specs, build_pipeline
 from core.augment.render import source_wave
 from core.config import ConfigError, load_preset
+from core.feature_fit import fit_to_session
 from core.store import Store, StoreError
 
 __all__ = ["AUGMENT_METADATA_KEY", "CopiesSummary", "DERIVED_DATASET", "applied_names", "make_augmented_copies"]
@@ -92,7 +93,7 @@ def make_augmented_copies(store: Store, *, preset: str, overrides: list[str] | N
     if workers < 1:
         raise ConfigError(f"workers: {workers!r} must be >= 1")
     seed = config.train.seed if seed is None else seed
-    feature_cfg = config.features
+    feature_cfg = fit_to_session(config.features, store).features  # copies are cut to the length training uses
     # Only waveform steps can be baked into audio; spectrogram ones run on cached features in training.
     everything = build_pipeline(all_specs(config), sample_rate_hz=feature_cfg.sample_rate_hz, noise_bank=config.noise_bank)
     specs = [step.spec for step in everything.wave_steps]

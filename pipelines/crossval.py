@@ -7,6 +7,8 @@ train. Folds are drawn per source group and stratified by label, so no recording
 trained on and held out. Every fold model starts from the recipe, never from a session
 checkpoint: a model that has seen a clip has memorised the very label the ranking questions.
 The fold folders stay under the audit's run folder, so what each fold saw is on record.
+Each fold model is calibrated before its held-out probabilities are used: a temperature fitted
+on its own validation fold (core.audit.held_out_calibration).
 """
 from __future__ import annotations
 
@@ -21,7 +23,10 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from core import train as trainer
+from core.audit import held_out_calibration
 from core.config import ConfigError, ExperimentConfig
+from core.evaluate import apply_temperature
+from core.feature_fit import fit_to_clips
 from core.jobs import CONFIG_FILE, MANIFEST_FILE, RESULT_FILE
 from pipelines.jobs import cancel, follow, launch
 
@@ -36,11 +41,13 @@ class CrossvalCancelled(Exception):
 @dataclasses.dataclass
 class CrossvalResult:
     """Out-of-fold probabilities (N, C) of the pool clips that could be read (clip_ids, in pool
-    order), the fold that held each one out, and each fold's result.json."""
+    order), calibrated per fold, the fold that held each one out, each fold's result.json and
+    its calibration (held_out_calibration's record)."""
     clip_ids: np.ndarray
     probs: np.ndarray
     folds: np.ndarray
     fold_results: list[dict[str, Any]]
+    calibration: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def assign_folds(*, labels: Sequence[str], groups: Sequence[str], n_folds: int, seed: int) -> np.ndarray:
@@ -63,31 +70,44 @@ def assign_folds(*, labels: Sequence[str], groups: Sequence[str], n_folds: int, 
 
 def cross_validate(pool: pd.DataFrame, *, folder: Path, config: ExperimentConfig, labels: list[str], cache_dir: str,
                    run_id: str, n_folds: int, seed: int, frozen_at_decision: int | None = None, workers: int = 2,
-                   on_event: Callable[[int, dict[str, Any]], None] | None = None) -> CrossvalResult:
-    """Train one model per fold on `pool` (clip_id, path, label, source_group, true_label) and
-    return every clip's probabilities from the model that did not see it.
+                   calibrate: bool = True, on_event: Callable[[int, dict[str, Any]], None] | None = None) -> CrossvalResult:
+    """Train one model per fold on `pool` (clip_id, path, label, source_group, true_label,
+    duration_s, sample_rate_hz) and return every clip's probabilities from the model that did not see it.
 
-    on_event(fold, event) receives each fold's training events (for progress). Ctrl-C cancels
+    calibrate: scale each fold's held-out probabilities by a temperature fitted on its
+    validation fold. on_event(fold, event) receives each fold's training events (for progress). Ctrl-C cancels
     the running fold cleanly and raises CrossvalCancelled; a failed fold raises RuntimeError
     with its reason.
     """
     folds = assign_folds(labels=pool["label"].tolist(), groups=_groups(pool), n_folds=n_folds, seed=seed)
+    # 'auto' features are fixed once from the whole pool (every clip trains in some fold): one
+    # length for all folds, so they share one feature cache.
+    config = dataclasses.replace(config, features=fit_to_clips(config.features, pool).features)
     fold_dirs = [_write_fold(pool, folds, k, n_folds=n_folds, folder=Path(folder), config=config, labels=labels,
                              cache_dir=cache_dir, run_id=run_id, frozen_at_decision=frozen_at_decision, workers=workers)
                  for k in range(n_folds)]
     probs = np.full((len(pool), len(labels)), np.nan, dtype=np.float32)
     position = pd.Series(np.arange(len(pool)), index=pool["clip_id"].to_numpy())
-    results = []
+    results, calibration = [], []
     for k, fold_dir in enumerate(fold_dirs):
         result = _train_fold(fold_dir, lambda event, k=k: on_event(k, event) if on_event else None)
         if result["status"] != "succeeded":
             raise RuntimeError(f"cross-validation fold {k + 1} of {n_folds} {result['status']}: {result.get('error')}")
-        held_out = pd.read_parquet(fold_dir / trainer.PREDICTIONS_FILE).query("split == 'test'")
-        probs[position[held_out["clip_id"]].to_numpy()] = np.stack(held_out["probs"].to_numpy())
+        predictions = pd.read_parquet(fold_dir / trainer.PREDICTIONS_FILE)
+        held_out, val = predictions[predictions["split"] == "test"], predictions[predictions["split"] == "val"]
+        calibration.append(held_out_calibration(labels=val["label"].map(labels.index).to_numpy(dtype=np.int64),
+                                                pred_probs=_stacked(val, len(labels)), enabled=calibrate))
+        probs[position[held_out["clip_id"]].to_numpy()] = apply_temperature(
+            probs=_stacked(held_out, len(labels)), temperature=calibration[-1]["temperature"])
         results.append(result)
     kept = ~np.isnan(probs).any(axis=1)  # unreadable clips are left out of training and prediction alike
     return CrossvalResult(clip_ids=pool["clip_id"].to_numpy()[kept], probs=probs[kept], folds=folds[kept],
-                          fold_results=results)
+                          fold_results=results, calibration=calibration)
+
+
+def _stacked(predictions: pd.DataFrame, n_classes: int) -> np.ndarray:
+    """(N, C) probabilities of a predictions frame (N may be 0)."""
+    return np.stack(predictions["probs"].to_numpy()) if len(predictions) else np.zeros((0, n_classes))
 
 
 def _groups(pool: pd.DataFrame) -> list[str]:

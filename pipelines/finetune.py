@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
+from collections.abc import Collection
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from core import train as trainer
-from core.config import ConfigError, ExperimentConfig, load_preset
+from core.checkpoint import read_configs
+from core.config import AUTO, ConfigError, ExperimentConfig, load_preset
 from core.store import Store, StoreError
 from core.jobs import CONFIG_FILE, LOG_FILE, MANIFEST_FILE, RESULT_FILE
 from core.breakdowns import METADATA_PREFIX
@@ -34,6 +36,16 @@ class PreparedRun:
     config: ExperimentConfig
     job: trainer.Job
     manifest: pd.DataFrame
+    start: str | None = None     # what the weights start from ("production run X"); None = the preset's own start
+    inherited: list[str] = dataclasses.field(default_factory=list)  # "key preset value -> start model value"
+
+    def start_line(self) -> str:
+        """One line for the person who launched it: where the weights come from, what was inherited."""
+        if self.start is None:
+            return "starts from scratch (the preset's own start)"
+        if not self.inherited:
+            return f"starts from {self.start}, whose architecture and features match the preset"
+        return f"starts from {self.start} and keeps its architecture and features: {'; '.join(self.inherited)}"
 
 
 def new_run_id(kind: str) -> str:
@@ -41,18 +53,25 @@ def new_run_id(kind: str) -> str:
     return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{kind}-{secrets.token_hex(2)}"
 
 
+# A training run never learns from a quarantined clip, but scores the held-out ones as labelled
+# (core/split_report.py): quarantine must not flatter its numbers.
+TRAINING_QUARANTINE_SPLITS = ("val", "test")
+
+
 def freeze_manifest(store: Store, *, as_of: int | None = None,
-                    include_quarantined: bool = False) -> tuple[pd.DataFrame, int]:
-    """The training manifest as of a decision id: usable, non-excluded, non-quarantined clips with
-    their current labels, absolute paths, and whether each is a 'hard' example (A7: relabelled
-    since import, or misclassified by the production model). Derived clips (augmented copies) come
-    with their parent and applied augmentations, and only in the training split: they are never
-    evaluated. include_quarantined (for audits) keeps quarantined clips too, with a `quarantined`
-    column saying which they are. Each clip's duration, dataset and metadata columns
-    (`meta.<key>`) come along for breakdowns (core/breakdowns.py)."""
+                    quarantined_in: Collection[str] = TRAINING_QUARANTINE_SPLITS) -> tuple[pd.DataFrame, int]:
+    """The training manifest as of a decision id: usable, non-excluded clips with their current
+    labels, absolute paths, and whether each is a 'hard' example (A7: relabelled since import,
+    or misclassified by the production model). Derived clips (augmented copies) come with their
+    parent and applied augmentations, and only in the training split: they are never evaluated.
+    Quarantined clips are kept only in the splits quarantined_in (audits pass every split), with
+    the `quarantined` column saying which they are. Each clip's duration, dataset and metadata
+    columns (`meta.<key>`) come along for breakdowns (core/breakdowns.py); duration and source
+    sample rate also fix 'auto' features (core/feature_fit.py)."""
     as_of = store.last_decision_id() if as_of is None else as_of
     state = store.labels(as_of=as_of)
-    usable = state[(state.status == "ok") & ~state.excluded & (include_quarantined | ~state.quarantined)
+    keep_quarantined = state.split.isin(list(quarantined_in))
+    usable = state[(state.status == "ok") & ~state.excluded & (keep_quarantined | ~state.quarantined)
                    & state.label.notna() & state.split.notna()
                    & (state.parent_clip_id.isna() | (state.split == "train"))]
     clips = store.clips().set_index("id")
@@ -69,6 +88,7 @@ def freeze_manifest(store: Store, *, as_of: int | None = None,
         "parent_clip_id": usable.parent_clip_id.astype("Int64"),
         "augmentations": [applied_names(clips.at[c, "metadata"]) for c in usable.clip_id],
         "duration_s": clips.loc[usable.clip_id, "duration_s"].astype(float).to_numpy(),
+        "sample_rate_hz": clips.loc[usable.clip_id, "sample_rate_hz"].astype(float).to_numpy(),  # the source's (auto f_max)
         "dataset": clips.loc[source_clip, "dataset"].astype(str).to_numpy(),
     }).reset_index(drop=True)
     manifest = pd.concat([manifest, metadata_frame(clips.loc[usable.clip_id, "metadata"])], axis=1)
@@ -78,8 +98,7 @@ def freeze_manifest(store: Store, *, as_of: int | None = None,
         previous = store.predictions(production).set_index("clip_id")["predicted"]
         hard |= manifest.clip_id.map(previous).fillna(manifest.label).ne(manifest.label).to_numpy()
     manifest["hard"] = hard.to_numpy()
-    if include_quarantined:
-        manifest["quarantined"] = usable.quarantined.astype(bool).to_numpy()
+    manifest["quarantined"] = usable.quarantined.astype(bool).to_numpy()
     return manifest, as_of
 
 
@@ -130,7 +149,10 @@ def prepare_finetune(store: Store, *, preset: str, overrides: list[str] | None =
         unknown = sorted(set(getattr(config.train, key) or {}) - set(labels))
         if unknown:
             raise ConfigError(f"train.{key}: classes {unknown} are not in the session's labels {labels}")
-    init_checkpoint = _resolve_init(store, init_from, config)
+    init_checkpoint, start = _resolve_init(store, init_from)
+    inherited: list[str] = []
+    if init_checkpoint is not None:
+        config, inherited = inherit_architecture(config, init_checkpoint, start=start, explicit=overrides or [])
     run_id = new_run_id("train")
     run_dir = Path(store.session_dir) / "runs" / run_id
     run_dir.mkdir(parents=True)
@@ -141,28 +163,86 @@ def prepare_finetune(store: Store, *, preset: str, overrides: list[str] | None =
     job.save(run_dir)
     store.create_run(run_id, kind="train", preset=config.name, config=config.to_dict(),
                      parent_run_id=_run_of_checkpoint(init_checkpoint), manifest_decision_id=as_of, run_dir=run_dir)
-    return PreparedRun(run_id=run_id, run_dir=run_dir, config=config, job=job, manifest=manifest)
+    return PreparedRun(run_id=run_id, run_dir=run_dir, config=config, job=job, manifest=manifest, start=start,
+                       inherited=inherited)
 
 
-def _resolve_init(store: Store, init_from: str | None, config: ExperimentConfig) -> str | None:
+def _resolve_init(store: Store, init_from: str | None) -> tuple[str | None, str | None]:
+    """The checkpoint folder to start from and how to name it to a person; (None, None) = scratch."""
     if init_from in (None, "none", ""):
-        return None
+        return None, None
     if init_from == "production":
         production = store.production_run()
         if production is None:
-            return None
-        folder = Path(store.run(production)["run_dir"]) / trainer.CHECKPOINT_DIR
-        saved = json.loads((folder / "config.json").read_text())["model"]["name"] if (folder / "config.json").exists() else None
-        return str(folder) if saved == config.model.name else None  # another architecture: start fresh
-    candidate = Path(init_from)
-    if not candidate.is_dir():
+            return None, None
+        candidate, start = Path(store.run(production)["run_dir"]) / trainer.CHECKPOINT_DIR, f"production run {production}"
+    elif Path(init_from).is_dir():
+        candidate, start = Path(init_from), f"checkpoint {init_from}"
+    else:
         try:
-            candidate = Path(store.run(init_from)["run_dir"]) / trainer.CHECKPOINT_DIR
+            candidate, start = Path(store.run(init_from)["run_dir"]) / trainer.CHECKPOINT_DIR, f"run {init_from}"
         except StoreError:
             raise ConfigError(f"init_from: {init_from!r} is neither a checkpoint folder nor a run id of this session") from None
     if not (candidate / "config.json").is_file():
-        raise ConfigError(f"init_from: {candidate} holds no checkpoint (config.json missing)")
-    return str(candidate)
+        raise ConfigError(f"init_from: {start} holds no checkpoint ({candidate / 'config.json'} missing)")
+    return str(candidate), start
+
+
+# A regulariser, not part of the weights' shapes or the input: a fine-tune may set its own.
+NOT_ARCHITECTURE = frozenset({"model.head_dropout"})
+
+
+def inherit_architecture(config: ExperimentConfig, checkpoint: str | Path, *, start: str,
+                         explicit: list[str]) -> tuple[ExperimentConfig, list[str]]:
+    """A fine-tune inherits the model it starts from: the checkpoint's model section and the
+    features it was trained on (other features would be another input). Returns the config to
+    run and one "key preset value -> start model value" line per inherited setting; a feature the
+    preset leaves 'auto' takes the start model's value without a line (a fine-tune's clips fix nothing).
+
+    Why refuse instead of copying what fits: a narrower CNN keeps a third of the start model's
+    tensors and trains the rest from random, which is not a fine-tune. Raises ConfigError for
+    another model family, or for a setting in `explicit` (dotted key=value overrides, e.g. the
+    advanced YAML's) that contradicts the checkpoint.
+    """
+    saved_model, saved_features = read_configs(checkpoint)
+    if saved_model.name != config.model.name:
+        raise ConfigError(f"init_from: preset {config.name!r} builds model.name {config.model.name!r}, but {start} is "
+                          f"model.name {saved_model.name!r}, so its weights cannot start this fine-tune; start from scratch "
+                          f"(init_from none, 'scratch' in the Train tab) or choose a preset whose model.name is "
+                          f"{saved_model.name!r}")
+    ours = _leaves({"model": config.model.to_dict(), "features": config.features.to_dict()})
+    theirs = _leaves({"model": saved_model.to_dict(), "features": saved_features.to_dict()})
+    differing = [key for key in ours if key not in NOT_ARCHITECTURE and ours[key] != theirs[key]]
+    changed = [key for key in differing if ours[key] != AUTO]
+    set_keys = [item.split("=", 1)[0].strip() for item in explicit]
+    conflicts = [key for key in changed if any(key == s or key.startswith(f"{s}.") for s in set_keys)]
+    if conflicts:
+        asked = ", ".join(f"{key}={json.dumps(ours[key])}" for key in conflicts)
+        trained = ", ".join(f"{key}={json.dumps(theirs[key])}" for key in conflicts)
+        raise ConfigError(f"init_from: this fine-tune sets {asked}, but {start} was trained with {trained}; a fine-tune "
+                          f"keeps the architecture and features of the model it starts from. Leave "
+                          f"{', '.join(conflicts)} unset to inherit them, or start from scratch (init_from none)")
+    fine_tune = config.with_overrides({key: theirs[key] for key in differing})
+    return fine_tune, [f"{key} {json.dumps(ours[key])} -> {json.dumps(theirs[key])}" for key in changed]
+
+
+def _leaves(sections: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config dicts as dotted key -> value (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def describe_transfer(start: str, init: dict[str, Any]) -> str:
+    """'started from production run X: 26 of 26 tensors copied', from the trainer's init record."""
+    fresh = init.get("kept_fresh") or []
+    names = ", ".join(fresh[:4]) + (", ..." if len(fresh) > 4 else "")
+    return (f"started from {start}: {init['copied']} of {init['total']} tensors copied"
+            + (f"; {len(fresh)} freshly initialised ({names})" if fresh else ""))
 
 
 def _run_of_checkpoint(folder: str | None) -> str | None:
@@ -206,8 +286,10 @@ def breakdown_rows(metrics: dict[str, Any]) -> pd.DataFrame:
 
 
 def metric_rows(metrics: dict[str, Any]) -> pd.DataFrame:
-    """metrics.json -> (split, name, class_label, value); names against true labels get 'true_'."""
-    rows = []
+    """metrics.json -> (split, name, class_label, value); names against true labels get 'true_',
+    those without the quarantined clips 'unquarantined_'; a split's counts come as they are."""
+    rows = [(split, name, None, value) for split, counts in metrics.get("counts", {}).items()
+            for name, value in counts.items()]
     for split, entry in metrics["splits"].items():
         for basis, report in entry.items():
             prefix = "" if basis == "given" else f"{basis}_"
@@ -249,6 +331,7 @@ def finetune(store: Store, *, preset: str, overrides: list[str] | None = None, i
     store.set_run_status(prepared.run_id, "running")
     process = launch(prepared.run_dir, module="core.train", processes=processes)
     bar = tqdm(total=None, desc=f"{prepared.run_id}", unit="step", disable=not progress)
+    bar.write(prepared.start_line())
 
     def show(event: dict[str, Any]) -> None:
         kind = event["type"]

@@ -119,18 +119,29 @@ def detect_layout(path: Path) -> str:
     return "folder"
 
 
-def import_dataset(store: Store, source: str | Path, *, layout: str = "auto", name: str | None = None,
-                   class_map: ClassMap | None = None, root: str | Path | None = None,
-                   group_pattern: str | None = None, seed: int = 0,
-                   probe_mode: Literal["auto", "full", "manifest"] = "auto",
-                   workers: int = 4, progress: bool = True) -> ImportSummary:
-    """Import the dataset at source into the session store; idempotent.
+@dataclasses.dataclass
+class DiscoveredDataset:
+    """A dataset found and checked, before any session is touched: a source that cannot be
+    imported fails here, so a failed `earmark import` leaves no session folder behind."""
+    name: str
+    layout: str
+    root: Path                # resolved: every clip must stay under it
+    table: pd.DataFrame       # path (relative to root), label, and the optional manifest columns
+    class_map: ClassMap | None
+    group_pattern: str | None
+    dropped_unmapped: int = 0
+    dropped_classes: list[str] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+
+def discover_dataset(source: str | Path, *, layout: str = "auto", name: str | None = None,
+                     class_map: ClassMap | None = None, root: str | Path | None = None,
+                     group_pattern: str | None = None) -> DiscoveredDataset:
+    """Find the clips at source and apply the class map; reads no audio and opens no store.
 
     source is a folder (folder/esc50/urbansound8k layouts) or a manifest file. root is the
     folder clip paths are relative to (default: the folder, or the manifest's folder).
-    probe_mode "manifest" trusts duration/sample-rate columns of a manifest and only checks
-    each file exists (fast, for huge manifests); "full" reads every file; "auto" picks
-    "manifest" when those columns are present.
+    Raises DatasetImportError when source cannot be imported at all.
     """
     started = time.perf_counter()
     source = Path(source).expanduser()
@@ -140,30 +151,59 @@ def import_dataset(store: Store, source: str | Path, *, layout: str = "auto", na
         raise DatasetImportError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     layout = detect_layout(source) if layout == "auto" else layout
     table = _discover(source, layout, root=Path(root).expanduser() if root else None, group_pattern=group_pattern)
-    dataset_root = table.attrs["root"]
-    name = name or (source.stem if source.is_file() else source.name) or "dataset"
-
-    summary = ImportSummary(dataset=name, dataset_id=-1, layout=layout, found=len(table))
+    found = DiscoveredDataset(name=name or (source.stem if source.is_file() else source.name) or "dataset",
+                              layout=layout, root=table.attrs["root"], table=table, class_map=class_map,
+                              group_pattern=group_pattern)
     if class_map is not None:
         mapped = table["label"].map(class_map.apply)
-        dropped = table[mapped.isna() & table["label"].notna()]
-        summary.dropped_unmapped = len(dropped)
-        summary.dropped_classes = sorted(dropped["label"].unique())
-        table = table[~(mapped.isna() & table["label"].notna())].assign(label=mapped)
+        dropped = mapped.isna() & table["label"].notna()
+        found.dropped_unmapped = int(dropped.sum())
+        found.dropped_classes = sorted(table.loc[dropped, "label"].unique())
+        found.table = table[~dropped].assign(label=mapped[~dropped])
+    found.seconds = time.perf_counter() - started
+    return found
 
-    dataset_id = store.add_dataset(name=name, root=dataset_root, layout=layout,
-                                   class_map=None if class_map is None else dataclasses.asdict(class_map),
-                                   options={"group_pattern": group_pattern, "seed": seed})
+
+def import_dataset(store: Store, source: str | Path, *, layout: str = "auto", name: str | None = None,
+                   class_map: ClassMap | None = None, root: str | Path | None = None,
+                   group_pattern: str | None = None, seed: int = 0,
+                   probe_mode: Literal["auto", "full", "manifest"] = "auto",
+                   workers: int = 4, progress: bool = True) -> ImportSummary:
+    """Import the dataset at source into the session store; idempotent.
+
+    discover_dataset, then import_discovered: see them for the options.
+    """
+    found = discover_dataset(source, layout=layout, name=name, class_map=class_map, root=root, group_pattern=group_pattern)
+    return import_discovered(store, found, seed=seed, probe_mode=probe_mode, workers=workers, progress=progress)
+
+
+def import_discovered(store: Store, found: DiscoveredDataset, *, seed: int = 0,
+                      probe_mode: Literal["auto", "full", "manifest"] = "auto",
+                      workers: int = 4, progress: bool = True) -> ImportSummary:
+    """Probe the discovered clips that are new to the session, split them, and store them.
+
+    probe_mode "manifest" trusts duration/sample-rate columns of a manifest and only checks
+    each file exists (fast, for huge manifests); "full" reads every file; "auto" picks
+    "manifest" when those columns are present.
+    """
+    started = time.perf_counter()
+    summary = ImportSummary(dataset=found.name, dataset_id=-1, layout=found.layout,
+                            found=len(found.table) + found.dropped_unmapped,
+                            dropped_unmapped=found.dropped_unmapped, dropped_classes=found.dropped_classes)
+    class_map = None if found.class_map is None else dataclasses.asdict(found.class_map)
+    dataset_id = store.add_dataset(name=found.name, root=found.root, layout=found.layout, class_map=class_map,
+                                   options={"group_pattern": found.group_pattern, "seed": seed})
     summary.dataset_id = dataset_id
     known = store.existing_paths(dataset_id)
+    table = found.table
     is_new = ~table["path"].isin(known)
     summary.already_imported = int((~is_new).sum())
     table = table[is_new].reset_index(drop=True)
 
     if probe_mode == "auto":
         has_meta = {"duration_s", "sample_rate_hz"} <= set(table.columns) and table[["duration_s", "sample_rate_hz"]].notna().all().all()
-        probe_mode = "manifest" if layout == "manifest" and has_meta else "full"
-    table = _probe_all(table, dataset_root, mode=probe_mode, workers=workers, progress=progress)
+        probe_mode = "manifest" if found.layout == "manifest" and has_meta else "full"
+    table = _probe_all(table, found.root, mode=probe_mode, workers=workers, progress=progress)
     table, split_warnings = _assign_splits(table, seed=seed)
     summary.warnings += split_warnings + table.attrs.get("warnings", [])
 
@@ -175,7 +215,7 @@ def import_dataset(store: Store, source: str | Path, *, layout: str = "auto", na
     ok = table[table["status"] == "ok"]
     for (label, split), n in ok.groupby(["label", "split"], dropna=False).size().items():
         summary.per_class_split.setdefault(str(label), {})[str(split)] = int(n)
-    summary.seconds = time.perf_counter() - started
+    summary.seconds = found.seconds + time.perf_counter() - started
     return summary
 
 
@@ -324,8 +364,9 @@ def _probe_all(table: pd.DataFrame, root: Path, *, mode: str, workers: int, prog
 
     def check(relative: str):
         full = (root / relative)
-        if Path(relative).is_absolute() or ".." in Path(relative).parts:
-            return ("unreadable", f"outside the dataset root: {relative} is not under {root}", None, None, None)
+        outside = _outside_root(root, relative)
+        if outside:
+            return ("unreadable", outside, None, None, None)
         if mode == "manifest":
             return ("ok", None, None, None, None) if full.is_file() else ("unreadable", f"missing: no file at {full}", None, None, None)
         result = probe(full)
@@ -342,6 +383,21 @@ def _probe_all(table: pd.DataFrame, root: Path, *, mode: str, workers: int, prog
         table["sample_rate_hz"] = pd.Series(rate, index=table.index, dtype="Int64")
         table["channels"] = pd.Series(channels, index=table.index, dtype="Int64")
     return table
+
+
+def _outside_root(root: Path, relative: str) -> str | None:
+    """Why a clip path is not under the (resolved) dataset root, or None when it is.
+
+    The path is resolved, so a symlink inside the root that points out of it (the file, or a
+    folder on its way) is refused like a path with "..": nothing outside the root is read.
+    """
+    path = Path(relative)
+    if path.is_absolute() or ".." in path.parts:
+        return f"outside the dataset root: {relative} is not under {root}"
+    target = (root / path).resolve()
+    if not target.is_relative_to(root):
+        return f"outside the dataset root: {relative} is a symlink to {target}, not under {root}"
+    return None
 
 
 def _normalise_split(value) -> str | None:

@@ -9,7 +9,9 @@ production back to the run that was production before the current one; the `prom
 keeps every step, so the production history is a stack: promote pushes, rollback pops.
 
 Both models are scored on the same clips with the same labels: the candidate audit's labels,
-without the clips quarantined when it froze them (A1), and only clips both models predicted.
+and only clips both models predicted. Gates count every clip of the split as labelled at the
+freeze, open quarantine included (GATE_QUARANTINE_RULE): quarantining a candidate's errors
+cannot turn a failing gate into a pass. Quarantined clips are still counted apart (A1).
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from core.jobs import MANIFEST_FILE
 from core.store import Store, StoreError
 from pipelines.audit import latest_audit
 
+GATE_QUARANTINE_RULE = ("gates count every clip of the split with its label at the audit's freeze, open "
+                        "quarantine included: quarantine cannot improve them; review the queue to correct labels")
 GATES_DIR = "gates"
 GATE_REPORT_FILE = "gate_report.json"
 COMPARISONS_DIR = "comparisons"
@@ -38,7 +42,8 @@ COMPARISONS_DIR = "comparisons"
 @dataclasses.dataclass
 class ScoredRun:
     """A model's predictions on one split, ready to score: clip_id, label (as frozen by the
-    source run), probs (model class order), evaluated (not quarantined at the freeze)."""
+    source run), probs (model class order), evaluated (a label the model knows), quarantined
+    (open in the queue at the freeze; still evaluated)."""
     model_run_id: str
     source_run_id: str
     classes: list[str]
@@ -64,7 +69,8 @@ def scored_run(store: Store, run_id: str, *, split: str) -> ScoredRun:
     frozen_at = store.run(source)["manifest_decision_id"]
     quarantined = store.labels(as_of=frozen_at).set_index("clip_id")["quarantined"]
     classes = _classes(store, model_run_id)
-    frame = frame.assign(evaluated=~frame.clip_id.map(quarantined).fillna(False).astype(bool) & frame.label.isin(classes))
+    frame = frame.assign(evaluated=frame.label.isin(classes),
+                         quarantined=frame.clip_id.map(quarantined).fillna(False).astype(bool))
     return ScoredRun(model_run_id=model_run_id, source_run_id=source, classes=classes, frame=frame,
                      manifest_path=Path(store.run(source)["run_dir"]) / MANIFEST_FILE,
                      evaluation=EvaluationConfig.from_dict((store.run(model_run_id)["config"] or {}).get("evaluation")))
@@ -147,7 +153,7 @@ def gate_report(store: Store, *, run_id: str) -> dict[str, Any]:
     candidate = scored_run(store, audit_id, split=policy.split)
     evaluated = candidate.frame[candidate.frame.evaluated]
     if evaluated.empty:
-        raise StoreError(f"audit {audit_id} scored no clips of the {policy.split} split (all quarantined?)")
+        raise StoreError(f"audit {audit_id} scored no clips of the {policy.split} split (no clip has a label the model knows)")
     y, probs = _y_and_probs(candidate, evaluated)
     report = classification_report(y_true=y, probs=probs, labels=candidate.classes)
     production = store.production_run()
@@ -161,8 +167,8 @@ def gate_report(store: Store, *, run_id: str) -> dict[str, Any]:
     folder = Path(run["run_dir"]) / GATES_DIR
     result = {
         "run_id": run_id, "audit_run_id": audit_id, "split": policy.split, "passed": gates["passed"],
-        "evaluated_clips": int(len(evaluated)),
-        "excluded_quarantined": int((~candidate.frame.evaluated & candidate.frame.label.isin(candidate.classes)).sum()),
+        "evaluated_clips": int(len(evaluated)), "quarantined_clips": int(evaluated.quarantined.sum()),
+        "quarantine_rule": GATE_QUARANTINE_RULE,
         "production_run_id": production,
         "gates": gates,
         "newly_wrong": comparison["broken"] if comparison else [],
@@ -193,7 +199,7 @@ class PromotionOutcome:
             head = (f"run {self.run_id} NOT promoted: {len(report['gates']['failed'])} gate(s) failed; "
                     f"production stays {self.production}")
         lines = [head, f"  gates on {report['split']} (audit {report['audit_run_id']}, {report['evaluated_clips']} clips, "
-                       f"{report['excluded_quarantined']} quarantined left out)"
+                       f"{report['quarantined_clips']} of them in quarantine and counted as labelled)"
                        + (f" vs production {report['production_run_id']}" if report["production_run_id"] else "") + ":"]
         for criterion in report["gates"]["criteria"]:
             lines.append(f"    [{criterion['status']:>4}] {criterion['name']}: {criterion['detail']}")

@@ -87,3 +87,12 @@ def review_counts(store: Store) -> dict[str, int]:
     queue = store.quarantine_queue(include_resolved=True)
     return {"open": int(queue.quarantined.sum()), "reviewed": int((queue.human_decisions.fillna(0) > 0).sum()),
             "total": len(queue)}
+
+
+def decided_since(store: Store, clip_ids: list[int], *, since_id: int) -> int:
+    """How many of clip_ids a person decided after decision since_id (e.g. since a queue was
+    loaded), by a decision that still stands: undone ones, undos, notes and quarantine requests
+    do not count, nor do the audit's proposals."""
+    log = store.decisions(since_id=since_id)
+    decided = log[(log.annotator != "audit") & ~log.undone & ~log.action.isin(["undo", "note", "quarantine"])]
+    return int(pd.Index(clip_ids, dtype="int64").isin(decided.clip_id).sum())

@@ -1,7 +1,11 @@
-"""Shared test helpers: small synthetic audio written to real files."""
+"""Shared test helpers: small synthetic audio written to real files, a session held by another process."""
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +52,31 @@ def write_odd_but_valid_set(folder: Path) -> dict[str, tuple[int, int]]:
     write_wav(folder / "stereo_8k.wav", tone(300, sample_rate_hz=8000, channels=2), 8000)
     write_wav(folder / "hires_96k_24bit.wav", tone(1000, sample_rate_hz=96000), 96000, subtype="PCM_24")
     return {"stereo_8k.wav": (8000, 2), "hires_96k_24bit.wav": (96000, 1)}
+
+
+_HOLDER = """
+import sys, time
+from core.store import Store
+store = Store.open(sys.argv[1])
+store.record_decision(int(store.clips().id.iloc[0]), annotator="holder", action="relabel", new_label="changed_by_holder")
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@contextlib.contextmanager
+def held_by_another_process(session: Path) -> Iterator[int]:
+    """A second real process opens the session as its writer (as a server or a CLI job would),
+    commits one decision (its first clip relabelled "changed_by_holder" by "holder") and holds
+    the session until the block ends; yields that process's pid."""
+    repo = Path(__file__).resolve().parent.parent
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(session)], cwd=repo, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready", "the holding process did not open the session"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from core.config import ConfigError, load_preset
 from core.models import available_models, build_model
 from core.store import Store, StoreError
 from pipelines import audit as audit_pipeline
+from pipelines import promotion
 from pipelines.crossval import assign_folds
 from pipelines.finetune import finetune
 from pipelines.importing import import_dataset
@@ -212,16 +213,21 @@ def test_audit_stores_predictions_metrics_plots_and_flags_a_planted_error(sessio
     assert gone not in set(predictions.clip_id) and held in set(predictions.clip_id)
     assert np.allclose([sum(p) for p in predictions.probs], 1.0, atol=1e-4)
     counts = outcome.counts["test"]
-    assert (counts["clips"], counts["excluded_quarantined"], counts["excluded"]) == (n_test, 1, 1)
-    assert counts["evaluated"] == n_test - 1
+    assert (counts["clips"], counts["quarantined"], counts["excluded"]) == (n_test, 1, 1)
+    assert counts["evaluated"] == n_test and counts["quarantined_share"] == pytest.approx(1 / n_test)
     metrics = store.run_metrics(outcome.run_id, split="test")
     value = dict(zip(metrics[metrics.class_label.isna()].name, metrics[metrics.class_label.isna()].value))
-    assert value["excluded_quarantined"] == 1 and value["evaluated"] == n_test - 1 and value["excluded"] == 1
-    assert {"accuracy", "f1_macro", "mAP", "ece"} <= set(value) and "true_accuracy" not in value  # no true labels here
+    assert value["quarantined"] == 1 and value["evaluated"] == n_test and value["excluded"] == 1
+    assert {"accuracy", "f1_macro", "mAP", "ece", "unquarantined_accuracy"} <= set(value)
+    assert "true_accuracy" not in value  # no true labels here
     per_class = metrics[metrics.class_label.notna()]
     assert set(per_class.class_label) == set(CLASSES)
     support = per_class[(per_class.name == "support")].set_index("class_label").value
-    assert support.sum() == n_test - 1  # scored without the quarantined clip
+    assert support.sum() == n_test  # the headline counts the quarantined clip as labelled
+    apart = per_class[(per_class.name == "unquarantined_support")].set_index("class_label").value
+    assert apart.sum() == n_test - 1 and apart["alert_sounds"] == support["alert_sounds"] - 1
+    summary = "\n".join(outcome.lines())
+    assert "without the quarantined" in summary and f"1 in quarantine ({1 / n_test:.1%} of the split" in summary
     for plot in ("confusion_test.png", "reliability_val.png"):
         assert (outcome.run_dir / "plots" / plot).stat().st_size > 5000
 
@@ -234,6 +240,32 @@ def test_audit_stores_predictions_metrics_plots_and_flags_a_planted_error(sessio
     assert entry.score > 0.9 and "labelled emergency_sirens" in entry.reason and "model says road_traffic" in entry.reason
     assert queue.loc[held].method == "manual"  # the clip already open was not raised again
     assert set(outcome.proposals.clip_id) == {planted}
+
+
+@pytest.mark.slow
+def test_quarantining_a_candidates_errors_cannot_turn_a_failing_gate_into_a_pass(session):
+    store, run_id, planted = session
+    run = store.run(run_id)
+    strict = {**run["config"], "gates": {**run["config"].get("gates", {}), "min_key_class_accuracy": 1.0,
+                                         "min_class_accuracy": 0.0, "min_f1_macro": None, "min_accuracy": None}}
+    store.create_run("strict", kind="train", preset=run["preset"], config=strict, parent_run_id=None,
+                     manifest_decision_id=run["manifest_decision_id"], run_dir=run["run_dir"], status="succeeded")
+    first = audit_pipeline.audit(store, run_id="strict", splits=["test"], progress=False)
+    before = promotion.gate_report(store, run_id="strict")
+    assert not before["passed"] and before["gates"]["failed"] == ["accuracy[emergency_sirens]"]  # the planted hum
+    wrong = store.predictions(first.run_id, split="test").query("predicted != label").clip_id
+    open_queue = set(store.quarantine_queue().clip_id)
+    for clip in set(wrong) - open_queue:
+        review.send_to_quarantine(store, int(clip), reason="the model disagrees", annotator="ana")
+    audit_pipeline.audit(store, run_id="strict", splits=["test"], progress=False)
+    after = promotion.gate_report(store, run_id="strict")
+    assert after["audit_run_id"] != before["audit_run_id"] and after["quarantined_clips"] == len(set(wrong) | open_queue)
+    assert not after["passed"] and after["gates"]["failed"] == before["gates"]["failed"]
+
+    def key_value(report):
+        return next(c["value"] for c in report["gates"]["criteria"] if c["name"] == "accuracy[emergency_sirens]")
+    assert key_value(after) == key_value(before) < 1.0  # the same number: quarantine took no error out of it
+    assert "quarantine cannot improve" in after["quarantine_rule"]
 
 
 @pytest.mark.slow
@@ -254,6 +286,60 @@ def test_a_second_audit_reports_extreme_off_counts_against_the_first(session):
     assert road["change"] == road["now"] - road["previous"] < 0  # fewer extreme-off clips after the review
     assert second.proposals.empty  # the planted clip is still open in the queue: not raised twice
     assert "was" in "\n".join(second.lines())
+
+
+@pytest.mark.slow
+def test_audit_calibrates_on_val_and_judges_with_its_own_thresholds(session):
+    store, run_id, planted = session
+    outcome = audit_pipeline.audit(store, run_id=run_id, splits=["test"], progress=False)
+    assert outcome.status == "succeeded", outcome.error
+    assert set(store.predictions(outcome.run_id).split) == {"test"}  # val was frozen to calibrate, not audited
+    judging = json.loads((outcome.run_dir / "metrics.json").read_text())["judging"]
+    assert judging == outcome.judging == store.run(outcome.run_id)["summary"]["judging"]  # saved with the run
+    n_val = int((store.labels().split == "val").sum())
+    assert judging["calibration"]["n_samples"] == n_val and judging["calibration"]["temperature"] == 1.0
+    assert judging["calibration"]["skipped"] == f"{n_val} val clips, fewer than the 20 a fit needs"
+    assert judging["thresholds"]["mode"] == "per_class" and judging["trust"]["untrusted"] == []
+    limits = judging["thresholds"]
+    assert all(0 < limits["max_label_prob"][c] <= 1 / 3 and 0.5 <= limits["min_top_prob"][c] < 1 for c in CLASSES)
+    assert set(outcome.proposals.clip_id) == {planted}
+    reason = store.quarantine_queue().set_index("clip_id").loc[planted, "reason"]
+    road = limits["min_top_prob"]["road_traffic"]
+    assert reason.startswith(f"extreme-off (label p <= {limits['max_label_prob']['emergency_sirens']:.3g}, top p >= {road:.3g})")
+    text = "\n".join(outcome.lines())
+    assert f"calibration: none ({n_val} val clips, fewer than the 20 a fit needs); temperature 1" in text
+    assert "extreme-off thresholds (per class, from the calibrated val clips): label p <= " in text
+
+    fixed = audit_pipeline.audit(store, run_id=run_id, splits=["test"], thresholds="fixed", calibrate=False,
+                                 progress=False)
+    assert fixed.judging["thresholds"]["max_label_prob"] == dict.fromkeys(CLASSES, 0.1)
+    assert fixed.judging["calibration"]["skipped"] == "calibration is off"
+    assert "extreme-off thresholds (fixed): label p <= 0.1, top p >= 0.7" in "\n".join(fixed.lines())
+    with pytest.raises(ConfigError, match="unknown key 'audit.max_lable_prob'; allowed: calibrate, "):
+        audit_pipeline.audit(store, run_id=run_id, max_lable_prob=0.2, progress=False)
+
+
+@pytest.mark.slow
+def test_trust_check_proposes_nothing_in_a_class_the_model_is_too_weak_on(session):
+    store, run_id, planted = session
+    state = store.labels()
+    val = state[state.split == "val"]
+    for clip in val[val.label == "alert_sounds"].clip_id:  # the model hears alert sounds; val now calls them traffic
+        store.record_decision(int(clip), annotator="setup", action="relabel", new_label="road_traffic")
+    n_road, n_alert = int((val.label == "road_traffic").sum()), int((val.label == "alert_sounds").sum())
+    outcome = audit_pipeline.audit(store, run_id=run_id, splits=["test"], progress=False)
+    assert outcome.status == "succeeded", outcome.error
+    trust = outcome.judging["trust"]
+    assert trust["untrusted"] == ["alert_sounds", "road_traffic"]
+    assert trust["accuracy"]["alert_sounds"] is None  # no val clips of it are left
+    assert trust["accuracy"]["road_traffic"] == pytest.approx(n_road / (n_road + n_alert))
+    assert outcome.proposals.empty  # the planted hum: the model calls it road traffic, a class it cannot be trusted on
+    assert planted not in set(store.quarantine_queue().clip_id)
+    assert set(outcome.key_classes["test"]["classes"]) == {"emergency_sirens"}  # only what was judged is counted
+    text = "\n".join(outcome.lines())
+    assert (f"the model is too weak on class road_traffic (val accuracy {n_road / (n_road + n_alert):.2f}) to judge "
+            "its labels; train a better model first") in text
+    assert "the model cannot be checked on class alert_sounds (no val clips): its labels are not judged" in text
 
 
 @pytest.mark.slow
@@ -301,6 +387,11 @@ def test_label_issue_ranking_with_cross_validation(session):
     queue = store.quarantine_queue().set_index("clip_id")
     assert queue.loc[train_traffic, "rank"].max() <= 5
     assert outcome.label_issues["folds"] == 3 and outcome.label_issues["ranked"] == len(state)
+    li = outcome.label_issues  # sized by max_label_issues here; the noise estimate and the trust check are reported
+    assert li["queue"] == {"size": 5, "cap": int(0.1 * len(state)), "max_label_issues": 5}
+    assert set(li["noise"]["rate"]) == set(CLASSES) and li["trust"]["source"] == "out-of-fold"
+    assert len(li["fold_temperatures"]) == 3
+    assert "estimated label noise: alert_sounds " in "\n".join(outcome.lines())
 
 
 @pytest.mark.slow
@@ -350,8 +441,10 @@ def test_cli_audit_and_one_line_errors(session):
         bad = subprocess.run(cli + [args[0], "--session", session_dir] + args[1:], capture_output=True, text=True, cwd=REPO)
         assert bad.returncode == 2, (args, bad.stdout, bad.stderr)
         assert bad.stderr.startswith(message) and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
-    done = subprocess.run(cli + ["audit", "--session", session_dir, "--run", run_id, "--splits", "test", "--json"],
+    done = subprocess.run(cli + ["audit", "--session", session_dir, "--run", run_id, "--splits", "test", "--json",
+                                 "--thresholds", "fixed", "--min-class-accuracy", "0.9"],
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     line = json.loads(done.stdout.strip().splitlines()[-1])
     assert line["status"] == "succeeded" and line["counts"]["test"]["clips"] > 0
+    assert line["judging"]["thresholds"]["mode"] == "fixed" and line["judging"]["trust"]["min_accuracy"] == 0.9

@@ -20,7 +20,7 @@ from pipelines.augment_copies import make_augmented_copies
 from pipelines.importing import import_dataset
 from test_train import FAST, make_dataset
 
-SMALL = ["features.max_length_s=1.0", "features.n_mels=32"]
+SMALL = ["features.max_length_s=1.0", "features.n_mels=32", "features.f_max_hz=null"]  # what a run fits to these clips
 # Epoch 1 stretches only; epoch 2 (the run's list) may add a gain dip and SpecAugment.
 AUGMENTED = SMALL + [
     "augment=[{name: time_stretch, params: {rates: [1.05]}}, {name: gain_dips, p: 0.5}, "

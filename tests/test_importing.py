@@ -13,7 +13,7 @@ import pytest
 from conftest import tone, write_corrupt_set, write_odd_but_valid_set, write_wav
 from core.config import ConfigError
 from core.store import Store
-from pipelines.importing import ClassMap, DatasetImportError, import_dataset
+from pipelines.importing import ClassMap, DatasetImportError, discover_dataset, import_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -218,3 +218,51 @@ def test_tiny_classes_get_a_grouped_unstratified_split_with_a_warning(store, tmp
     assert summary.added == 9
     assert any("not stratified" in w for w in summary.warnings)
     assert set(store.clips().split) <= {"train", "val", "test"}
+
+
+def test_a_symlink_out_of_the_root_is_refused_with_its_target_and_one_inside_is_kept(store, tmp_path):
+    root = make_folder_dataset(tmp_path / "ds", per_class=5)
+    secret = write_wav(tmp_path / "private" / "secret.wav", tone(440))
+    (root / "siren" / "escape.wav").symlink_to(secret)
+    (root / "private").symlink_to(secret.parent, target_is_directory=True)  # a class folder on the way out
+    (root / "rain" / "alias.wav").symlink_to(root / "rain" / "rec20-0.wav")  # stays inside the root
+    summary = import_dataset(store, root, progress=False)
+
+    clips = store.clips().set_index("path")
+    for path in ("siren/escape.wav", "private/secret.wav"):
+        row = clips.loc[path]
+        assert row.status == "unreadable" and pd.isna(row.duration_s), path  # never read
+        assert row.reason == (f"outside the dataset root: {path} is a symlink to {secret.resolve()}, "
+                              f"not under {root.resolve()}")
+    assert clips.loc["rain/alias.wav", "status"] == "ok"
+    assert summary.unreadable == 2 and summary.unreadable_reasons == {"outside the dataset root": 2}
+
+
+def test_a_manifest_row_through_a_symlink_out_of_the_root_is_refused(store, tmp_path):
+    secret = write_wav(tmp_path / "private" / "secret.wav", tone(440))
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "link.wav").symlink_to(secret)
+    manifest = tmp_path / "ds" / "m.csv"
+    pd.DataFrame({"path": ["link.wav", str(tmp_path / "ds" / "link.wav")], "label": ["a", "a"],
+                  "duration_s": [1.0, 1.0], "sample_rate_hz": [16000, 16000]}).to_csv(manifest, index=False)
+    summary = import_dataset(store, manifest, progress=False)  # trusted metadata: only existence is checked
+    assert summary.unreadable == 2
+    assert all(r.startswith("outside the dataset root") for r in store.clips().reason)
+
+
+def test_a_zero_byte_file_is_reported_as_an_empty_file(store, tmp_path):
+    root = make_folder_dataset(tmp_path / "ds", per_class=5)
+    (root / "beep" / "nothing.wav").write_bytes(b"")
+    summary = import_dataset(store, root, progress=False)
+    row = store.clips().set_index("path").loc["beep/nothing.wav"]
+    assert (row.status, row.reason) == ("unreadable", "empty file (0 bytes)")
+    assert summary.unreadable_reasons == {"empty file (0 bytes)": 1}
+
+
+def test_discovery_reads_no_audio_and_needs_no_session(tmp_path):
+    root = make_folder_dataset(tmp_path / "ds", per_class=5)
+    found = discover_dataset(root, class_map=ClassMap(mapping={"siren": "emergency_sirens", "beep": "alert_sounds"}))
+    assert (found.layout, found.name, found.root) == ("folder", "ds", root.resolve())
+    assert (len(found.table), found.dropped_unmapped, found.dropped_classes) == (10, 5, ["rain"])
+    assert set(found.table.label) == {"emergency_sirens", "alert_sounds"}
+    assert "status" not in found.table.columns  # probing is the import's work

@@ -167,7 +167,7 @@ def test_ast_config_sizes_are_validated():
     with pytest.raises(ValueError, match="ast_hidden_size: 30 must be divisible by model.ast_heads"):
         build_model(dataclasses.replace(TINY_AST, ast_hidden_size=30, ast_heads=4), feature_cfg=FEATURES, labels=LABELS)
     with pytest.raises(ValueError, match="features.n_mels: .* at least 16, got 8"):
-        build_model(TINY_AST, feature_cfg=FeatureConfig(n_mels=8), labels=LABELS)
+        build_model(TINY_AST, feature_cfg=FeatureConfig(n_mels=8, max_length_s=1.0), labels=LABELS)
 
 
 @pytest.fixture
@@ -349,7 +349,7 @@ def test_init_from_checkpoint_keeps_backbone_and_renews_head_for_new_labels(tmp_
     assert report.kept_fresh == ["head.bias", "head.weight"] and report.unused == ["head.bias", "head.weight"]
     assert torch.equal(relabelled.blocks[0][0].weight, trained.blocks[0][0].weight)
     assert not torch.equal(relabelled.head.weight, trained.head.weight)
-    assert "copied 12 tensors; 2 kept freshly initialised (head.bias, head.weight)" in str(report)
+    assert "copied 12 of 14 tensors; 2 kept freshly initialised (head.bias, head.weight)" in str(report)
 
     with pytest.raises(ValueError, match="none of its weights fit this ASTClassifier .*'cnn' model"):
         init_from_checkpoint(build_model(TINY_AST, feature_cfg=FEATURES, labels=LABELS), folder)

@@ -67,6 +67,64 @@ def test_two_annotators_never_overwrite_each_other_unknowingly(store):
     review.relabel(store, 1, label="alert_sounds", annotator="ana", seen_decision_id=seen)
 
 
+def state(store, clip_id):
+    row = store.clip_state(clip_id)
+    return row["label"], bool(row["excluded"]), bool(row["quarantined"])
+
+
+def test_a_later_tag_sets_the_whole_state_its_rule_gives(store):
+    review.apply_tag(store, 1, tag="ambiguous_drone", annotator="ana")
+    assert state(store, 1) == ("emergency_sirens", True, True)
+    review.apply_tag(store, 1, tag="ambient", annotator="ana")  # the drone's exclusion does not outlive it
+    assert state(store, 1) == ("environmental_sounds", False, False)
+    review.apply_tag(store, 1, tag="ambiguous_drone", annotator="ana")  # nor does ambient's label
+    assert state(store, 1) == ("emergency_sirens", True, True)
+
+
+def test_undo_of_a_retag_restores_the_earlier_tags_state(store):
+    review.apply_tag(store, 2, tag="ambiguous_drone", annotator="ana")
+    ambient = review.apply_tag(store, 2, tag="ambient", annotator="ana")
+    review.undo(store, ambient, annotator="ana")
+    assert state(store, 2) == ("emergency_sirens", True, True)
+
+
+def test_relabel_include_exclude_and_keep_after_a_tag(store):
+    review.apply_tag(store, 3, tag="ambiguous_drone", annotator="ana")
+    review.relabel(store, 3, label="alert_sounds", annotator="ana")  # naming the class includes and releases
+    assert state(store, 3) == ("alert_sounds", False, False)
+    review.exclude(store, 4, annotator="ana")
+    review.apply_tag(store, 4, tag="true_siren", annotator="ana")
+    assert state(store, 4) == ("emergency_sirens", False, False)
+    review.keep_quarantined(store, 4, annotator="bob")  # keep touches only the quarantine
+    assert state(store, 4) == ("emergency_sirens", False, True)
+    review.exclude(store, 4, annotator="bob")  # exclude keeps the label, releases
+    assert state(store, 4) == ("emergency_sirens", True, False)
+    review.include(store, 4, annotator="bob")
+    assert state(store, 4) == ("emergency_sirens", False, False)
+
+
+def test_repeats_last_spots_a_repeated_key_but_not_a_new_decision(store):
+    assert not review.repeats_last(store, 1, annotator="ana", action="tag", tag="ambient")
+    first = review.apply_tag(store, 1, tag="ambient", annotator="ana")
+    assert review.repeats_last(store, 1, annotator="ana", action="tag", tag="ambient")
+    assert not review.repeats_last(store, 1, annotator="ana", action="tag", tag="true_siren")
+    assert not review.repeats_last(store, 1, annotator="bob", action="tag", tag="ambient")
+    assert not review.repeats_last(store, 1, annotator="ana", action="exclude")
+    review.undo(store, first, annotator="ana")  # after an undo the same tag is a new decision
+    assert not review.repeats_last(store, 1, annotator="ana", action="tag", tag="ambient")
+    review.relabel(store, 1, label="alert_sounds", annotator="ana")
+    assert review.repeats_last(store, 1, annotator="ana", action="relabel", label="alert_sounds")
+    assert not review.repeats_last(store, 1, annotator="ana", action="relabel", label="road_traffic")
+
+
+def test_seen_zero_means_no_decision_was_seen_so_any_other_is_a_conflict(store):
+    assert pd.isna(store.clip_state(5)["last_decision_id"])  # never decided: the view passes seen 0
+    review.apply_tag(store, 5, tag="ambient", annotator="bob")
+    with pytest.raises(review.ReviewConflict, match="already decided by bob"):
+        review.relabel(store, 5, label="road_traffic", annotator="ana", seen_decision_id=0)
+    assert state(store, 5)[0] == "environmental_sounds"
+
+
 def test_undo_restores_label_and_quarantine_and_last_undoable_skips_undone(store):
     first = review.apply_tag(store, 1, tag="non_siren_alert", annotator="ana")
     second = review.exclude(store, 4, annotator="ana")

@@ -13,6 +13,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from conftest import held_by_another_process
 from core.store import (MIGRATIONS, SCHEMA_VERSION, Rule, SchemaVersionError, SessionInUseError, Store,
                         StoreError)
 
@@ -234,3 +235,49 @@ def test_acknowledged_writes_survive_sigkill(tmp_path):
         last_label = acknowledged[-1][1]
         current = s.clip_state(clip_id)["label"]
         assert int(current.split("_")[1]) >= int(last_label.split("_")[1])
+
+
+def test_a_session_path_taken_by_a_file_is_refused_by_name(tmp_path):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("not a session")
+    with pytest.raises(StoreError, match=f"{taken} is a file, not a session folder"):
+        Store.open(taken)
+    with pytest.raises(StoreError, match=f"cannot create the session folder {taken / 'inner'}"):
+        Store.open(taken / "inner")
+    assert taken.read_text() == "not a session"
+
+
+@pytest.fixture
+def held_session(tmp_path):
+    """A session with three clips, held by a second process that has committed one decision."""
+    session = tmp_path / "session"
+    with Store.open(session) as s:
+        add_three_clips(s)
+    with held_by_another_process(session) as pid:
+        yield session, pid
+
+
+def session_files(session: Path) -> dict[str, tuple[int, int, bytes]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(session.iterdir())}
+
+
+def test_a_snapshot_reads_a_session_another_process_holds_and_writes_none_of_it(held_session):
+    session, holder_pid = held_session
+    with pytest.raises(SessionInUseError, match=f"pid {holder_pid}"):
+        Store.open(session)
+    before = session_files(session)
+    with Store.open_snapshot(session) as snapshot:
+        assert snapshot.session_dir == session.resolve()
+        assert snapshot.decisions().annotator.tolist() == ["holder"]  # the holder's committed write is there
+        assert "changed_by_holder" in set(snapshot.labels().label)
+        with pytest.raises(duckdb.Error, match="read-only"):
+            snapshot.record_decision(1, annotator="ana", action="note", note="nowhere to go")
+        copy = snapshot._snapshot_dir
+    assert not copy.exists()  # the copy is gone on close
+    assert session_files(session) == before  # the session was not touched, its lock not taken
+
+
+def test_a_snapshot_of_a_missing_session_is_explained(tmp_path):
+    with pytest.raises(StoreError, match="no session at"):
+        Store.open_snapshot(tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()

@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 
 from conftest import write_wav
-from core.checkpoint import load_checkpoint
-from core.config import ConfigError
+from core import review
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.config import ConfigError, ExperimentConfig, FeatureConfig, ModelConfig
+from core.models import build_model
 from core.store import Store
 from core.train import CHECKPOINT_DIR
 from pipelines import finetune as ft
@@ -52,6 +54,10 @@ def session(tmp_path, dataset):
 def test_finetune_trains_evaluates_and_ingests_everything(session):
     a_clip = int(session.labels().query("split == 'train'").clip_id.iloc[0])
     excluded = session.record_decision(a_clip, annotator="ann", action="exclude", set_excluded=True)
+    held_train, held_test = (int(session.labels().query(f"split == '{s}'").clip_id.iloc[1]) for s in ("train", "test"))
+    for clip in (held_train, held_test):
+        review.send_to_quarantine(session, clip, reason="sounds odd", annotator="ann")
+    excluded = session.last_decision_id()
     outcome = ft.finetune(session, preset="demo-fast", overrides=FAST, progress=False)
 
     assert outcome.status == "succeeded", outcome.result
@@ -60,6 +66,14 @@ def test_finetune_trains_evaluates_and_ingests_everything(session):
     assert run["status"] == "succeeded" and run["manifest_decision_id"] == excluded
     manifest = pd.read_parquet(outcome.run_dir / "manifest.parquet")
     assert a_clip not in set(manifest.clip_id)  # excluded clips never reach training
+    assert held_train not in set(manifest.clip_id)  # nor do quarantined ones; held-out ones are scored as labelled
+    assert manifest.set_index("clip_id").quarantined.to_dict()[held_test] and manifest.quarantined.sum() == 1
+    n_test = int((manifest.split == "test").sum())
+    overall = session.run_metrics(outcome.run_id, split="test").query("class_label.isna()").set_index("name").value
+    assert (overall["clips"], overall["quarantined"]) == (n_test, 1)
+    assert overall["quarantined_share"] == pytest.approx(1 / n_test) and "unquarantined_accuracy" in overall
+    support = session.run_metrics(outcome.run_id, split="test").query("name == 'support'").value.sum()
+    assert support == n_test and outcome.result["accuracy_unquarantined"]["test"] is not None
     predictions = session.predictions(outcome.run_id)
     assert len(predictions) == len(manifest) and set(predictions.split) == {"train", "val", "test"}
     assert np.allclose([sum(p) for p in predictions.probs], 1.0, atol=1e-4)
@@ -75,6 +89,7 @@ def test_finetune_trains_evaluates_and_ingests_everything(session):
     assert checkpoint.labels == sorted(CLASSES) and checkpoint.extra["frozen_at_decision"] == excluded
     card = (outcome.run_dir / CHECKPOINT_DIR / "README.md").read_text()
     assert f"as of decision {excluded}" in card and "emergency_sirens" in card
+    assert "accuracy without quarantined" in card and f"| 1 ({1 / n_test:.1%}) |" in card
     events = [json.loads(line) for line in (outcome.run_dir / "events.jsonl").read_text().splitlines()]
     assert events[0]["type"] == "phase" and any(e["type"] == "step" and "eta_s" in e for e in events)
 
@@ -195,6 +210,54 @@ def test_bad_requests_are_refused_before_anything_runs(session):
     assert session.runs().empty
 
 
+def untrained_checkpoint(folder: Path, labels: list[str]) -> Path:
+    """A start model narrower than demo-fast's, on other features (no training needed to check a start)."""
+    model_cfg = ModelConfig(name="cnn", cnn_channels=[16, 32, 32, 32])
+    features = FeatureConfig(n_mels=32, max_length_s=1.0)
+    model = build_model(model_cfg, feature_cfg=features, labels=labels)
+    return save_checkpoint(folder, model=model, model_cfg=model_cfg, feature_cfg=features, labels=labels, norm_stats={})
+
+
+def test_a_fine_tune_inherits_the_architecture_and_features_of_its_start_model(session, tmp_path):
+    folder = untrained_checkpoint(tmp_path / "start", sorted(CLASSES))
+    prepared = ft.prepare_finetune(session, preset="demo-fast", overrides=["model.head_dropout=0.3"], init_from=str(folder))
+
+    assert prepared.config.model.cnn_channels == [16, 32, 32, 32]
+    assert (prepared.config.features.n_mels, prepared.config.features.max_length_s) == (32, 1.0)
+    assert prepared.config.model.head_dropout == 0.3  # a regulariser, not architecture: the fine-tune's own
+    # demo-fast leaves max_length_s and f_max_hz 'auto': they take the start model's values without a line
+    assert (prepared.config.features.f_max_hz, prepared.config.features.max_length_s) == (None, 1.0)
+    assert prepared.start_line() == (f"starts from checkpoint {folder} and keeps its architecture and features: "
+                                     "model.cnn_channels [32, 64, 128, 128] -> [16, 32, 32, 32]; features.n_mels 64 -> 32")
+    saved = ExperimentConfig.load(prepared.run_dir / "config.yaml")  # what the child will build
+    assert saved.model.cnn_channels == [16, 32, 32, 32] and prepared.job.init_checkpoint == str(folder)
+    assert session.run(prepared.run_id)["config"]["features"]["n_mels"] == 32
+
+    same = ft.prepare_finetune(session, preset="demo-fast", init_from=str(folder),
+                               overrides=["model.cnn_channels=[16, 32, 32, 32]", "features.n_mels=32"])
+    assert same.start_line() == f"starts from checkpoint {folder}, whose architecture and features match the preset"
+    scratch = ft.prepare_finetune(session, preset="demo-fast", init_from="none")
+    assert scratch.config.model.cnn_channels == [32, 64, 128, 128] and scratch.start is None
+    assert scratch.start_line() == "starts from scratch (the preset's own start)"
+
+
+def test_a_start_model_of_another_architecture_is_refused_before_anything_runs(session, tmp_path):
+    folder = untrained_checkpoint(tmp_path / "start", sorted(CLASSES))
+    with pytest.raises(ConfigError, match=(r"this fine-tune sets model.cnn_channels=\[24, 48, 96, 128\], but checkpoint "
+                                           r".+ was trained with model.cnn_channels=\[16, 32, 32, 32\]; a fine-tune keeps "
+                                           r"the architecture .+ Leave model.cnn_channels unset")):
+        ft.prepare_finetune(session, preset="demo-fast", overrides=["model.cnn_channels=[24, 48, 96, 128]"],
+                            init_from=str(folder))
+    with pytest.raises(ConfigError, match=r"sets features.n_mels=64, but .+ was trained with features.n_mels=32"):
+        ft.prepare_finetune(session, preset="demo-fast", overrides=["features.n_mels=64"], init_from=str(folder))
+    with pytest.raises(ConfigError, match=(r"preset 'ast-lms' builds model.name 'ast', but checkpoint .+ is model.name "
+                                           r"'cnn', so its weights cannot start this fine-tune; start from scratch")):
+        ft.prepare_finetune(session, preset="ast-lms", init_from=str(folder))
+    with pytest.raises(ConfigError, match="preset 'demo-fast' builds model.name 'ast'"):
+        ft.prepare_finetune(session, preset="demo-fast", overrides=["model.name=ast"], init_from=str(folder))
+    assert session.runs().empty
+
+
 @pytest.mark.slow
 def test_ast_and_lora_paths_train_on_cpu(session, tmp_path):
     from transformers import ASTConfig, ASTForAudioClassification
@@ -233,8 +296,9 @@ def test_cli_train_json_summary_and_one_line_errors(tmp_path, dataset):
     sets = [arg for item in FAST + ["train.epochs=1"] for arg in ("--set", item)]
     done = subprocess.run(cli + ["train", "--session", str(session_dir), "--json"] + sets, capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
-    line = json.loads(done.stdout.strip().splitlines()[-1])
+    line = json.loads(done.stdout)  # stdout is the JSON object and nothing else
     assert line["status"] == "succeeded" and line["val_accuracy"] > 0.5 and line["run_id"]
+    assert "epoch 1: train loss" in done.stderr  # the per-epoch lines go to stderr
     bad = subprocess.run(cli + ["train", "--session", str(session_dir), "--set", "train.epochs=many"],
                          capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2

@@ -1,12 +1,16 @@
 """The Train tab's form as data: preset -> fields -> overrides, and bad values named by their key."""
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
 
 from core.config import ConfigError, load_preset
 from workbench import train_form as tf
-from workbench.train_tab import default_preset
+from workbench.jobs import Job
+from workbench.train_tab import BAR_COLOURS, _jobs_frame, _progress_html, default_preset
 
 CLASSES = ["alert_sounds", "collision_sounds", "emergency_sirens", "environmental_sounds", "human_scream", "road_traffic"]
 
@@ -87,3 +91,23 @@ def test_sirens_focused_is_preselected_for_the_siren_task():
     presets = ["ast-lms", "demo-fast", "sirens-focused"]
     assert default_preset(CLASSES, presets) == "sirens-focused"
     assert default_preset(["cat", "dog"], presets) == "demo-fast"
+
+
+def finished_job(run_id: str, *, status: str = "succeeded", gates_passed: bool | None = None) -> Job:
+    return Job(run_id=run_id, run_dir=Path(run_id), preset="sirens-focused", overrides=[], submitted_by="ana",
+               frozen_at_decision=7, submitted_at=0.0, status=status, phase="done", gates_passed=gates_passed,
+               start="production run P", start_note="starts from production run P",
+               transfer={"copied": 26, "total": 26, "kept_fresh": []})
+
+
+def test_a_finished_job_says_whether_its_gates_passed_and_is_coloured_by_the_verdict():
+    jobs = [finished_job("a", gates_passed=True), finished_job("b", gates_passed=False), finished_job("c"),
+            finished_job("d", status="failed", gates_passed=False)]
+    manager = SimpleNamespace(current=lambda: None, queue=lambda: [], jobs=lambda: jobs)
+    assert _jobs_frame(SimpleNamespace(jobs=manager)).state.tolist() == [
+        "failed", "succeeded", "trained, gates failed", "trained, gates passed"]  # newest first
+
+    passed, failed = _progress_html(jobs[0]), _progress_html(jobs[1])
+    assert 'data-status="succeeded" data-gates="passed"' in passed and 'data-gates="failed"' in failed
+    assert f"background:{BAR_COLOURS['succeeded']}" in passed and f"background:{BAR_COLOURS['failed']}" in failed
+    assert "trained, gates failed &middot; started from production run P: 26 of 26 tensors copied" in failed

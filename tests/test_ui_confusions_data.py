@@ -14,7 +14,8 @@ from core.store import Store
 from pipelines.confusions import confusion
 from pipelines.demo import build_demo_session
 from pipelines.finetune import finetune
-from ui_support import browser_page, needs_chromium, open_tab, real_errors, running_server, screenshot, set_annotator
+from ui_support import (browser_page, error_badges, needs_chromium, open_tab, real_errors, running_server, screenshot,
+                        set_annotator)
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 
@@ -75,6 +76,9 @@ def test_a_confusion_cell_plays_its_clips_and_relabels_into_the_log(session):
 
         page.locator("#em-conf-quarantine").click()  # no reason yet: refused with a message
         page.get_by_text("Write a reason first").first.wait_for(timeout=10000)
+        page.wait_for_timeout(500)
+        assert error_badges(page) == 0 and cell.is_visible()  # the matrix and the clip stay as they were
+        assert page.locator(f'#em-conf-player .em-player[data-clip="{clip_ids[0]}"]').count() == 1
         page.locator("#em-conf-reason textarea").fill("horn-like, listen again")
         page.locator("#em-conf-quarantine").click()
         page.locator("#em-conf-message").get_by_text("sent to the quarantine queue").wait_for(timeout=20000)
@@ -101,6 +105,13 @@ def test_data_tab_imports_a_folder_dataset_and_shows_its_summary_and_statistics(
     with running_server(session) as url, browser_page(url) as (page, errors):
         open_tab(page, "Data")
         page.locator("#em-data-totals").get_by_text("in 1 datasets").wait_for(timeout=20000)
+        per_class = page.locator("#em-data-per-class").inner_text()
+        page.locator("#em-data-source textarea, #em-data-source input").first.fill(str(tmp_path / "nowhere"))
+        page.locator("#em-data-import").click()  # a bad path: refused, and the statistics stay
+        page.locator(".toast-body").get_by_text("nowhere").first.wait_for(timeout=20000)
+        page.wait_for_timeout(500)
+        assert error_badges(page) == 0 and "in 1 datasets" in page.locator("#em-data-totals").inner_text()
+        assert page.locator("#em-data-per-class").inner_text() == per_class
         page.locator("#em-data-source textarea, #em-data-source input").first.fill(str(folder))
         page.locator("#em-data-import").click()
         summary = page.locator("#em-data-import-summary")

@@ -16,6 +16,7 @@ from core.store import Store
 from pipelines.audit import audit
 from pipelines.demo import build_demo_session
 from pipelines.finetune import finetune
+from pipelines.promotion import promote
 from ui_support import browser_page, needs_chromium, open_tab, real_errors, running_server, screenshot, set_annotator
 
 pytestmark = [pytest.mark.browser, needs_chromium]
@@ -114,7 +115,9 @@ def test_fine_tune_to_gate_report_promote_compare_and_roll_back(session):
         screenshot(page, "train_tab_form")
         page.locator("#em-train-launch").click()
         page.locator("#em-train-message").get_by_text("queued").wait_for(timeout=30000)
-        run_id = re.search(r"run (\S+-train-\S+) queued", page.locator("#em-train-message").inner_text()).group(1)
+        queued = page.locator("#em-train-message").inner_text()
+        run_id = re.search(r"run (\S+-train-\S+) queued", queued).group(1)
+        assert f"It starts from production run {baseline}, whose architecture and features match the preset." in queued
         # Two epochs of this small session are a few steps: the training and auditing phases can fall
         # between two refreshes, so their live view is checked in the 60-epoch queue test below.
         wait_status(page, "succeeded")
@@ -138,6 +141,13 @@ def test_fine_tune_to_gate_report_promote_compare_and_roll_back(session):
         screenshot(page, "train_tab_gate_report")
 
         passed = verdict.get_attribute("data-passed") == "true"
+        # The verdict says how much of production the run kept; the job's state and colour follow the verdict.
+        copied = re.search(rf"Started from production run {baseline}: (\d+) of (\d+) tensors copied", verdict.inner_text())
+        assert copied and copied.group(1) == copied.group(2), verdict.inner_text()
+        state = "trained, gates passed" if passed else "trained, gates failed"
+        assert page.locator("#em-train-progress .em-job").get_attribute("data-gates") == ("passed" if passed else "failed")
+        assert state in page.locator("#em-train-progress .em-job-status").inner_text()
+        assert page.locator('#em-train-jobs [data-testid="cell-0-2"]').inner_text() == state
         if passed:
             page.locator("#em-train-promote").click()
             page.locator("#em-train-decision").get_by_text(f"run {run_id} promoted to production").wait_for(timeout=30000)
@@ -296,3 +306,20 @@ def test_a_run_trained_outside_the_workbench_is_audited_from_the_runs_tab(sessio
     with Store.open(session) as store:
         audits = store.runs(kind="audit")
         assert (audits.parent_run_id == trained).sum() == 1 and store.run(trained)["status"] == "succeeded"
+
+
+def test_the_runs_tab_opens_on_the_production_run(session):
+    with Store.open(session) as store:
+        production = store.production_run()
+        if production is None:  # run on its own: production is the audited baseline (its lenient gates pass)
+            outcome = promote(store, run_id=store.runs(kind="train").id.iloc[-1], actor="ana")
+            assert outcome.promoted, outcome.lines()
+            production = outcome.run_id
+    with running_server(session) as url, browser_page(url) as (page, errors):
+        open_tab(page, "Runs")  # nothing selected: the page load filled it
+        page.locator("#em-runs-title").get_by_text(f"run {production}").wait_for(timeout=30000)
+        page.wait_for_function("document.querySelectorAll('#em-runs-plots img').length === 3", timeout=30000)
+        assert "emergency_sirens" in page.locator("#em-runs-metrics").inner_text()
+        page.locator("#em-runs-production").get_by_text(f"Production: run {production}").wait_for(timeout=30000)
+        screenshot(page, "runs_tab_first_view")
+        assert real_errors(errors) == []

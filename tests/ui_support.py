@@ -67,8 +67,10 @@ def running_server(session_dir: Path, *, extra_args: list[str] | None = None, ti
 
 
 @contextlib.contextmanager
-def browser_page(url: str, *, width: int = 1600, height: int = 1100) -> Iterator[tuple[object, list[str]]]:
-    """A chromium page on url, and the list that collects console errors and page errors."""
+def browser_page(url: str, *, width: int = 1600, height: int = 1100,
+                 login: tuple[str, str] | None = None) -> Iterator[tuple[object, list[str]]]:
+    """A chromium page on url, and the list that collects console errors and page errors;
+    login (user, password) signs in on Gradio's login page first."""
     from playwright.sync_api import sync_playwright
     errors: list[str] = []
     with sync_playwright() as playwright:
@@ -78,6 +80,10 @@ def browser_page(url: str, *, width: int = 1600, height: int = 1100) -> Iterator
             page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(url, wait_until="load")
+            if login:
+                page.locator('input[data-testid="textbox"]').fill(login[0])
+                page.locator('input[data-testid="password"]').fill(login[1])
+                page.get_by_role("button", name="Login").click()
             page.wait_for_selector("#em-annotator", timeout=30000)
             yield page, errors
         finally:
@@ -105,3 +111,8 @@ def open_tab(page, title: str) -> None:
 def real_errors(errors: list[str]) -> list[str]:
     """Console errors that matter (favicon and similar noise filtered out)."""
     return [e for e in errors if "favicon" not in e.lower()]
+
+
+def error_badges(page) -> int:
+    """How many outputs show Gradio's red "Error" badge: a refused action must leave none."""
+    return page.get_by_text("Error", exact=True).count()

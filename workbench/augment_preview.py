@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from core.augment.pipeline import all_specs
 from core.augment.preview import Preview, preview
 from core.config import ConfigError, list_presets, load_preset
+from core.feature_fit import fit_to_session
 from workbench.common import FREQUENCY_RANGES
 from workbench.context import Workbench, safe
 from workbench.renderer import clip_path, player_html, spectrogram_image
@@ -74,7 +75,8 @@ def build(wb: Workbench) -> None:
             raise ValueError("Type the id of a clip to preview (the Review and Confusions tabs show clip ids).")
         path = clip_path(wb.store, int(clip_id))
         chosen = _parse_specs(text, force=force)
-        features = load_preset(preset_name).features if preset_name else None  # what that preset trains on
+        # What that preset trains on in this session ('auto' fixed from its training clips, as a run would).
+        features = fit_to_session(load_preset(preset_name).features, wb.store).features if preset_name else None
         result = preview(path, chosen, seed=int(draw_seed or 0), feature_cfg=features, noise_bank=(bank or "").strip() or None)
         fmax = FREQUENCY_RANGES[freq]
         steps = pd.DataFrame([{"step": r["step"], "name": r["name"], "params": json.dumps(r["params"], default=str)}

@@ -144,10 +144,10 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
     def decide(action):
         """Record a decision on the shown clip, then refresh the stale marks and the clip's state."""
         @safe
-        def handler(name, run_id, split_name, chosen, clip_id, seen_id, freq, reason_text, *extra):
+        def handler(request: gr.Request, name, run_id, split_name, chosen, clip_id, seen_id, freq, reason_text, *extra):
             if clip_id is None:
                 raise ValueError("Select a clip in a cell first.")
-            who = require_annotator(name)
+            who = require_annotator(name, request)
             text = action(int(clip_id), who, seen_id, (reason_text or "").strip(), run_id, chosen, *extra)
             conf = confusion(wb.store, run_id, split=split_name)
             return [f'<span class="em-message-ok">{html.escape(text)}</span>', "", _matrix_table(conf),

@@ -41,23 +41,29 @@ class Workbench:
 
 
 def safe(handler: Callable) -> Callable:
-    """Run a Gradio handler; show user errors as a message, never a stack trace."""
+    """Run a Gradio handler; a refusal (or a bug) shows one line as a toast, never a stack trace,
+    and leaves every panel as it was: raising through Gradio would turn each output of the
+    event into a red "Error" badge, wiping the page the person was working on."""
     @functools.wraps(handler)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return handler(*args, **kwargs)
-        except gr.Error:
-            raise
-        except USER_ERRORS as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+        except (gr.Error, *USER_ERRORS) as exc:
+            message = exc.message if isinstance(exc, gr.Error) else str(exc)
         except Exception as exc:  # a bug: keep the trace in the server log, show a short message
             log.error("handler %s failed:\n%s", handler.__name__, traceback.format_exc())
-            raise gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). The session is unchanged; "
-                           "details are in the server log.", print_exception=False) from None
+            message = (f"Something went wrong ({type(exc).__name__}: {exc}). The session is unchanged; "
+                       "details are in the server log.")
+        gr.Warning(message)
+        return gr.skip()  # one skip leaves every output of the event unchanged
     return wrapper
 
 
-def require_annotator(name: str | None) -> str:
+def require_annotator(name: str | None, request: gr.Request | None) -> str:
+    """Who signs a decision. With a login (--auth) it is the logged-in user, whatever the name
+    box says, so no one signs as someone else; without one, the name typed top right."""
+    if request is not None and request.username:
+        return request.username
     if not name or not name.strip():
         raise ValueError("Enter your name (top right) before recording decisions: every decision is signed.")
     return name.strip()

@@ -21,6 +21,7 @@ import pandas as pd
 
 from core.store import StoreError
 from pipelines.audit import latest_audit, spot_check
+from pipelines.finetune import describe_transfer
 from pipelines.promotion import GATE_REPORT_FILE, GATES_DIR, gate_report, promote
 from workbench.context import Workbench, require_annotator, safe
 
@@ -89,13 +90,13 @@ def build(wb: Workbench, *, annotator: gr.Component, prefix: str) -> GatePanel:
                       promote=promote_button, override=override_button, message=message)
 
     @safe
-    def do_promote(run, name):
-        outcome = promote(wb.store, run_id=run, actor=require_annotator(name))
+    def do_promote(run, name, request: gr.Request):
+        outcome = promote(wb.store, run_id=run, actor=require_annotator(name, request))
         return _after_decision(wb, run, outcome.lines())
 
     @safe
-    def do_override(run, name, why):
-        who = require_annotator(name)
+    def do_override(run, name, why, request: gr.Request):
+        who = require_annotator(name, request)
         if not (why or "").strip():  # refused in place: the panel stays as it is, with the reason asked for
             text = "An override needs a reason: say why this run should replace production despite its failing gates."
             gr.Warning(text)
@@ -127,7 +128,8 @@ def render(wb: Workbench, run_id: str | None, *, message: str = "") -> list[Any]
     passed = bool(report["passed"])
     regressions = pd.DataFrame([[c["clip_id"], c["label"], c["baseline"], c["candidate"]] for c in report["newly_wrong"]],
                                columns=REGRESSION_COLUMNS)
-    return [gr.Column(visible=True), run_id, _verdict_html(report, production, is_production),
+    verdict = _verdict_html(report, production, is_production, start=_start_line(wb, run_id, report))
+    return [gr.Column(visible=True), run_id, verdict,
             _checklist_html(wb, report), _criteria_html(report), _spot_check_html(wb, run_id, report), regressions, "",
             gr.Button(interactive=passed and not is_production),
             gr.Button(interactive=not passed and not is_production), message]
@@ -150,12 +152,25 @@ def _note(text: str) -> str:
 
 # --- the parts ------------------------------------------------------------------------------
 
-def _verdict_html(report: dict[str, Any], production: str | None, is_production: bool) -> str:
+def _start_line(wb: Workbench, run_id: str, report: dict[str, Any]) -> str:
+    """What the run started from and how many of its tensors it kept: a run that kept few of them
+    was trained from random weights, whatever its preset says."""
+    run = wb.store.run(run_id)
+    parent, init = run["parent_run_id"], (run["summary"] or {}).get("init")
+    if parent is None:
+        return "Trained from scratch (the preset's own start)."
+    start = f"production run {parent}" if parent == report["production_run_id"] else f"run {parent}"
+    line = describe_transfer(start, init) if init else f"started from {start}"
+    return f"{line[0].upper()}{line[1:]}."
+
+
+def _verdict_html(report: dict[str, Any], production: str | None, is_production: bool, *, start: str) -> str:
     failed = report["gates"]["failed"]
     against = (f"against production run {html.escape(report['production_run_id'])}" if report["production_run_id"]
                else "with no production model to compare against")
     scope = (f"on the {html.escape(report['split'])} split of audit {html.escape(report['audit_run_id'])} "
-             f"({report['evaluated_clips']} clips, {report['excluded_quarantined']} quarantined left out), {against}")
+             f"({report['evaluated_clips']} clips, {report.get('quarantined_clips', 0)} of them in quarantine and "
+             f"counted as labelled: quarantine cannot improve a gate), {against}")
     if is_production:
         head, style = "This run is the production model.", "background:#eaf2f8;color:#1b4f72"
     elif not failed:
@@ -165,7 +180,8 @@ def _verdict_html(report: dict[str, Any], production: str | None, is_production:
                 f"{'run ' + html.escape(production) if production else 'empty'} unless a person overrides.")
         style = "background:#fdecea;color:#922b21"
     return (f'<div class="em-verdict" data-passed="{str(not failed).lower()}" style="{BANNER};{style}">'
-            f'<b>{head}</b><div style="font-size:13px;margin-top:2px">Gates evaluated {scope}.</div></div>')
+            f'<b>{head}</b><div style="font-size:13px;margin-top:2px">Gates evaluated {scope}.</div>'
+            f'<div class="em-verdict-start" style="font-size:13px">{html.escape(start)}</div></div>')
 
 
 def _criteria_html(report: dict[str, Any]) -> str:

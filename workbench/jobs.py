@@ -78,6 +78,9 @@ class Job:
     audit_done: int = 0                               # clips predicted by the audit so far
     audit_total: int | None = None
     gates_passed: bool | None = None                  # None until the gates were evaluated
+    start: str | None = None                          # where the weights start ("production run X"); None = scratch
+    start_note: str | None = None                     # the writer's line on it (finetune.PreparedRun.start_line)
+    transfer: dict[str, Any] | None = None            # the trainer's record of the tensors it copied from `start`
     cancel_requested: bool = False
     finished_at: float | None = None
     kind: Literal["fine-tune", "audit"] = "fine-tune"
@@ -85,6 +88,21 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.status in FINAL
+
+    @property
+    def state(self) -> str:
+        """The outcome in words: a run that trained but failed its gates is not a success to the
+        person deciding, so a finished job with a verdict names it."""
+        if self.status != "succeeded" or self.gates_passed is None:
+            return self.status
+        done = "trained" if self.kind == "fine-tune" else "audited"
+        return f"{done}, gates {'passed' if self.gates_passed else 'failed'}"
+
+    def start_line(self) -> str | None:
+        """Where the weights came from, with the tensor count once the trainer reported it."""
+        if self.start is None or self.transfer is None:
+            return self.start_note
+        return finetune.describe_transfer(self.start, self.transfer)
 
     def fraction_done(self) -> float:
         """0..1 for the progress bar: training steps, then fixed shares for the work after it; a
@@ -148,10 +166,11 @@ class JobManager:
         prepared = finetune.prepare_finetune(self.store, preset=preset, overrides=list(overrides or []), init_from=init_from)
         job = Job(run_id=prepared.run_id, run_dir=prepared.run_dir, preset=preset, overrides=list(overrides or []),
                   submitted_by=submitted_by.strip(), frozen_at_decision=int(prepared.job.frozen_at_decision),
-                  submitted_at=time.time())
+                  submitted_at=time.time(), start=prepared.start, start_note=prepared.start_line())
         job.log.append(f"queued by {job.submitted_by}: preset {preset}"
                        + (f" with {', '.join(job.overrides)}" if job.overrides else "")
                        + f"; {len(prepared.manifest)} clips frozen at decision {job.frozen_at_decision}")
+        job.log.append(job.start_note)
         return self._enqueue(job)
 
     def submit_audit(self, *, run_id: str, submitted_by: str) -> Job:
@@ -354,8 +373,10 @@ class JobManager:
             elif kind == "step":
                 job.phase = "training"
                 job.step, job.total_steps, job.epoch, job.eta_s = event["step"], event["total_steps"], event["epoch"], event["eta_s"]
+            elif kind == "info" and "init" in event:
+                job.transfer = event["init"]
             job.curve.extend(curve_points(event))
-            line = describe_event(event)
+            line = job.start_line() if "init" in event else describe_event(event)
             if line:
                 job.log.append(line)
             self._touch()
@@ -385,7 +406,7 @@ class JobManager:
     def _finish(self, job: Job, status: str, *, error: str | None = None) -> None:
         job.status, job.phase, job.error, job.finished_at = status, "done", error, time.time()
         job.eta_s = None
-        job.log.append(f"job {status}" + (f": {error}" if error else ""))
+        job.log.append(f"job {job.state}" + (f": {error}" if error else ""))
         self._touch()
 
     def _touch(self) -> None:

@@ -149,7 +149,7 @@ class ClipView:
     details: dict[str, Any]                 # dataset, path, duration, sample rate, split, group, labels
     probabilities: pd.DataFrame             # class, probability (empty without a run)
     history: pd.DataFrame                   # the clip's decisions, newest first
-    last_decision_id: int | None
+    last_decision_id: int                   # newest in history (undos too); 0 for none: any decision since is news
 
 
 def render_clip_view(store: Store, clip_id: int, *, run_id: str | None = None, fmax_hz: float | None = None) -> ClipView:
@@ -175,11 +175,17 @@ def render_clip_view(store: Store, clip_id: int, *, run_id: str | None = None, f
             details["predicted"] = row["predicted"]
             details["confidence"] = round(float(row["confidence"]), 3)
     history = store.decisions(clip_id=clip_id)[["id", "created_at", "annotator", "action", "tag", "new_label", "note", "undone"]]
-    last = state["last_decision_id"]
     return ClipView(clip_id=clip_id, html=player_html(clip_id=clip_id, audio_url=audio_url(audio.path), image=image,
                                                        duration_s=duration, fmax_hz=fmax),
                     details=details, probabilities=probabilities, history=history,
-                    last_decision_id=None if pd.isna(last) else int(last))
+                    last_decision_id=int(history.id.max()) if len(history) else 0)
+
+
+def newest_decision_id(store: Store, clip_id: int) -> int:
+    """The clip's newest decision id, undos and undone decisions included (0 for none): what its
+    history shows changes exactly when this does."""
+    newest = store.decisions(clip_id=clip_id, limit=1)
+    return int(newest.id.iloc[0]) if len(newest) else 0
 
 
 @functools.lru_cache(maxsize=64)
@@ -195,8 +201,9 @@ def run_labels(run_dir: Path) -> list[str]:
 class ClipViewCache:
     """LRU of rendered clip views with background prefetch of the next clips in a queue.
 
-    Entries are keyed by (clip, run, fmax, last decision id), so a new decision on a clip
-    re-renders its details while an unchanged clip is served from memory.
+    Entries are keyed by (clip, run, fmax, newest decision id), so a new decision on a clip, or
+    an undo (which leaves its last effective decision as it was before), re-renders its details
+    and history while an unchanged clip is served from memory.
     """
 
     def __init__(self, store: Store, *, capacity: int = 64) -> None:
@@ -206,7 +213,7 @@ class ClipViewCache:
         self._lock = threading.Lock()
 
     def _key(self, clip_id: int, run_id: str | None, fmax_hz: float | None) -> tuple:
-        return (clip_id, run_id, fmax_hz, self._store.clip_state(clip_id)["last_decision_id"])
+        return (clip_id, run_id, fmax_hz, newest_decision_id(self._store, clip_id))
 
     def get(self, clip_id: int, *, run_id: str | None = None, fmax_hz: float | None = None) -> ClipView:
         key = self._key(clip_id, run_id, fmax_hz)

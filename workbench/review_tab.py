@@ -1,34 +1,69 @@
 """Review: the annotator's tab. A queue of clips to listen to, the clip view, and decisions by key.
 
-Every action is a decision in the log (core.review); after one, the next clip loads by itself.
-Decisions carry the last decision id the annotator saw for the clip, so a clip decided in the
-meantime by someone else is reported instead of silently overwritten.
+Every action is a decision in the log (core.review). The browser holds the next few clip views
+(rendered here, sent through a hidden feed) and advances the moment a key is pressed, while the
+decisions go to the server in the background, queued in order with a sequence number: the
+server applies each once, strictly in sequence, and answers with the refreshed window. A
+failed write (a conflict, a refusal) puts its clip back on screen with the reason; a repeated
+key on a clip records nothing new; after the last clip the queue says so, with what to do next.
+Decisions carry the last decision id the annotator saw for the clip (0 for none), so a clip
+decided in the meantime by someone else is reported instead of silently overwritten.
 """
 from __future__ import annotations
 
 import html
+import json
+import uuid
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
 from core import review
-from pipelines.review_queue import SOURCES, STATUSES, build_queue, default_run, review_counts
+from core.store import Rule
+from pipelines.review_queue import SOURCES, STATUSES, build_queue, decided_since, default_run, review_counts
 from workbench.common import FREQUENCY_RANGES, history_html, run_choices, side_panel_html
-from workbench.context import Workbench, require_annotator, safe
+from workbench.context import USER_ERRORS, Workbench, require_annotator, safe
+from workbench.renderer import ClipUnavailable, newest_decision_id
 
-KEYS_HELP = """<div class="em-keys">
-<b>Keys</b>: <kbd>1</kbd>-<kbd>9</kbd> tag &nbsp; <kbd>J</kbd>/<kbd>&rarr;</kbd> next &nbsp; <kbd>K</kbd>/<kbd>&larr;</kbd> previous &nbsp;
+WINDOW = 5  # clips the browser holds at once: the one shown and the next four, so a key advances at once
+# earmark.js hands Gradio the queued commands when it clicks the hidden send button, and reads
+# each answer (the feed) as soon as Gradio has it; see emReview in earmark.js.
+TAKE_JS = "(commands, ...rest) => [window.emReview.take(), ...rest]"
+ACK_JS = "(feed) => window.emReview.receive(feed, true)"
+RECEIVE_JS = "(feed) => window.emReview.receive(feed, false)"
+
+
+def keys_help(rules: list[Rule]) -> str:
+    """The keys legend; it lists only the tag keys that have a rule, so no key is advertised dead."""
+    hotkeys = sorted(rule.hotkey for rule in rules if rule.hotkey)
+    digits = [int(k) for k in hotkeys if k.isdigit()]
+    if len(digits) == len(hotkeys) > 2 and digits == list(range(digits[0], digits[0] + len(digits))):
+        tags = f"<kbd>{hotkeys[0]}</kbd>-<kbd>{hotkeys[-1]}</kbd> tag &nbsp; "
+    else:
+        tags = "".join(f"<kbd>{html.escape(k)}</kbd> " for k in hotkeys) + ("tag &nbsp; " if hotkeys else "")
+    return f"""<div class="em-keys">
+<b>Keys</b>: {tags}<kbd>J</kbd>/<kbd>&rarr;</kbd> next &nbsp; <kbd>K</kbd>/<kbd>&larr;</kbd> previous &nbsp;
 <kbd>U</kbd> undo &nbsp; <kbd>X</kbd> exclude &nbsp; <kbd>Q</kbd> keep quarantined &nbsp; <kbd>Space</kbd> play/pause &nbsp;
 <kbd>R</kbd> replay &nbsp; <kbd>[</kbd>/<kbd>]</kbd> speed &nbsp; <kbd>L</kbd> loop &nbsp; click the spectrogram to seek</div>"""
+
+
+def stage_html(rules: list[Rule]) -> str:
+    """The part of the tab earmark.js owns: the counter, the clip slots, and the tag of each key.
+    Gradio renders it once; the clips arrive through the hidden feed and are swapped in by JS."""
+    keys = json.dumps({rule.hotkey: rule.tag for rule in rules if rule.hotkey})
+    return (f"<div class='em-stage' data-keys='{html.escape(keys, quote=True)}'>"
+            "<div class='em-counter-box'></div><div class='em-slots'>"
+            "<div class='em-slot em-loading'><p>Loading the queue&hellip;</p></div></div></div>")
 
 
 def build(wb: Workbench, *, annotator: gr.Component) -> None:
     rules = wb.store.rules()
     runs = run_choices(wb.store)
     queue_ids = gr.State([])
-    position = gr.State(0)
-    seen = gr.State(None)
+    position = gr.State(0)      # index in the queue of the clip this page is on (len = past the end)
+    applied = gr.State(0)       # the last command sequence number applied for this page
+    loaded_at = gr.State(0)     # the newest decision id when the queue was loaded
 
     with gr.Row(equal_height=True):
         source = gr.Dropdown(list(SOURCES), value="quarantine", label="queue", scale=1)
@@ -41,128 +76,241 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         refresh = gr.Button("Load queue", variant="secondary", scale=1)
     with gr.Row():
         with gr.Column(scale=3):
-            counter = gr.HTML(elem_id="em-review-counter")
-            player = gr.HTML(elem_id="em-review-player")
-            history = gr.HTML(elem_id="em-review-history")
+            gr.HTML(stage_html(rules), elem_id="em-review-stage")
         with gr.Column(scale=2):
             with gr.Row():
-                tag_buttons = [gr.Button(f"{rule.hotkey or ''}  {rule.tag}", elem_id=f"em-tag-{rule.hotkey}" if rule.hotkey else None,
-                                         size="sm", min_width=120) for rule in rules]
+                for rule in rules:  # clicks are handled by earmark.js, like the keys
+                    gr.Button(f"{rule.hotkey or ''}  {rule.tag}", elem_id=f"em-tag-{rule.hotkey}" if rule.hotkey else None,
+                              elem_classes=["em-tag"], size="sm", min_width=120)
             with gr.Row(equal_height=True):
-                relabel_to = gr.Dropdown(wb.labels(), label="relabel to", scale=3)
-                relabel_button = gr.Button("Relabel", size="sm", scale=1)
+                gr.Dropdown(wb.labels(), value=None, label="relabel to", scale=3, elem_id="em-relabel-to")
+                gr.Button("Relabel", elem_id="em-relabel", size="sm", scale=1)
             with gr.Row():
-                exclude_button = gr.Button("X  exclude", elem_id="em-exclude", size="sm")
-                keep_button = gr.Button("Q  keep quarantined", elem_id="em-keep", size="sm")
-                undo_button = gr.Button("U  undo my last", elem_id="em-undo", size="sm")
-            note = gr.Textbox(label="note (saved with the next decision)", lines=1)
+                gr.Button("X  exclude", elem_id="em-exclude", size="sm")
+                gr.Button("Q  keep quarantined", elem_id="em-keep", size="sm")
+                gr.Button("U  undo my last", elem_id="em-undo", size="sm")
+            gr.Textbox(label="note (saved with the next decision)", lines=1, elem_id="em-review-note")
             with gr.Row():
-                prev_button = gr.Button("\u2190 K  previous", elem_id="em-prev", size="sm")
-                next_button = gr.Button("next  J \u2192", elem_id="em-next", size="sm")
-            message = gr.HTML(elem_id="em-review-message")
-            side = gr.HTML()
-            gr.HTML(KEYS_HELP)
+                gr.Button("\u2190 K  previous", elem_id="em-prev", size="sm")
+                gr.Button("next  J \u2192", elem_id="em-next", size="sm")
+            gr.HTML("<div class='em-msg'></div>", elem_id="em-review-message")
+            gr.HTML(keys_help(rules))
     queue_table = gr.Dataframe(label="queue (select a row to open it)", interactive=False, max_height=320, wrap=True)
-
-    view_outputs = [player, side, history, counter, seen, position]
-
-    def show(ids: list[int], pos: int, run_id: str | None, freq: str, note_text: str = "") -> list[Any]:
-        counts = review_counts(wb.store)
-        header = (f'<span class="em-counter">reviewed {counts["reviewed"]} / {counts["total"]} quarantined '
-                  f'&middot; {counts["open"]} open</span>')
-        if not ids:
-            return ["<p>Nothing in this queue. Change the filters, or run an audit to fill the quarantine.</p>",
-                    "", "", header, None, 0]
-        pos = max(0, min(pos, len(ids) - 1))
-        view = wb.views.get(int(ids[pos]), run_id=run_id or None, fmax_hz=FREQUENCY_RANGES[freq])
-        wb.views.prefetch([int(c) for c in ids[pos + 1:pos + 3]], run_id=run_id or None, fmax_hz=FREQUENCY_RANGES[freq])
-        header += f" &nbsp; clip {pos + 1} of {len(ids)} in this queue"
-        return [view.html, side_panel_html(view), history_html(view.history), header,
-                view.last_decision_id, pos]
+    commands = gr.Textbox(visible="hidden", elem_id="em-review-commands")
+    feed = gr.Textbox(visible="hidden", elem_id="em-review-feed")
+    send = gr.Button("send", visible="hidden", elem_id="em-review-send")
+    serial = {"concurrency_id": "review", "concurrency_limit": 1}  # one writer, decisions strictly in order
 
     @safe
-    def load(src, st, lab, rea, ann, run_id, freq):
+    def load(src, st, lab, rea, ann, run_id, freq, applied_seq):
         queue = build_queue(wb.store, source=src, run_id=run_id or None, label=lab or None, reason=rea or None,
                             status=st, annotator=ann or None)
         ids = queue.clip_id.astype(int).tolist()
-        return [ids, _table(queue), *show(ids, 0, run_id, freq)]
+        loaded = wb.store.last_decision_id()
+        window = _feed(wb, ids, 0, run_id, freq, rows=queue.set_index("clip_id"), loaded_at=loaded,
+                       applied=applied_seq, reset=True)
+        return [ids, _table(queue), window, 0, loaded]
 
-    load_inputs = [source, status, label_filter, reason_filter, annotator_filter, run, frequency]
-    load_outputs = [queue_ids, queue_table, *view_outputs]
-    for trigger in (refresh.click, source.change, status.change, label_filter.change, run.change):
-        trigger(load, load_inputs, load_outputs)
-    frequency.change(safe(lambda ids, pos, run_id, freq: show(ids, pos, run_id, freq)), [queue_ids, position, run, frequency], view_outputs)
+    load_inputs = [source, status, label_filter, reason_filter, annotator_filter, run, frequency, applied]
+    load_outputs = [queue_ids, queue_table, feed, position, loaded_at]
+    page = gr.context.Context.root_block
+    for trigger in (page.load, refresh.click, source.change, status.change, label_filter.change, run.change):
+        trigger(load, load_inputs, load_outputs, **serial).then(None, feed, None, js=RECEIVE_JS)
 
-    def refreshed_table(ids: list[int], src: str, run_id: str | None) -> pd.DataFrame:
-        """The queue's rows in the same order, with their state after the latest decisions."""
-        queue = build_queue(wb.store, source=src, run_id=run_id or None, status="all").set_index("clip_id")
-        return _table(queue.reindex([i for i in ids if i in queue.index]).reset_index())
+    def reshow(ids, pos, run_id, freq, src, loaded, applied_seq) -> str:
+        rows = _rows(wb, ids, src, run_id)
+        return _feed(wb, ids, pos, run_id, freq, rows=rows, loaded_at=loaded, applied=applied_seq, reset=True)
 
-    def decide(action):
-        """Wrap an action so it records, reports, and moves on to the next clip."""
-        @safe
-        def handler(name, ids, pos, seen_id, run_id, freq, note_text, src, *extra):
-            if not ids:
-                raise ValueError("The queue is empty: load a queue first.")
-            who = require_annotator(name)
-            clip_id = int(ids[pos])
-            text = action(clip_id, who, seen_id, note_text or None, *extra)
-            outputs = show(ids, pos + 1 if pos + 1 < len(ids) else pos, run_id, freq)
-            return [f'<span class="em-message-ok">{html.escape(text)}</span>', "", refreshed_table(ids, src, run_id), *outputs]
-        return handler
-
-    common = [annotator, queue_ids, position, seen, run, frequency, note, source]
-    decide_outputs = [message, note, queue_table, *view_outputs]
-    for rule, button in zip(rules, tag_buttons):
-        button.click(decide(lambda clip, who, seen_id, text, tag=rule.tag: _tag(wb, clip, tag, who, seen_id, text)),
-                     common, decide_outputs)
-    relabel_button.click(decide(lambda clip, who, seen_id, text, label: _relabel(wb, clip, label, who, seen_id, text)),
-                         common + [relabel_to], decide_outputs)
-    exclude_button.click(decide(lambda clip, who, seen_id, text: (
-        review.exclude(wb.store, clip, annotator=who, note=text, seen_decision_id=seen_id), f"clip {clip}: excluded")[1]),
-        common, decide_outputs)
-    keep_button.click(decide(lambda clip, who, seen_id, text: (
-        review.keep_quarantined(wb.store, clip, annotator=who, note=text, seen_decision_id=seen_id),
-        f"clip {clip}: kept in quarantine")[1]), common, decide_outputs)
+    frequency.change(safe(reshow), [queue_ids, position, run, frequency, source, loaded_at, applied], feed,
+                     **serial).then(None, feed, None, js=RECEIVE_JS)
 
     @safe
-    def undo(name, ids, pos, run_id, freq, src):
-        who = require_annotator(name)
-        last = review.last_undoable(wb.store, annotator=who)
-        if last is None:
-            raise ValueError(f"{who} has no decision left to undo.")
-        review.undo(wb.store, int(last["id"]), annotator=who)
-        clip_id = int(last["clip_id"])
-        ids = list(ids)
+    def pick(ids, run_id, freq, src, loaded, applied_seq, event: gr.SelectData):
+        """Open the selected row's clip (by its id: a row can drop out of a refreshed table)."""
+        clip_id = int(event.row_value[0])
         if clip_id not in ids:
-            ids.insert(pos, clip_id)
-        text = f"undid decision {last['id']} ({last['action']} {last['tag'] or last['new_label'] or ''}) on clip {clip_id}"
-        return [f'<span class="em-message-ok">{html.escape(text)}</span>', ids, refreshed_table(ids, src, run_id),
-                *show(ids, ids.index(clip_id), run_id, freq)]
+            raise ValueError(f"clip {clip_id} is not in this queue any more: load the queue again.")
+        pos = ids.index(clip_id)
+        return [reshow(ids, pos, run_id, freq, src, loaded, applied_seq), pos]
 
-    undo_button.click(undo, [annotator, queue_ids, position, run, frequency, source], [message, queue_ids, queue_table, *view_outputs])
-    prev_button.click(safe(lambda ids, pos, run_id, freq: show(ids, pos - 1, run_id, freq)), [queue_ids, position, run, frequency], view_outputs)
-    next_button.click(safe(lambda ids, pos, run_id, freq: show(ids, pos + 1, run_id, freq)), [queue_ids, position, run, frequency], view_outputs)
+    queue_table.select(pick, [queue_ids, run, frequency, source, loaded_at, applied], [feed, position],
+                       **serial).then(None, feed, None, js=RECEIVE_JS)
 
-    def pick(ids, run_id, freq, event: gr.SelectData):
-        return show(ids, event.index[0], run_id, freq)
+    @safe
+    def run_commands(payload, name, ids, pos, applied_seq, run_id, freq, src, loaded, request: gr.Request):
+        """Apply the page's queued commands strictly in sequence, each once (a resent batch skips
+        what was applied); the first failure stops the batch and puts its clip back."""
+        batch = json.loads(payload or "{}")
+        ids, reset, results, failed, before = list(ids), False, [], False, wb.store.last_decision_id()
+        for command in sorted(batch.get("commands", []), key=lambda c: int(c["seq"])):
+            seq = int(command["seq"])
+            if seq <= applied_seq:
+                continue
+            applied_seq = seq
+            if failed:
+                results.append({"seq": seq, "ok": False, "text": "not recorded: an earlier key press failed"})
+                continue
+            try:
+                text, ids, pos, resets = _run_command(wb, command, require_annotator(name, request), ids, pos)
+                results.append({"seq": seq, "ok": True, "text": text})
+                reset = reset or resets
+            except USER_ERRORS as exc:
+                failed = reset = True
+                clip_id = command.get("clip")
+                pos = ids.index(clip_id) if clip_id in ids else pos
+                results.append({"seq": seq, "ok": False, "text": str(exc), "clip": clip_id})
+        rows = _rows(wb, ids, src, run_id)
+        window = _feed(wb, ids, pos, run_id, freq, rows=rows, loaded_at=loaded, applied=applied_seq, reset=reset,
+                       have=frozenset(batch.get("have", [])), results=results)
+        # The table is redrawn only when a decision changed it (moving between clips changes nothing there).
+        table = _table(rows.rename_axis("clip_id").reset_index()) if wb.store.last_decision_id() > before else gr.skip()
+        return [window, table, ids, pos, applied_seq]
 
-    queue_table.select(safe(pick), [queue_ids, run, frequency], view_outputs)
-    return load, load_inputs, load_outputs
+    send.click(run_commands, [commands, annotator, queue_ids, position, applied, run, frequency, source, loaded_at],
+               [feed, queue_table, queue_ids, position, applied], js=TAKE_JS, trigger_mode="multiple",
+               show_progress="hidden", **serial).then(None, feed, None, js=ACK_JS)  # no spinners: work goes on behind
 
 
-def _tag(wb: Workbench, clip_id: int, tag: str, who: str, seen_id: int | None, note: str | None) -> str:
+def _run_command(wb: Workbench, command: dict[str, Any], who: str, ids: list[int], pos: int
+                 ) -> tuple[str, list[int], int, bool]:
+    """One command of the page: returns the message, the queue, the position after it, and
+    whether the browser must re-render what it shows (undo changes a clip it may hold)."""
+    kind = command.get("kind")
+    if kind == "decide":
+        clip_id = int(command["clip"])
+        text = _decide(wb, clip_id, who, command)
+        return text, ids, pos + 1 if pos < len(ids) and ids[pos] == clip_id else pos, False
+    if kind == "goto":
+        clip_id = int(command["clip"])
+        if clip_id not in ids:
+            raise ValueError(f"clip {clip_id} is not in this queue any more: load the queue again.")
+        return "", ids, ids.index(clip_id), False
+    if kind == "undo":
+        return _undo(wb, who, ids, pos)
+    raise ValueError(f"command kind must be one of decide, goto, undo; got {kind!r}")
+
+
+def _decide(wb: Workbench, clip_id: int, who: str, command: dict[str, Any]) -> str:
+    """Record one decision, unless it repeats the clip's latest one by the same annotator (a key
+    pressed twice): then nothing is recorded and the message says so."""
+    action, tag, label = command.get("action"), command.get("tag"), command.get("label")
+    if action not in DECISIONS:
+        raise ValueError(f"action must be one of {', '.join(DECISIONS)}; got {action!r}")
+    note = (command.get("note") or "").strip() or None
+    if note is None and review.repeats_last(wb.store, clip_id, annotator=who, action=action, tag=tag, label=label):
+        what = {"tag": f"tagged {tag}", "relabel": f"relabelled {label}"}.get(action, DECISIONS[action][1])
+        return f"clip {clip_id}: already {what} by {who}; nothing new recorded"
+    seen = command.get("seen")
+    return DECISIONS[action][0](wb, clip_id, who, None if seen is None else int(seen), note, command)
+
+
+def _undo(wb: Workbench, who: str, ids: list[int], pos: int) -> tuple[str, list[int], int, bool]:
+    """Undo the annotator's last decision and go back to its clip (put back in the queue if gone)."""
+    last = review.last_undoable(wb.store, annotator=who)
+    if last is None:
+        raise ValueError(f"{who} has no decision left to undo.")
+    review.undo(wb.store, int(last["id"]), annotator=who)
+    clip_id = int(last["clip_id"])
+    if clip_id not in ids:
+        ids = [*ids[:pos], clip_id, *ids[pos:]]
+    text = f"undid decision {last['id']} ({last['action']} {last['tag'] or last['new_label'] or ''}) on clip {clip_id}"
+    return text, ids, ids.index(clip_id), True
+
+
+def _rows(wb: Workbench, ids: list[int], src: str, run_id: str | None) -> pd.DataFrame:
+    """The queue's rows in the same order, with their state after the latest decisions, by clip id."""
+    queue = build_queue(wb.store, source=src, run_id=run_id or None, status="all").set_index("clip_id")
+    return queue.reindex([i for i in ids if i in queue.index])
+
+
+def _feed(wb: Workbench, ids: list[int], pos: int, run_id: str | None, freq: str, *, rows: pd.DataFrame,
+          loaded_at: int, applied: int, reset: bool, have: frozenset = frozenset(), results: list | None = None) -> str:
+    """What the browser needs to show the clip at pos and advance without waiting: the next
+    WINDOW clip views (HTML left out for those it already holds: a key names one rendering of a
+    clip at one place in the queue), the end-of-queue view when the window reaches it, the
+    counter, and the result of each command applied."""
+    fmax = FREQUENCY_RANGES[freq]
+    slots = []
+    for index in range(pos, min(pos + WINDOW, len(ids))):
+        clip_id = int(ids[index])
+        head = _slot_head(rows, clip_id, index, len(ids))
+        try:
+            view = wb.views.get(clip_id, run_id=run_id or None, fmax_hz=fmax)
+        except ClipUnavailable as exc:  # still decidable (e.g. exclude it): say why it cannot be shown
+            seen = newest_decision_id(wb.store, clip_id)
+            body = f"<p class='em-message-error'>{html.escape(str(exc))}</p>"
+        else:
+            seen = view.last_decision_id
+            body = (f"{view.html}<div class='em-slot-info'><div class='em-slot-side'>{side_panel_html(view)}</div>"
+                    f"<div class='em-slot-history'>{history_html(view.history)}</div></div>")
+        key = f"{clip_id}:{seen}:{fmax}:{run_id}:{index}:{len(ids)}"
+        slots.append({"key": key, "clip": clip_id, "seen": seen, "html": None if key in have else head + body})
+    wb.views.prefetch([int(c) for c in ids[pos + WINDOW:pos + WINDOW + 2]], run_id=run_id or None, fmax_hz=fmax)
+    decided = decided_since(wb.store, ids, since_id=loaded_at)
+    end = _end_html(decided, len(ids)) if pos + WINDOW > len(ids) else None
+    counts = review_counts(wb.store)
+    counter = (f'<span class="em-counter">{decided} of {len(ids)} in this queue decided since it was loaded '
+               f'&middot; {counts["open"]} of {counts["total"]} quarantined clips open</span>')
+    return json.dumps({"response": uuid.uuid4().hex, "applied": applied, "reset": reset, "ids": [int(i) for i in ids],
+                       "pos": pos, "slots": slots, "end": end, "counter": counter, "results": results or []})
+
+
+def _slot_head(rows: pd.DataFrame, clip_id: int, index: int, total: int) -> str:
+    """One line above the spectrogram: where in the queue, why it was flagged, given vs predicted."""
+    parts = [f"<b>clip {index + 1} of {total}</b> in this queue"]
+    if clip_id in rows.index:
+        row = rows.loc[clip_id]
+        if isinstance(row.reason, str) and row.reason:
+            parts.append(f"flagged: {html.escape(row.reason)}")
+        given = f"given <b>{html.escape(str(row.given))}</b>"
+        if isinstance(row.predicted, str):
+            given += f" &rarr; predicted <b>{html.escape(row.predicted)}</b> ({float(row.confidence):.2f})"
+        parts.append(given)
+        if row.label != row.given:
+            parts.append(f"now <b>{html.escape(str(row.label))}</b>")
+    return f"<div class='em-slot-head'>{' &middot; '.join(parts)}</div>"
+
+
+def _end_html(decided: int, total: int) -> str:
+    """After the last clip: how many were reviewed and what to do next; no clip left to decide twice."""
+    if total == 0:
+        return ("<h3>Nothing in this queue</h3><p>Change the filters above, or run an audit "
+                "(Runs tab) to fill the quarantine.</p>")
+    return (f"<h3>{decided} of {total} reviewed</h3><p>That was the last clip of this queue. Next: "
+            "fine-tune on the corrected labels in the <a href='#' class='em-open-tab' data-tab='Train'>Train tab</a>, "
+            "or load another queue above (another source, status or class). <kbd>K</kbd> goes back to the last clip; "
+            "<kbd>U</kbd> undoes your last decision.</p>")
+
+
+def _tag(wb: Workbench, clip_id: int, who: str, seen_id: int | None, note: str | None, command: dict) -> str:
+    tag = command.get("tag")
     review.apply_tag(wb.store, clip_id, tag=tag, annotator=who, note=note, seen_decision_id=seen_id)
     state = wb.store.clip_state(clip_id)
     where = "stays quarantined" if state["quarantined"] else "released"
     return f"clip {clip_id}: tagged {tag} -> label {state['label']}{', excluded' if state['excluded'] else ''}, {where}"
 
 
-def _relabel(wb: Workbench, clip_id: int, label: str | None, who: str, seen_id: int | None, note: str | None) -> str:
+def _relabel(wb: Workbench, clip_id: int, who: str, seen_id: int | None, note: str | None, command: dict) -> str:
+    label = command.get("label")
     if not label:
         raise ValueError("Choose a class in 'relabel to' first.")
     review.relabel(wb.store, clip_id, label=label, annotator=who, note=note, seen_decision_id=seen_id)
     return f"clip {clip_id}: relabelled {label}"
+
+
+def _exclude(wb: Workbench, clip_id: int, who: str, seen_id: int | None, note: str | None, command: dict) -> str:
+    review.exclude(wb.store, clip_id, annotator=who, note=note, seen_decision_id=seen_id)
+    return f"clip {clip_id}: excluded"
+
+
+def _keep(wb: Workbench, clip_id: int, who: str, seen_id: int | None, note: str | None, command: dict) -> str:
+    review.keep_quarantined(wb.store, clip_id, annotator=who, note=note, seen_decision_id=seen_id)
+    return f"clip {clip_id}: kept in quarantine"
+
+
+# action -> (what records it, how a repeat of it is described)
+DECISIONS = {"tag": (_tag, "tagged"), "relabel": (_relabel, "relabelled"), "exclude": (_exclude, "excluded"),
+             "keep": (_keep, "kept in quarantine")}
 
 
 def _table(queue: pd.DataFrame) -> pd.DataFrame:

@@ -1,5 +1,5 @@
 """Runs: every run of the session, one run's plots, metrics and gates, two runs compared, and
-the production history with promote and rollback.
+the production history with promote and rollback. It opens on the production run.
 
 Reads the store and the run folders; the only writes are promotion decisions (through
 pipelines/promotion.py, in this server process, the session's writer). A slow timer redraws
@@ -26,7 +26,8 @@ from workbench import gate_panel
 from workbench.context import Workbench, require_annotator, safe
 from workbench.gate_panel import SPOT_CHECK_FMAX_HZ
 
-RUN_COLUMNS = ["run", "kind", "status", "production", "gates", "test accuracy", "test F1 macro", "preset",
+RUN_COLUMNS = ["run", "kind", "status", "production", "gates", "test accuracy (all clips)",
+               "test accuracy (not quarantined)", "test in quarantine", "test F1 macro", "preset",
                "frozen at decision", "of run", "created (UTC)"]
 CLASS_METRICS = ["precision", "recall", "f1", "average_precision", "accuracy", "support"]
 DELTA_COLUMNS = ["class", "support", "baseline accuracy", "candidate accuracy", "accuracy change", "relative change",
@@ -140,6 +141,21 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
     runs_table.select(pick, split, run_outputs)
 
     @safe
+    def first_view(split_name: str) -> list[Any]:
+        """The tab opens on the production run, its plots, tables and gates filled, not on empty
+        boxes; the compare tab keeps production as its baseline with no candidate yet."""
+        production = wb.store.production_run()
+        if production is None:
+            return [gr.skip()] * len(run_outputs)
+        views = open_run(production, split_name)
+        views[run_outputs.index(candidate)] = gr.skip()
+        return views
+
+    blocks = gr.context.Context.root_block  # the whole app: its load event is the page load
+    blocks.load(safe(lambda *current: overview(*current, force=True)), overview_inputs, overview_outputs)
+    blocks.load(first_view, split, run_outputs)
+
+    @safe
     def change_split(run_id, split_name):
         if not run_id:
             return [gr.skip()] * len(split_outputs)
@@ -158,10 +174,10 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
     evaluate_button.click(evaluate, selected, panel.outputs)
 
     @safe
-    def queue_audit(run_id, name):
+    def queue_audit(run_id, name, request: gr.Request):
         if not run_id:
             raise ValueError("Select a training run in the table first.")
-        job = wb.jobs.submit_audit(run_id=run_id, submitted_by=require_annotator(name))
+        job = wb.jobs.submit_audit(run_id=run_id, submitted_by=require_annotator(name, request))
         queue = wb.jobs.queue()
         when = f"queued #{queue.index(job.run_id) + 1}" if job.run_id in queue else "started"
         return (f'<span class="em-message-ok">audit of run {html.escape(run_id)} {when}: its progress shows in the '
@@ -201,8 +217,8 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
     flips.select(listen, candidate, flip_player)
 
     @safe
-    def roll_back(name, why, *current):
-        was, now = rollback(wb.store, actor=require_annotator(name), reason=(why or "").strip() or None)
+    def roll_back(request: gr.Request, name, why, *current):
+        was, now = rollback(wb.store, actor=require_annotator(name, request), reason=(why or "").strip() or None)
         note = f'<span class="em-message-ok">production rolled back from run {html.escape(was)} to run {html.escape(now)}</span>'
         return [note, "", *overview(*current, force=True)]
 
@@ -234,10 +250,18 @@ def _runs_frame(wb: Workbench) -> pd.DataFrame:
         report = gate_panel.load_report(wb, run.id) if run.kind == "train" else None
         gates = "-" if report is None else "pass" if report["passed"] else f"fail ({len(report['gates']['failed'])})"
         rows.append([run.id, run.kind, run.status, "\u2605 production" if run.id == production else "", gates,
-                     _fmt(overall.get("accuracy")), _fmt(overall.get("f1_macro")), run.preset or "-",
+                     _fmt(overall.get("accuracy")), _fmt(overall.get("unquarantined_accuracy")), _quarantine_share(overall),
+                     _fmt(overall.get("f1_macro")), run.preset or "-",
                      "-" if pd.isna(run.manifest_decision_id) else int(run.manifest_decision_id),
                      run.parent_run_id or "-", f"{run.created_at:%Y-%m-%d %H:%M:%S}"])
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def _quarantine_share(overall: dict[str, float]) -> str:
+    """'3 (2.5%)': the split's clips in open quarantine when the run froze them."""
+    if overall.get("quarantined") is None:
+        return "-"
+    return f"{int(overall['quarantined'])} ({overall.get('quarantined_share', 0.0):.1%})"
 
 
 def _overall(wb: Workbench, run_id: str, split: str) -> dict[str, float]:

@@ -39,7 +39,9 @@ SCORE_SERIES = ("validation accuracy", "validation F1 macro")
 CURVE_COLOURS = {"train loss (per step)": "#4f46e5", "validation loss": "#e67e22",
                  "validation accuracy": "#1e8449", "validation F1 macro": "#8e44ad"}
 ERROR_STYLE = "margin-top:6px;padding:6px 10px;border-left:4px solid #c0392b;background:#fdecea;color:#922b21;white-space:pre-wrap"
-BAR_COLOURS = {"succeeded": "#1e8449", "failed": "#c0392b", "cancelled": "#7f8c8d"}
+BAR_COLOURS = {"succeeded": "#1e8449", "failed": "#c0392b", "cancelled": "#7f8c8d",
+               "trained, gates passed": "#1e8449", "trained, gates failed": "#c0392b",
+               "audited, gates passed": "#1e8449", "audited, gates failed": "#c0392b"}
 
 
 def default_preset(classes: list[str], presets: list[str]) -> str:
@@ -146,18 +148,23 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
     preset.input(choose_preset, preset, [description, *form_inputs, yaml_view, use_yaml, message])
 
     @safe
-    def start(name, preset_name, start_from, yaml_mode, yaml_text, *form):
-        who = require_annotator(name)
+    def start(request: gr.Request, name, preset_name, start_from, yaml_mode, yaml_text, *form):
+        who = require_annotator(name, request)
         try:
             _, overrides = resolve(preset_name, yaml_mode, yaml_text, *form)
         except ConfigError as exc:  # refused in place, beside the button, and as a notice
             gr.Warning(f"Not started: {exc}")
             return gr.skip(), _message(f"Not started: {exc}", error=True)
-        job = wb.jobs.submit(preset=preset_name, overrides=overrides, submitted_by=who, init_from=start_from)
+        try:
+            job = wb.jobs.submit(preset=preset_name, overrides=overrides, submitted_by=who, init_from=start_from)
+        except ConfigError as exc:  # e.g. a start model of another architecture: refused the same way
+            gr.Warning(f"Not started: {exc}")
+            return gr.skip(), _message(f"Not started: {exc}", error=True)
         queue, running = wb.jobs.queue(), wb.jobs.current()
         ahead = queue.index(job.run_id) + (running is not None) if job.run_id in queue else 0
         where = f"; {ahead} job(s) ahead of it" if ahead else ""
-        return None, _message(f"run {job.run_id} queued{where}. The manifest was frozen at decision {job.frozen_at_decision}.")
+        return None, _message(f"run {job.run_id} queued{where}. The manifest was frozen at decision {job.frozen_at_decision}. "
+                              f"It {job.start_note}.")
 
     launch.click(start, [annotator, preset, init_from, use_yaml, yaml_view, *form_inputs], [shown_job, message])
 
@@ -256,7 +263,7 @@ def _jobs_frame(wb: Workbench) -> pd.DataFrame:
     rows = []
     for job in reversed(wb.jobs.jobs()):
         state = (f"queued #{queue.index(job.run_id) + 1}" if job.run_id in queue else
-                 f"running: {job.phase}" if job.run_id == current else job.status)
+                 f"running: {job.phase}" if job.run_id == current else job.state)
         rows.append([job.run_id, job.kind, state, job.preset, ", ".join(job.overrides) or "-", job.submitted_by,
                      job.frozen_at_decision])
     return pd.DataFrame(rows, columns=JOB_COLUMNS)
@@ -290,15 +297,15 @@ def _progress_html(job: Job | None) -> str:
         return ('<div class="em-job" data-status="none"><div class="em-job-status">No fine-tune has run in this server yet. '
                 'Choose a preset, adjust the settings, and press Fine-tune.</div></div>')
     percent = 100 * job.fraction_done()
-    parts = [PHASES.get(job.phase, job.phase) if not job.finished else job.status]
+    parts = [PHASES.get(job.phase, job.phase) if not job.finished else job.state]
     if job.epochs and job.phase == "training":
         parts.append(f"epoch {min(job.epoch, job.epochs):.1f} / {job.epochs}")
     if job.total_steps:
         parts.append(f"step {job.step} / {job.total_steps}")
     if job.phase == "auditing" and job.audit_total:
         parts.append(f"{job.audit_done} / {job.audit_total} clips predicted")
-    if job.finished and job.gates_passed is not None:
-        parts.append("gates passed" if job.gates_passed else "gates failed")
+    if job.start_line():
+        parts.append(job.start_line())
     if job.eta_s is not None and not job.finished and job.phase == "training":
         parts.append(f"about {_duration(job.eta_s)} left in training")
     what = (f"<b>run {html.escape(job.run_id)}</b> &middot; {html.escape(job.preset)}" if job.kind == "fine-tune" else
@@ -308,9 +315,10 @@ def _progress_html(job: Job | None) -> str:
     error = (f'<div class="em-job-error" style="{ERROR_STYLE}">{html.escape(job.error)}</div>'
              if job.error and job.status == "failed" else "")
     note = f'<div style="margin-top:4px">{html.escape(job.error)}</div>' if job.error and job.status == "cancelled" else ""
-    return (f'<div class="em-job" data-status="{job.status}" data-phase="{job.phase}">'
+    gates = "none" if job.gates_passed is None else "passed" if job.gates_passed else "failed"
+    return (f'<div class="em-job" data-status="{job.status}" data-gates="{gates}" data-phase="{job.phase}">'
             f'<div style="margin-bottom:4px">{title}</div>'
-            f'<div class="em-progress"><div style="width:{percent:.1f}%;background:{BAR_COLOURS.get(job.status, "")}"></div></div>'
+            f'<div class="em-progress"><div style="width:{percent:.1f}%;background:{BAR_COLOURS.get(job.state, "")}"></div></div>'
             f'<div class="em-job-status" style="margin-top:4px">{" &middot; ".join(html.escape(p) for p in parts)}</div>'
             f'{error}{note}</div>')
 

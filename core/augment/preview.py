@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.audio import AudioError, probe
 from core.augment.noise_bank import NoiseBank
 from core.augment.pipeline import build_pipeline
 from core.augment.render import log_mel_of, source_wave
-from core.config import AugmentSpec, FeatureConfig
+from core.config import AUTO, AUTO_FIELDS, AugmentSpec, FeatureConfig
+from core.feature_fit import fit_features
 from core.features import LogMel
 
 __all__ = ["Preview", "preview"]
@@ -41,10 +43,11 @@ def preview(path: str | Path, specs: Iterable[AugmentSpec | dict[str, Any]], *, 
     """Apply specs to the clip at path with a generator seeded by seed.
 
     feature_cfg (default FeatureConfig()) sets the rate, the longest stretch kept
-    (max_length_s) and the log-mel. Raises ConfigError for bad specs, AudioError for a file
-    that cannot be read.
+    (max_length_s) and the log-mel; a field left 'auto' is fitted to this clip alone (pass
+    core.feature_fit.fit_to_session's features to preview what a session's run would use).
+    Raises ConfigError for bad specs, AudioError for a file that cannot be read.
     """
-    cfg = feature_cfg or FeatureConfig()
+    cfg = _fitted_to_clip(path, feature_cfg or FeatureConfig())
     pipeline = build_pipeline(specs, sample_rate_hz=cfg.sample_rate_hz, noise_bank=noise_bank)
     rng = np.random.default_rng(seed)
     original = source_wave(path, cfg, rng=rng)
@@ -55,3 +58,13 @@ def preview(path: str | Path, specs: Iterable[AugmentSpec | dict[str, Any]], *, 
     return Preview(sample_rate_hz=cfg.sample_rate_hz, original=original, augmented=augmented,
                    applied=wave_applied + spec_applied, original_log_mel=original_spec,
                    augmented_log_mel=augmented_spec.numpy())
+
+
+def _fitted_to_clip(path: str | Path, feature_cfg: FeatureConfig) -> FeatureConfig:
+    """feature_cfg with any 'auto' fixed from the one clip: without a training set, it is all there is."""
+    if not any(getattr(feature_cfg, name) == AUTO for name in AUTO_FIELDS):
+        return feature_cfg
+    found = probe(path, scan_samples=False)
+    if found.status != "ok":
+        raise AudioError(found.reason)
+    return fit_features(feature_cfg, durations_s=[found.duration_s], sample_rates_hz=[found.sample_rate_hz]).features
