@@ -283,7 +283,8 @@ def test_ast_and_lora_paths_train_on_cpu(session, tmp_path):
 def test_two_cpu_processes_with_accelerate(session):
     outcome = ft.finetune(session, preset="demo-fast", overrides=FAST + ["train.epochs=2"], processes=2, progress=False)
     assert outcome.status == "succeeded", (outcome.result, (outcome.run_dir / "job.log").read_text()[-2000:])
-    start = json.loads((outcome.run_dir / "events.jsonl").read_text().splitlines()[1])
+    events = [json.loads(line) for line in (outcome.run_dir / "events.jsonl").read_text().splitlines()]
+    start = next(e for e in events if e["type"] == "start")  # after the phase and feature-fit info lines
     assert start["type"] == "start" and start["processes"] == 2
     assert len(session.predictions(outcome.run_id)) > 0
 
