@@ -40,7 +40,7 @@ from core.config import AUTO_FIELDS, EvaluationConfig, ExperimentConfig, TrainCo
 from core.evaluate import classification_report
 from core.feature_fit import fit_to_clips
 from core.features import FeatureCache, compute_norm_stats, normalize
-from core.jobs import CONFIG_FILE, EVENTS_FILE, JOB_FILE, MANIFEST_FILE, RESULT_FILE, EventLog, StopFlag, json_default
+from core.run_folder import CONFIG_FILE, EVENTS_FILE, JOB_FILE, MANIFEST_FILE, RESULT_FILE, EventLog, StopFlag, json_default
 from core.losses import build_loss
 from core.mixup import mixup
 from core.models import build_model

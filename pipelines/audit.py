@@ -1,7 +1,7 @@
 """Audit runs (writer side): predict a model's clips, store what it gets wrong, queue proposals.
 
 `audit()` freezes the clips of the chosen splits (current labels, and which are quarantined)
-into runs/<audit id>/, runs `python -m core.audit_job` on that folder as a child, and ingests
+into runs/<audit id>/, runs `python -m core.audit_child` on that folder as a child, and ingests
 its predictions, metrics and plots. Then:
 - extreme-off clips become quarantine proposals (A1);
 - with label_issues, K-fold cross-validated models (pipelines/crossval.py) rank every
@@ -33,15 +33,15 @@ from core import train as trainer
 from core.audit import (DEFAULT_LABEL_QUALITY_METHOD, LABEL_QUALITY_METHODS, estimate_label_noise,
                         label_issue_proposals, label_issue_queue_size, label_quality, sample_spot_check, trust_lines,
                         trust_report, trusted_mask)
-from core.audit_job import CALIBRATION_SPLIT, EXTREME_OFF_FILE, AuditJob
+from core.audit_child import CALIBRATION_SPLIT, EXTREME_OFF_FILE, AuditJob
 from core.breakdowns import describe
 from core.config import AuditConfig, ConfigError, load_preset
-from core.jobs import LOG_FILE, MANIFEST_FILE, RESULT_FILE
+from core.run_folder import LOG_FILE, MANIFEST_FILE, RESULT_FILE
 from core.split_report import headline_accuracy
 from core.store import Store, StoreError
 from pipelines.crossval import MIN_FOLDS, CrossvalCancelled, cross_validate
 from pipelines.finetune import breakdown_rows, freeze_manifest, metric_rows, new_run_id
-from pipelines.jobs import cancel, follow, launch
+from pipelines.child_process import cancel, follow, launch
 
 AUDIT_ANNOTATOR = "audit"
 SPLITS = ("train", "val", "test")
@@ -229,7 +229,7 @@ def _prepare(store: Store, *, model_run_id: str, splits: list[str], settings: Au
 
 
 def _run_child(run_dir: Path, *, progress: bool, on_event: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
-    process = launch(run_dir, module="core.audit_job")
+    process = launch(run_dir, module="core.audit_child")
     bar = tqdm(total=None, desc="audit: predicting", unit="clip", disable=not progress)
 
     def show(event: dict[str, Any]) -> None:

@@ -27,8 +27,8 @@ from core.audit import held_out_calibration
 from core.config import ConfigError, ExperimentConfig
 from core.evaluate import apply_temperature
 from core.feature_fit import fit_to_clips
-from core.jobs import CONFIG_FILE, MANIFEST_FILE, RESULT_FILE
-from pipelines.jobs import cancel, follow, launch
+from core.run_folder import CONFIG_FILE, MANIFEST_FILE, RESULT_FILE
+from pipelines.child_process import cancel, follow, launch
 
 FOLDS_DIR = "folds"
 MIN_FOLDS = 3  # held-out, validation and at least one training fold

@@ -23,11 +23,11 @@ from core import train as trainer
 from core.checkpoint import read_configs
 from core.config import AUTO, ConfigError, ExperimentConfig, load_preset
 from core.store import Store, StoreError
-from core.jobs import CONFIG_FILE, LOG_FILE, MANIFEST_FILE, RESULT_FILE
+from core.run_folder import CONFIG_FILE, LOG_FILE, MANIFEST_FILE, RESULT_FILE
 from core.breakdowns import METADATA_PREFIX
 from pipelines.augment_copies import AUGMENT_METADATA_KEY, applied_names
 from pipelines.demo_synth import ANSWER_KEY_COLUMNS
-from pipelines.jobs import cancel, follow, launch
+from pipelines.child_process import cancel, follow, launch
 
 @dataclasses.dataclass
 class PreparedRun:

@@ -28,7 +28,7 @@ from core.breakdowns import plan_breakdowns
 from core.config import ConfigError, EvaluationConfig, ExperimentConfig
 from core.evaluate import classification_report
 from core.gates import compare_predictions, evaluate_gates, write_comparison
-from core.jobs import MANIFEST_FILE
+from core.run_folder import MANIFEST_FILE
 from core.store import Store, StoreError
 from pipelines.audit import latest_audit
 

@@ -18,14 +18,14 @@ import pandas as pd
 import pytest
 
 from core import review
-from core.audit_job import EXTREME_OFF_FILE
+from core.audit_child import EXTREME_OFF_FILE
 from core.config import list_presets
 from core.store import Store
 from pipelines import audit as audit_pipeline
 from pipelines import promotion
 from pipelines.demo import DEFAULT_AUDIO, build_demo_session
 from pipelines.finetune import finetune
-from workbench.jobs import JobManager
+from workbench.job_queue import JobManager
 from workbench.train_tab import default_preset
 
 # What a person hears -> the tag they press (A2); road traffic has no tag: they confirm the label.

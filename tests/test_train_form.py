@@ -9,7 +9,7 @@ import pytest
 
 from core.config import ConfigError, load_preset
 from workbench import train_form as tf
-from workbench.jobs import Job
+from workbench.job_queue import Job
 from workbench.train_tab import BAR_COLOURS, _jobs_frame, _progress_html, default_preset
 
 CLASSES = ["alert_sounds", "collision_sounds", "emergency_sirens", "environmental_sounds", "human_scream", "road_traffic"]

@@ -20,7 +20,7 @@ from pipelines import finetune
 from pipelines.promotion import GATE_REPORT_FILE, GATES_DIR
 from pipelines.importing import import_dataset
 from test_train import FAST, make_dataset
-from workbench.jobs import JobManager
+from workbench.job_queue import JobManager
 
 pytestmark = pytest.mark.slow
 LONG = [*FAST, "train.epochs=200"]  # long enough to be caught running

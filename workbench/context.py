@@ -27,7 +27,7 @@ class Workbench:
     store: Store
     session_dir: Path
     views: ClipViewCache
-    jobs: Any = None            # workbench.jobs.JobManager, set by the server
+    jobs: Any = None            # workbench.job_queue.JobManager, set by the server
 
     @classmethod
     def open(cls, session_dir: Path) -> "Workbench":

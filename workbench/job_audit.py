@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.audit import audit
-from pipelines.jobs import cancel as cancel_child
+from pipelines.child_process import cancel as cancel_child
 from pipelines.promotion import gate_report
 
 if TYPE_CHECKING:
-    from workbench.jobs import Job, JobManager
+    from workbench.job_queue import Job, JobManager
 
 
 class AuditAndGates:

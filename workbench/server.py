@@ -20,7 +20,7 @@ import torch
 from core.store import SessionInUseError
 from workbench import confusions_tab, data_tab, review_tab, runs_tab, train_tab
 from workbench.context import Workbench
-from workbench.jobs import JobManager
+from workbench.job_queue import JobManager
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 # Tabs in order: (title, module). Each module has build(wb, annotator=...).

@@ -2,7 +2,7 @@
 
 The form shows a preset's key settings; what the person changes becomes dotted overrides, and
 the advanced YAML view can replace the form entirely. Fine-tune hands the job to the server's
-JobManager (workbench/jobs.py): the manifest is frozen at that click, the trainer runs as a
+JobManager (workbench/job_queue.py): the manifest is frozen at that click, the trainer runs as a
 child process, and a timer redraws progress from the manager's snapshot only when something
 moved. Closing the tab does not stop the job; the next visitor sees it.
 """
@@ -20,7 +20,7 @@ from core.config import ConfigError, ExperimentConfig, list_presets, load_preset
 from core.models import available_models
 from workbench import gate_panel, train_form
 from workbench.context import Workbench, require_annotator, safe
-from workbench.jobs import PHASES, Job
+from workbench.job_queue import PHASES, Job
 
 SIREN_PRESET, SIREN_CLASS = "sirens-focused", "emergency_sirens"
 # Form labels name the dotted key, so an error message ("train.epochs: 0 is out of range") points at its field.

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.jobs import CANCEL_FILE, EVENTS_FILE, LOG_FILE
+from core.run_folder import CANCEL_FILE, EVENTS_FILE, LOG_FILE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -27,11 +27,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from core.jobs import RESULT_FILE
+from core.run_folder import RESULT_FILE
 from core.store import Store
 from pipelines import finetune
-from pipelines.jobs import cancel as cancel_child
-from pipelines.jobs import follow, launch, read_events
+from pipelines.child_process import cancel as cancel_child
+from pipelines.child_process import follow, launch, read_events
 from workbench.job_audit import AUDIT_THEN_GATES
 
 log = logging.getLogger("earmark.jobs")

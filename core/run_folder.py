@@ -1,6 +1,6 @@
 """The child side of a job's run folder: file names, the event log, and the stop flag.
 
-Shared by every job (training, audit) so the writer side (pipelines/jobs.py) can follow any
+Shared by every job (training, audit) so the writer side (pipelines/child_process.py) can follow any
 of them the same way.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The audit's child job: predict every frozen clip with a checkpoint, score, flag, plot.
 
-    python -m core.audit_job RUN_DIR
+    python -m core.audit_child RUN_DIR
 
 It runs under DESIGN.md's one-writer rule: it reads only its run folder (job.json: AuditJob;
 manifest.parquet: the clips with their labels as of the freeze and whether each was
@@ -47,7 +47,7 @@ from core.checkpoint import load_checkpoint
 from core.config import AuditConfig, EvaluationConfig
 from core.evaluate import apply_temperature
 from core.features import FeatureCache
-from core.jobs import EVENTS_FILE, JOB_FILE, MANIFEST_FILE, RESULT_FILE, EventLog, StopFlag, json_default
+from core.run_folder import EVENTS_FILE, JOB_FILE, MANIFEST_FILE, RESULT_FILE, EventLog, StopFlag, json_default
 from core.plots import plot_breakdowns, plot_confusion, plot_reliability
 from core.split_report import headline_accuracy, quarantine_counts, split_reports
 from core.train import METRICS_FILE, PLOTS_DIR, PREDICTIONS_FILE, predict_probs
@@ -226,7 +226,7 @@ def _plot_split(plots: Path, split: str, report: dict[str, Any], breakdowns: dic
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m core.audit_job RUN_DIR", file=sys.stderr)
+        print("usage: python -m core.audit_child RUN_DIR", file=sys.stderr)
         return 2
     result = run_audit(argv[0])
     return 0 if result["status"] == "succeeded" else 1
