@@ -11,12 +11,15 @@ import getpass
 import ipaddress
 import json
 import sys
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
+from core.config import AuditConfig, list_presets
 from core.store import StoreError
 
 DEFAULT_SESSION = Path(__file__).resolve().parent / "sessions" / "demo"
+SharedOptions = dict[str, argparse.ArgumentParser]  # option name -> parent parser declaring it
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -25,6 +28,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                                  progress=not args.quiet)
     print("\n".join(summary.lines()))
     return 0
+
+
+def _register_demo(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("demo", help="build the demo session (synthetic siren-task audio) if missing",
+                       parents=_parents(shared, "session", "seed", "quiet"))
+    p.add_argument("--clips-per-class", type=int, default=100, help="clips per class (default 100)")
+    p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -43,6 +53,21 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_import(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("import", help="import a dataset (folder per class, CSV/Parquet manifest, ESC-50, UrbanSound8K)",
+                       parents=_parents(shared, "session", "seed", "json", "quiet"))
+    p.add_argument("source", help="dataset folder or manifest file")
+    p.add_argument("--layout", default="auto", choices=["auto", "folder", "manifest", "esc50", "urbansound8k"])
+    p.add_argument("--name", help="dataset name (default: the folder or manifest name)")
+    p.add_argument("--class-map", help="YAML mapping source classes to task classes")
+    p.add_argument("--keep-unmapped", action="store_true", help="keep classes the class map does not list (default: drop them)")
+    p.add_argument("--root", help="folder that manifest paths are relative to (default: the manifest's folder)")
+    p.add_argument("--group-pattern", help="regex on the file name whose first group is the source group (recording/speaker)")
+    p.add_argument("--probe", default="auto", choices=["auto", "full", "manifest"],
+                   help="full: read every file; manifest: trust the manifest's duration/sample-rate columns")
+    p.set_defaults(func=_cmd_import)
+
+
 def _cmd_stats(args: argparse.Namespace) -> int:
     from core.store import Store
     from pipelines.stats import session_stats
@@ -53,6 +78,13 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     else:
         print("\n".join(stats.lines(unreadable=args.unreadable)))
     return 0
+
+
+def _register_stats(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("stats", help="summarise a session: clips per class and split, unreadable files, decisions, runs",
+                       parents=_parents(shared, "session", "json"))
+    p.add_argument("--unreadable", action="store_true", help="list every unreadable file with its reason")
+    p.set_defaults(func=_cmd_stats)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -69,12 +101,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_export(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("export", help="write the corrected manifest: current labels, exclusions, decision provenance",
+                       parents=_parents(shared, "session"))
+    p.add_argument("--out", help="file to write (default: SESSION/exports/manifest-asof-ID.FORMAT)")
+    p.add_argument("--format", choices=["csv", "parquet"], help="default: from --out's suffix, else csv")
+    p.add_argument("--as-of", type=int, help="decision id to rebuild the labels at (default: now, the latest)")
+    p.set_defaults(func=_cmd_export)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from core.store import Store
-    from pipelines.finetune import finetune
+    from pipelines import finetune as runs
+    progress = not (args.quiet or args.json)
     with Store.open(args.session, create=False) as store:
-        outcome = finetune(store, preset=args.preset, overrides=args.set, init_from=args.init_from,
-                           processes=args.processes, progress=not (args.quiet or args.json))
+        if args.resume:
+            outcome = runs.resume(store, args.resume, processes=args.processes, progress=progress)
+        else:
+            outcome = runs.finetune(store, preset=args.preset, overrides=args.set, init_from=args.init_from,
+                                    processes=args.processes, progress=progress)
     result = outcome.result
     line = {"run_id": outcome.run_id, "status": result["status"], "seconds": result.get("seconds"),
             "val_accuracy": result.get("accuracy", {}).get("val"),
@@ -99,6 +144,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0 if result["status"] == "succeeded" else 1
 
 
+def _register_train(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("train", help="fine-tune on the session's current labels (a child process; Ctrl-C cancels cleanly)",
+                       parents=_parents(shared, "session", "set", "json", "quiet"))
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--preset", default="demo-fast", help=f"preset name ({', '.join(list_presets())}) or a YAML path")
+    start.add_argument("--resume", metavar="RUN",
+                       help="continue a cancelled or crashed run from its last saved state, with the config it "
+                            "started with (--set and --init-from do not apply)")
+    p.add_argument("--init-from", default="production",
+                   help="production (default), none, a run id, or a checkpoint folder")
+    p.add_argument("--processes", type=int, default=1, help="training processes (Accelerate DDP); default 1")
+    p.set_defaults(func=_cmd_train)
+
+
 def _cmd_augment_copies(args: argparse.Namespace) -> int:
     from core.store import Store
     from pipelines.augment_copies import make_augmented_copies
@@ -108,6 +167,20 @@ def _cmd_augment_copies(args: argparse.Namespace) -> int:
                                         progress=not (args.quiet or args.json))
     print(json.dumps(summary.to_dict()) if args.json else "\n".join(summary.lines()), file=args.stdout)
     return 0
+
+
+def _register_augment_copies(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("augment-copies", help="write augmented copies of training clips into the session (A4), "
+                                              "as clips that follow their parent's label",
+                       parents=_parents(shared, "session", "set", "json", "quiet"))
+    p.add_argument("--preset", default="sirens-focused", help="preset whose waveform augmentations make the copies")
+    p.add_argument("--copies", type=int, help="copies per clip (default: the preset's augment_copies, at least 1)")
+    p.add_argument("--classes", nargs="+", help="copy clips of these classes (default: the preset's augment_classes)")
+    p.add_argument("--clip", type=int, nargs="+", help="copy just these clip ids (training clips only)")
+    # its own --seed: unset means the preset's, which the shared option's 0 would hide
+    p.add_argument("--seed", type=int, help="seed of the draws (default: the preset's train.seed)")
+    p.add_argument("--workers", type=int, default=2, help="rendering threads (default 2)")
+    p.set_defaults(func=_cmd_augment_copies)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -124,6 +197,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise StoreError(f"no session at {session}: create it with 'earmark import --session {session} DATA' first")
     from workbench.server import serve  # Gradio and torch take seconds to import: after the checks
     return serve(session_dir=session, host=args.host, port=args.port, auth=args.auth)
+
+
+def _register_serve(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("serve", help="launch the workbench in the browser (default: the demo session)",
+                       parents=_parents(shared, "session"))
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; any other "
+                                                       "address needs --auth or --no-auth)")
+    p.add_argument("--port", type=int, default=7860)
+    login = p.add_mutually_exclusive_group()
+    login.add_argument("--auth", help="user:password, or a file holding such lines, to require a login; decisions are "
+                                      "then signed with the login name")
+    login.add_argument("--no-auth", action="store_true", help="serve a non-loopback --host without a login, on purpose")
+    p.set_defaults(func=_cmd_serve)
 
 
 def _exposure_refusal(host: str, *, auth: str | None, no_auth: bool) -> str | None:
@@ -152,9 +238,10 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from core.store import Store
     from pipelines.audit import audit
     with Store.open(args.session, create=False) as store:
-        options = {name: getattr(args, name) for name in (*AUDIT_OPTIONS, "calibrate") if getattr(args, name) is not None}
+        options = {name: getattr(args, name) for name in (*AUDIT_OPTIONS, *LABEL_ISSUE_OPTIONS, "calibrate")
+                   if getattr(args, name) is not None}
         outcome = audit(store, run_id=args.run, splits=_split_list(args.splits), label_issues=args.label_issues,
-                        method=args.method, folds=args.folds, cv_preset=args.cv_preset, cv_overrides=args.cv_set,
+                        cv_preset=args.cv_preset, cv_overrides=args.cv_set,
                         seed=args.seed, progress=not (args.quiet or args.json), **options)
         key_classes = _key_classes(store, outcome.model_run_id)
     if args.json:
@@ -168,22 +255,49 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0 if outcome.status == "succeeded" else 1
 
 
-# AuditConfig fields the audit command offers as flags (--max-label-prob ...); help and defaults from the config.
+def _register_audit(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("audit", help="predict a model's clips, store metrics and plots, queue suspect labels for review",
+                       parents=_parents(shared, "session", "json", "quiet"))
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--run", help="training run to audit (default: the production model)")
+    which.add_argument("--production", dest="run", action="store_const", const=None,
+                       help="audit the production model (the default)")
+    p.add_argument("--splits", default="test,val,train", help="comma-separated splits to audit (default test,val,train)")
+    _add_audit_options(p, AUDIT_OPTIONS)
+    p.add_argument("--no-calibrate", dest="calibrate", action="store_false", default=None,
+                   help="judge on the model's own probabilities (by default: "
+                        + _sentence_part(AuditConfig.field_help()["calibrate"]) + ")")
+    p.add_argument("--label-issues", action="store_true",
+                   help="also rank label issues with K-fold cross-validated models (trains K models: minutes)")
+    _add_audit_options(p, LABEL_ISSUE_OPTIONS)
+    p.add_argument("--cv-preset", default="demo-fast", help="preset the fold models train with, from scratch (default demo-fast)")
+    p.add_argument("--cv-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of the fold preset, after the built-in train.epochs=8 (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
+    p.set_defaults(func=_cmd_audit)
+
+
+# AuditConfig fields the audit command offers as flags (--max-label-prob ...). Unset flags stay None so
+# AuditConfig supplies the default, and validates every value once, where the options enter.
 AUDIT_OPTIONS = ("thresholds", "max_label_prob", "min_top_prob", "min_class_accuracy", "max_queue_share",
                  "max_label_issues")
+LABEL_ISSUE_OPTIONS = ("method", "folds")
 
 
-def _add_audit_options(p: argparse.ArgumentParser) -> None:
-    from core.config import AuditConfig
+def _add_audit_options(p: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    """One flag per AuditConfig field in names, its help, default and choices read from the config."""
     defaults, helps = AuditConfig().to_dict(), AuditConfig.field_help()
-    for name in AUDIT_OPTIONS:
-        kind = {"thresholds": str, "max_label_issues": int}.get(name, float)
+    hints = typing.get_type_hints(AuditConfig)
+    for name in names:
+        choices = typing.get_args(hints[name]) if typing.get_origin(hints[name]) is typing.Literal else None
+        kind = str if choices else {"max_label_issues": int, "folds": int}.get(name, float)
         default = "none" if defaults[name] is None else defaults[name]
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{helps[name]} (default {default})",
-                       choices=["per_class", "fixed"] if name == "thresholds" else None)
-    p.add_argument("--no-calibrate", dest="calibrate", action="store_false", default=None,
-                   help=f"judge on the model's own probabilities (by default: {helps['calibrate'][0].lower()}"
-                        f"{helps['calibrate'][1:].rstrip('.')})")
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, choices=choices, help=f"{helps[name]} (default {default})")
+
+
+def _sentence_part(text: str) -> str:
+    """A help sentence to continue another: 'Fit temperature ... probabilities.' -> 'fit ... probabilities'."""
+    return text[0].lower() + text[1:].rstrip(".")
 
 
 def _split_list(text: str) -> list[str]:
@@ -209,6 +323,16 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     return 0 if outcome.promoted else 1
 
 
+def _register_promote(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("promote", help="put a run in production if its gates pass (or by override, with a reason)",
+                       parents=_parents(shared, "session", "json"))
+    p.add_argument("--run", required=True, help="the training run to promote (audit it first)")
+    p.add_argument("--actor", default=getpass.getuser(), help="who decides (default: your login name)")
+    p.add_argument("--override", action="store_true", help="promote even though gates fail (needs --reason)")
+    p.add_argument("--reason", help="why; required with --override, recorded with the promotion")
+    p.set_defaults(func=_cmd_promote)
+
+
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from core.store import Store
     from pipelines.promotion import rollback
@@ -216,6 +340,14 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
         previous, current = rollback(store, actor=args.actor, reason=args.reason)
     print(f"production rolled back from run {previous} to run {current}")
     return 0
+
+
+def _register_rollback(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("rollback", help="point production back to the previously promoted run",
+                       parents=_parents(shared, "session"))
+    p.add_argument("--actor", default=getpass.getuser(), help="who decides (default: your login name)")
+    p.add_argument("--reason", help="why, recorded with the rollback")
+    p.set_defaults(func=_cmd_rollback)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -243,6 +375,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_compare(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("compare", help="compare two runs clip by clip: per-class deltas, confusion change, flipped clips",
+                       parents=_parents(shared, "session", "json"))
+    p.add_argument("baseline", help="baseline run id (a training run or an audit)")
+    p.add_argument("candidate", help="candidate run id (a training run or an audit)")
+    p.add_argument("--split", default="test", help="split to compare on (default test)")
+    p.set_defaults(func=_cmd_compare)
+
+
 def _cmd_spotcheck(args: argparse.Namespace) -> int:
     from core.store import Store
     from pipelines.audit import spot_check
@@ -259,138 +400,40 @@ def _cmd_spotcheck(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_spotcheck(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("spotcheck", help="pick random relabelled clips for a second listen (A8)",
+                       parents=_parents(shared, "session", "seed", "json"))
+    p.add_argument("--since", help="run whose frozen labels count as 'before' (default: the production run)")
+    p.add_argument("-n", type=int, default=5, help="how many clips (default 5)")
+    p.set_defaults(func=_cmd_spotcheck)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="earmark", description="Earmark: a labelling and audit workbench for audio classifiers.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    def session_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--session", default=str(DEFAULT_SESSION), help="session folder (default: sessions/demo)")
-
-    p = sub.add_parser("demo", help="build the demo session (synthetic siren-task audio) if missing")
-    session_arg(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic audio and splits")
-    p.add_argument("--clips-per-class", type=int, default=100, help="clips per class (default 100)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_demo)
-
-    p = sub.add_parser("import", help="import a dataset (folder per class, CSV/Parquet manifest, ESC-50, UrbanSound8K)")
-    session_arg(p)
-    p.add_argument("source", help="dataset folder or manifest file")
-    p.add_argument("--layout", default="auto", choices=["auto", "folder", "manifest", "esc50", "urbansound8k"])
-    p.add_argument("--name", help="dataset name (default: the folder or manifest name)")
-    p.add_argument("--class-map", help="YAML mapping source classes to task classes")
-    p.add_argument("--keep-unmapped", action="store_true", help="keep classes the class map does not list (default: drop them)")
-    p.add_argument("--root", help="folder that manifest paths are relative to (default: the manifest's folder)")
-    p.add_argument("--group-pattern", help="regex on the file name whose first group is the source group (recording/speaker)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the grouped 60/20/20 split")
-    p.add_argument("--probe", default="auto", choices=["auto", "full", "manifest"],
-                   help="full: read every file; manifest: trust the manifest's duration/sample-rate columns")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_import)
-
-    p = sub.add_parser("stats", help="summarise a session: clips per class and split, unreadable files, decisions, runs")
-    session_arg(p)
-    p.add_argument("--unreadable", action="store_true", help="list every unreadable file with its reason")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_cmd_stats)
-
-    p = sub.add_parser("export", help="write the corrected manifest: current labels, exclusions, decision provenance")
-    session_arg(p)
-    p.add_argument("--out", help="file to write (default: SESSION/exports/manifest-asof-ID.FORMAT)")
-    p.add_argument("--format", choices=["csv", "parquet"], help="default: from --out's suffix, else csv")
-    p.add_argument("--as-of", type=int, help="decision id to rebuild the labels at (default: now, the latest)")
-    p.set_defaults(func=_cmd_export)
-
-    from core.config import list_presets
-    p = sub.add_parser("train", help="fine-tune on the session's current labels (a child process; Ctrl-C cancels cleanly)")
-    session_arg(p)
-    p.add_argument("--preset", default="demo-fast", help=f"preset name ({', '.join(list_presets())}) or a YAML path")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a preset value, e.g. --set train.epochs=3 (repeatable)")
-    p.add_argument("--init-from", default="production",
-                   help="production (default), none, a run id, or a checkpoint folder")
-    p.add_argument("--processes", type=int, default=1, help="training processes (Accelerate DDP); default 1")
-    p.add_argument("--json", action="store_true", help="end with one JSON line instead of the text summary")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("augment-copies", help="write augmented copies of training clips into the session (A4), "
-                                              "as clips that follow their parent's label")
-    session_arg(p)
-    p.add_argument("--preset", default="sirens-focused", help="preset whose waveform augmentations make the copies")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value (repeatable)")
-    p.add_argument("--copies", type=int, help="copies per clip (default: the preset's augment_copies, at least 1)")
-    p.add_argument("--classes", nargs="+", help="copy clips of these classes (default: the preset's augment_classes)")
-    p.add_argument("--clip", type=int, nargs="+", help="copy just these clip ids (training clips only)")
-    p.add_argument("--seed", type=int, help="seed of the draws (default: the preset's train.seed)")
-    p.add_argument("--workers", type=int, default=2, help="rendering threads (default 2)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_augment_copies)
-
-    p = sub.add_parser("audit", help="predict a model's clips, store metrics and plots, queue suspect labels for review")
-    session_arg(p)
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--run", help="training run to audit (default: the production model)")
-    which.add_argument("--production", dest="run", action="store_const", const=None,
-                       help="audit the production model (the default)")
-    p.add_argument("--splits", default="test,val,train", help="comma-separated splits to audit (default test,val,train)")
-    _add_audit_options(p)
-    p.add_argument("--label-issues", action="store_true",
-                   help="also rank label issues with K-fold cross-validated models (trains K models: minutes)")
-    p.add_argument("--method", default="self_confidence", help="label quality score: self_confidence or normalized_margin")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds, grouped by source group (default 5)")
-    p.add_argument("--cv-preset", default="demo-fast", help="preset the fold models train with, from scratch (default demo-fast)")
-    p.add_argument("--cv-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a value of the fold preset, after the built-in train.epochs=8 (repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_audit)
-
-    p = sub.add_parser("promote", help="put a run in production if its gates pass (or by override, with a reason)")
-    session_arg(p)
-    p.add_argument("--run", required=True, help="the training run to promote (audit it first)")
-    p.add_argument("--actor", default=getpass.getuser(), help="who decides (default: your login name)")
-    p.add_argument("--override", action="store_true", help="promote even though gates fail (needs --reason)")
-    p.add_argument("--reason", help="why; required with --override, recorded with the promotion")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_cmd_promote)
-
-    p = sub.add_parser("rollback", help="point production back to the previously promoted run")
-    session_arg(p)
-    p.add_argument("--actor", default=getpass.getuser(), help="who decides (default: your login name)")
-    p.add_argument("--reason", help="why, recorded with the rollback")
-    p.set_defaults(func=_cmd_rollback)
-
-    p = sub.add_parser("compare", help="compare two runs clip by clip: per-class deltas, confusion change, flipped clips")
-    session_arg(p)
-    p.add_argument("baseline", help="baseline run id (a training run or an audit)")
-    p.add_argument("candidate", help="candidate run id (a training run or an audit)")
-    p.add_argument("--split", default="test", help="split to compare on (default test)")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    p.set_defaults(func=_cmd_compare)
-
-    p = sub.add_parser("spotcheck", help="pick random relabelled clips for a second listen (A8)")
-    session_arg(p)
-    p.add_argument("--since", help="run whose frozen labels count as 'before' (default: the production run)")
-    p.add_argument("-n", type=int, default=5, help="how many clips (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draw")
-    p.add_argument("--json", action="store_true", help="print the clips as JSON records")
-    p.set_defaults(func=_cmd_spotcheck)
-
-    p = sub.add_parser("serve", help="launch the workbench in the browser (default: the demo session)")
-    session_arg(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; any other "
-                                                       "address needs --auth or --no-auth)")
-    p.add_argument("--port", type=int, default=7860)
-    login = p.add_mutually_exclusive_group()
-    login.add_argument("--auth", help="user:password, or a file holding such lines, to require a login; decisions are "
-                                      "then signed with the login name")
-    login.add_argument("--no-auth", action="store_true", help="serve a non-loopback --host without a login, on purpose")
-    p.set_defaults(func=_cmd_serve)
+    shared = _shared_options()
+    for register in (_register_demo, _register_import, _register_stats, _register_export, _register_train,
+                     _register_augment_copies, _register_audit, _register_promote, _register_rollback,
+                     _register_compare, _register_spotcheck, _register_serve):
+        register(sub, shared)
     return parser
+
+
+def _shared_options() -> SharedOptions:
+    """Options several commands take, declared once: a command lists the ones it takes as parents."""
+    shared = {name: argparse.ArgumentParser(add_help=False) for name in ("session", "json", "quiet", "seed", "set")}
+    shared["session"].add_argument("--session", default=str(DEFAULT_SESSION), help="session folder (default: sessions/demo)")
+    shared["json"].add_argument("--json", action="store_true",
+                                help="print one JSON object instead of the text summary (stdout carries only the JSON)")
+    shared["quiet"].add_argument("--quiet", action="store_true", help="no progress bars")
+    shared["seed"].add_argument("--seed", type=int, default=0, help="seed of this command's random draws (default 0)")
+    shared["set"].add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                               help="override a preset value, e.g. --set train.epochs=3 (repeatable)")
+    return shared
+
+
+def _parents(shared: SharedOptions, *names: str) -> list[argparse.ArgumentParser]:
+    return [shared[name] for name in names]
 
 
 def main(argv: list[str] | None = None) -> int:

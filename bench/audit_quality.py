@@ -37,7 +37,8 @@ from scipy.signal import resample_poly
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.audit import DEFAULT_LABEL_QUALITY_METHOD, label_quality, review_curve  # noqa: E402
+from core.label_issues import DEFAULT_LABEL_QUALITY_METHOD, label_quality  # noqa: E402
+from core.review_sampling import review_curve  # noqa: E402
 from core.audit_child import EXTREME_OFF_FILE  # noqa: E402
 from core.store import Store  # noqa: E402
 from pipelines.audit import CROSSVAL_DIR, DEFAULT_CV_OVERRIDES, LABEL_ISSUES_FILE, audit  # noqa: E402

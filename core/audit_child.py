@@ -40,8 +40,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.audit import (extreme_off_counts, extreme_off_proposals, held_out_calibration, per_class_thresholds,
-                        trust_report, trusted_mask)
+from core.extreme_off import extreme_off_counts, extreme_off_proposals, per_class_thresholds
+from core.model_trust import held_out_calibration, trust_report, trusted_mask
 from core.breakdowns import plan_breakdowns
 from core.checkpoint import load_checkpoint
 from core.config import AuditConfig, EvaluationConfig

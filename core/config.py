@@ -434,11 +434,15 @@ class GatePolicy(Config):
         check_range("gates.rare_class_count", self.rare_class_count, low=1)
 
 
+MIN_FOLDS = 3  # cross-validation: a held-out, a validation and at least one training fold
+
+
 @dataclasses.dataclass
 class AuditConfig(Config):
-    """How far an audit trusts its model when it judges labels (issue 11). Probabilities are
-    fractions in [0, 1]. The defaults derive the thresholds and the queue size from the model's
-    own held-out behaviour instead of fixed numbers tuned on the demo."""
+    """How an audit judges labels and how far it trusts its model (issue 11), validated here once
+    for the CLI, the UI and the pipeline. Probabilities are fractions in [0, 1]. The defaults
+    derive the thresholds and the queue size from the model's own held-out behaviour instead of
+    fixed numbers tuned on the demo."""
     calibrate: bool = option(True, "Fit temperature scaling on the validation split before judging; extreme-off "
                                    "and label-issue scores use the calibrated probabilities.")
     thresholds: Literal["per_class", "fixed"] = option(
@@ -454,6 +458,12 @@ class AuditConfig(Config):
              "errors, never more than this share of the ranked clips.")
     max_label_issues: int | None = option(None, "Queue at most this many ranked label issues (wins over the "
                                                 "estimate and the share).")
+    # The names of core.label_issues.LABEL_QUALITY_METHODS (a test keeps the two equal).
+    method: Literal["self_confidence", "normalized_margin"] = option(
+        "self_confidence", "Label-issue ranking: cleanlab's label quality score (self_confidence = p(given label); "
+                           "normalized_margin = also low when another class is clearly preferred).")
+    folds: int = option(5, f"Label-issue ranking: cross-validation folds, grouped by source group (at least {MIN_FOLDS}: "
+                           "held-out, validation and training folds).")
 
     def __post_init__(self) -> None:
         for name in ("max_label_prob", "min_top_prob", "min_class_accuracy"):
@@ -461,6 +471,7 @@ class AuditConfig(Config):
         check_range("audit.max_queue_share", self.max_queue_share, low=0, high=1)
         if self.max_label_issues is not None:
             check_range("audit.max_label_issues", self.max_label_issues, low=0)
+        check_range("audit.folds", self.folds, low=MIN_FOLDS)
 
 
 @dataclasses.dataclass

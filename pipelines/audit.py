@@ -30,16 +30,16 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from core import train as trainer
-from core.audit import (DEFAULT_LABEL_QUALITY_METHOD, LABEL_QUALITY_METHODS, estimate_label_noise,
-                        label_issue_proposals, label_issue_queue_size, label_quality, sample_spot_check, trust_lines,
-                        trust_report, trusted_mask)
 from core.audit_child import CALIBRATION_SPLIT, EXTREME_OFF_FILE, AuditJob
 from core.breakdowns import describe
 from core.config import AuditConfig, ConfigError, load_preset
+from core.label_issues import estimate_label_noise, label_issue_proposals, label_issue_queue_size, label_quality
+from core.model_trust import trust_lines, trust_report, trusted_mask
+from core.review_sampling import sample_spot_check
 from core.run_folder import LOG_FILE, MANIFEST_FILE, RESULT_FILE
 from core.split_report import headline_accuracy
 from core.store import Store, StoreError
-from pipelines.crossval import MIN_FOLDS, CrossvalCancelled, cross_validate
+from pipelines.crossval import CrossvalCancelled, cross_validate
 from pipelines.finetune import breakdown_rows, freeze_manifest, metric_rows, new_run_id
 from pipelines.child_process import cancel, follow, launch
 
@@ -48,7 +48,6 @@ SPLITS = ("train", "val", "test")
 DEFAULT_SPLITS = ("test", "val", "train")
 CROSSVAL_DIR = "crossval"
 LABEL_ISSUES_FILE = "label_issues.parquet"
-DEFAULT_FOLDS = 5
 DEFAULT_CV_PRESET = "demo-fast"
 # Fold models train shorter than the preset's 30 epochs: on the demo, 5-fold rankings from 8, 10
 # and 16 epochs (and 4 folds at 8) found the same planted errors (bench/audit_quality.py), and
@@ -114,17 +113,17 @@ class AuditOutcome:
 
 
 def audit(store: Store, *, run_id: str | None = None, splits: Sequence[str] = DEFAULT_SPLITS,
-          settings: AuditConfig | None = None, label_issues: bool = False, method: str = DEFAULT_LABEL_QUALITY_METHOD,
-          folds: int = DEFAULT_FOLDS, cv_preset: str = DEFAULT_CV_PRESET, cv_overrides: Sequence[str] = (),
+          settings: AuditConfig | None = None, label_issues: bool = False,
+          cv_preset: str = DEFAULT_CV_PRESET, cv_overrides: Sequence[str] = (),
           seed: int = 0, progress: bool = True, on_event: Callable[[dict[str, Any]], None] | None = None,
           **options: Any) -> AuditOutcome:
     """Audit run_id (default: the production model) on `splits`; see the module docstring.
 
-    settings: how far to trust the model (AuditConfig: calibration, thresholds, trust floor,
-    queue size); options: AuditConfig fields to change on it (thresholds="fixed",
-    max_label_prob=0.2, max_label_issues=50, ...), validated here: a bad name or value raises
-    ConfigError naming it.
-    label_issues: also rank label issues with `folds`-fold cross-validation, fold models built
+    settings: how to judge and how far to trust the model (AuditConfig: calibration, thresholds,
+    trust floor, queue size, ranking method and folds); options: AuditConfig fields to change on
+    it (thresholds="fixed", max_label_prob=0.2, folds=3, ...), validated by AuditConfig: a bad
+    name or value raises ConfigError naming it.
+    label_issues: also rank label issues with settings.folds-fold cross-validation, fold models built
     from scratch with cv_preset + DEFAULT_CV_OVERRIDES + cv_overrides; the top of the ranking
     becomes proposals (cleanlab's estimate of the issues in the classes the fold models are
     trusted on, at most settings.max_queue_share of the ranked clips, or max_label_issues).
@@ -132,11 +131,8 @@ def audit(store: Store, *, run_id: str | None = None, splits: Sequence[str] = DE
     """
     splits = _check_splits(splits)
     settings = AuditConfig.from_dict({**(settings or AuditConfig()).to_dict(), **options}, prefix="audit.")
+    method, folds = settings.method, settings.folds
     if label_issues:
-        if method not in LABEL_QUALITY_METHODS:
-            raise ConfigError(f"method: {method!r} is not one of {', '.join(LABEL_QUALITY_METHODS)}")
-        if not isinstance(folds, int) or folds < MIN_FOLDS:
-            raise ConfigError(f"folds: {folds!r} must be a whole number >= {MIN_FOLDS} (held-out, validation and training folds)")
         cv_overrides = [*DEFAULT_CV_OVERRIDES, *cv_overrides]
         cv_config = load_preset(cv_preset, cv_overrides)  # a bad preset fails before any work
     model_run_id = resolve_model_run(store, run_id)
@@ -388,7 +384,7 @@ def _drop_reviewed_since(store: Store, proposals: pd.DataFrame, *, since: int | 
 
 
 def raise_proposals(store: Store, proposals: pd.DataFrame, *, audit_run_id: str) -> pd.DataFrame:
-    """Queue proposals (core.audit's PROPOSAL_COLUMNS), one per clip (the first one listed wins),
+    """Queue proposals (core.proposals.PROPOSAL_COLUMNS), one per clip (the first one listed wins),
     skipping clips already open in the queue. Returns what was raised."""
     if proposals.empty:
         return proposals

@@ -8,7 +8,7 @@ trained on and held out. Every fold model starts from the recipe, never from a s
 checkpoint: a model that has seen a clip has memorised the very label the ranking questions.
 The fold folders stay under the audit's run folder, so what each fold saw is on record.
 Each fold model is calibrated before its held-out probabilities are used: a temperature fitted
-on its own validation fold (core.audit.held_out_calibration).
+on its own validation fold (core.model_trust.held_out_calibration).
 """
 from __future__ import annotations
 
@@ -23,15 +23,14 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from core import train as trainer
-from core.audit import held_out_calibration
-from core.config import ConfigError, ExperimentConfig
+from core.config import MIN_FOLDS, ConfigError, ExperimentConfig
 from core.evaluate import apply_temperature
 from core.feature_fit import fit_to_clips
+from core.model_trust import held_out_calibration
 from core.run_folder import CONFIG_FILE, MANIFEST_FILE, RESULT_FILE
 from pipelines.child_process import cancel, follow, launch
 
 FOLDS_DIR = "folds"
-MIN_FOLDS = 3  # held-out, validation and at least one training fold
 
 
 class CrossvalCancelled(Exception):

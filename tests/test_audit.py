@@ -3,22 +3,22 @@ session, real audio, a real trained model, the audit job as a child process)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import app
 from conftest import write_wav
 from core import review
-from core.audit import (DEFAULT_MAX_LABEL_PROB, DEFAULT_MIN_TOP_PROB, LABEL_QUALITY_METHODS, extreme_off_counts,
-                        extreme_off_proposals, find_extreme_off, label_issue_proposals, label_quality, rank_label_issues,
-                        review_curve, sample_spot_check)
 from core.checkpoint import save_checkpoint
 from core.config import ConfigError, load_preset
+from core.extreme_off import (DEFAULT_MAX_LABEL_PROB, DEFAULT_MIN_TOP_PROB, extreme_off_counts, extreme_off_proposals,
+                              find_extreme_off)
+from core.label_issues import LABEL_QUALITY_METHODS, label_issue_proposals, label_quality, rank_label_issues
 from core.models import available_models, build_model
+from core.review_sampling import review_curve, sample_spot_check
 from core.store import Store, StoreError
 from pipelines import audit as audit_pipeline
 from pipelines import promotion
@@ -26,7 +26,6 @@ from pipelines.crossval import assign_folds
 from pipelines.finetune import finetune
 from pipelines.importing import import_dataset
 
-REPO = Path(__file__).resolve().parent.parent
 CLASSES = ["alert_sounds", "emergency_sirens", "road_traffic"]
 FREQ_HZ = {"alert_sounds": 700.0, "emergency_sirens": 1200.0, "road_traffic": 150.0}
 # A small, fast model: 1 s clips, narrow CNN.
@@ -426,25 +425,25 @@ def test_bad_requests_are_refused_before_any_work(session):
 
 
 @pytest.mark.slow
-def test_cli_audit_and_one_line_errors(session):
+def test_cli_audit_and_one_line_errors(session, capsys):
     store, run_id, _ = session
     session_dir = str(store.session_dir)
     store.close()
-    cli = [sys.executable, str(REPO / "app.py")]
-    for args, message in [  # one bad request per command (each start costs seconds of imports)
+    for args, message in [  # one bad request per command, in-process (tests/test_cli.py runs the real entry point)
         (["audit", "--run", "nope"], "earmark: error: no run with id 'nope'"),
         (["promote", "--run", run_id, "--actor", "ana"], f"earmark: error: run {run_id} has no audit of the test split"),
         (["rollback", "--actor", "ana"], "earmark: error: no production model yet"),
         (["spotcheck"], "earmark: error: no production model yet"),
         (["compare", "nope", run_id], "earmark: error: no run with id 'nope'"),
     ]:
-        bad = subprocess.run(cli + [args[0], "--session", session_dir] + args[1:], capture_output=True, text=True, cwd=REPO)
-        assert bad.returncode == 2, (args, bad.stdout, bad.stderr)
-        assert bad.stderr.startswith(message) and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
-    done = subprocess.run(cli + ["audit", "--session", session_dir, "--run", run_id, "--splits", "test", "--json",
-                                 "--thresholds", "fixed", "--min-class-accuracy", "0.9"],
-                          capture_output=True, text=True, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    line = json.loads(done.stdout.strip().splitlines()[-1])
+        code = app.main([args[0], "--session", session_dir] + args[1:])
+        out, err = capsys.readouterr()
+        assert code == 2, (args, out, err)
+        assert err.startswith(message) and len(err.strip().splitlines()) == 1, err
+    code = app.main(["audit", "--session", session_dir, "--run", run_id, "--splits", "test", "--json",
+                     "--thresholds", "fixed", "--min-class-accuracy", "0.9"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    line = json.loads(out.strip().splitlines()[-1])
     assert line["status"] == "succeeded" and line["counts"]["test"]["clips"] > 0
     assert line["judging"]["thresholds"]["mode"] == "fixed" and line["judging"]["trust"]["min_accuracy"] == 0.9

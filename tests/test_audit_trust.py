@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from cleanlab.count import get_confident_thresholds, num_label_issues
 
-from core.audit import (MIN_CALIBRATION_CLIPS, estimate_label_noise, extreme_off_counts, extreme_off_proposals,
-                        find_extreme_off, held_out_calibration, label_issue_proposals, label_issue_queue_size,
-                        per_class_thresholds, trust_lines, trust_report, trusted_mask)
 from core.config import AuditConfig, ConfigError
 from core.evaluate import TEMPERATURE_BOUNDS, apply_temperature, classification_report, fit_temperature
+from core.extreme_off import extreme_off_counts, extreme_off_proposals, find_extreme_off, per_class_thresholds
+from core.label_issues import estimate_label_noise, label_issue_proposals, label_issue_queue_size
+from core.model_trust import MIN_CALIBRATION_CLIPS, held_out_calibration, trust_lines, trust_report, trusted_mask
 from pipelines import speech_synth
 from pipelines.speech_synth import SAMPLE_RATE_HZ, SpeechSynthUnavailable, Voice, synthesize
 

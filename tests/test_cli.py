@@ -1,5 +1,8 @@
 """The `earmark` command line as a user meets it: one-line errors, nothing left behind by a failed
-import, --json output that parses, read-only commands on a held session, and the serve flags."""
+import, --json output that parses, read-only commands on a held session, and the serve flags.
+
+Commands run in-process through app.main (fast); one test runs the real entry point as a
+subprocess, where --json's promise (stdout carries only the JSON) matters most."""
 from __future__ import annotations
 
 import json
@@ -17,8 +20,19 @@ REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(REPO / "app.py")]
 
 
-def earmark(*args: str) -> subprocess.CompletedProcess:
+def earmark_process(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(CLI + list(args), capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+@pytest.fixture
+def earmark(capsys):
+    """Run `earmark ARGS` in this process: what it returned and printed, shaped like a finished process."""
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        code = app.main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["earmark", *args], code, out, err)
+    return run
 
 
 def one_line_error(done: subprocess.CompletedProcess, start: str) -> None:
@@ -35,7 +49,7 @@ def dataset(tmp_path) -> Path:
     return root
 
 
-def test_a_session_path_that_is_a_file_is_one_line(tmp_path, dataset):
+def test_a_session_path_that_is_a_file_is_one_line(tmp_path, dataset, earmark):
     taken = tmp_path / "session.txt"
     taken.write_text("mine")
     one_line_error(earmark("import", "--session", str(taken), str(dataset), "--quiet"),
@@ -43,7 +57,7 @@ def test_a_session_path_that_is_a_file_is_one_line(tmp_path, dataset):
     assert taken.read_text() == "mine"
 
 
-def test_a_failed_import_creates_no_session(tmp_path):
+def test_a_failed_import_creates_no_session(tmp_path, earmark):
     (tmp_path / "m.csv").write_text("file,other\na.wav,1\n")
     for source, message in ((tmp_path / "missing", "nothing to import"),
                             (tmp_path / "m.csv", "manifest m.csv needs a label column")):
@@ -54,15 +68,15 @@ def test_a_failed_import_creates_no_session(tmp_path):
 
 def test_json_commands_print_only_one_json_object_on_stdout(tmp_path, dataset):
     session = tmp_path / "session"
-    done = earmark("import", "--session", str(session), str(dataset), "--json")
+    done = earmark_process("import", "--session", str(session), str(dataset), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["added"] == 10  # the whole of stdout is the object; the bars went to stderr
-    done = earmark("stats", "--session", str(session), "--json")
+    done = earmark_process("stats", "--session", str(session), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["clips"] == 10
 
 
-def test_stats_and_export_work_while_another_process_holds_the_session(tmp_path, dataset):
+def test_stats_and_export_work_while_another_process_holds_the_session(tmp_path, dataset, earmark):
     session = tmp_path / "session"
     assert earmark("import", "--session", str(session), str(dataset), "--quiet").returncode == 0
     with held_by_another_process(session) as pid:
@@ -95,3 +109,10 @@ def test_a_login_an_explicit_no_auth_or_a_loopback_host_passes_the_check(tmp_pat
     # the next check, on the session itself, is what stops these: the host was accepted
     assert app.main(["serve", "--session", str(tmp_path / "s"), *flags]) == 2
     assert capsys.readouterr().err.startswith(f"earmark: error: no session at {tmp_path / 's'}")
+
+
+def test_resume_and_preset_are_one_or_the_other(capsys):
+    with pytest.raises(SystemExit) as stop:
+        app.main(["train", "--resume", "r1", "--preset", "demo-fast"])
+    assert stop.value.code == 2
+    assert "argument --preset: not allowed with argument --resume" in capsys.readouterr().err
