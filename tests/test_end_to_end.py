@@ -23,7 +23,7 @@ from core.config import list_presets
 from core.store import Store
 from pipelines import audit as audit_pipeline
 from pipelines import promotion
-from pipelines.demo import DEFAULT_AUDIO, build_demo_session
+from pipelines.demo import build_demo_session
 from pipelines.finetune import finetune
 from workbench.job_queue import JobManager
 from workbench.train_tab import default_preset
@@ -32,7 +32,8 @@ from workbench.train_tab import default_preset
 TAG_FOR = {"emergency_sirens": "true_siren", "alert_sounds": "non_siren_alert", "environmental_sounds": "ambient",
            "collision_sounds": "collision_artifact", "human_scream": "scream_like"}
 # 4 folds instead of the default 5 keep the test within budget; on the demo both rank the
-# planted errors the same (bench/audit_quality.py).
+# planted errors the same (bench/audit_quality.py). 3 folds train each fold model on a third of
+# the pool: the 2N recall still held (2026-12-02) but the queue's precision fell to 0.1.
 FOLDS = 4
 
 
@@ -46,10 +47,11 @@ def siren_accuracy(store: Store, audit_run_id: str) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the whole loop: six trainings (four of them cross-validation folds) and two audits
 def test_train_audit_review_finetune_gate_promote_rollback(tmp_path, record_property):
     summary = {}
     with Store.open(tmp_path / "session") as store:
-        build_demo_session(session_dir=tmp_path / "session", audio_dir=DEFAULT_AUDIO, progress=False, store=store)
+        build_demo_session(session_dir=tmp_path / "session", audio_dir=tmp_path / "audio", progress=False, store=store)
         truth = store.clips().set_index("id").metadata.map(json.loads)
         is_error = truth.map(lambda m: bool(m["label_error"]))
 
@@ -141,7 +143,9 @@ def test_train_audit_review_finetune_gate_promote_rollback(tmp_path, record_prop
         # 6. The gate report decides: every criterion passes, so it is promoted.
         decided = promotion.promote(store, run_id=second.run_id, actor="lead")
         summary["gates_after"] = decided.report["gates"]["failed"]
-        assert decided.promoted == decided.report["passed"]
+        # The decision follows the criteria as written: every one passed, none failed.
+        criteria = decided.report["gates"]["criteria"]
+        assert decided.promoted == all(c["status"] != "fail" for c in criteria) and not decided.report["gates"]["failed"]
         assert decided.promoted and decided.action == "promote", "\n".join(decided.lines())
         assert store.production_run() == second.run_id
         assert decided.report["production_run_id"] == first.run_id

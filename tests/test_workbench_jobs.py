@@ -6,6 +6,7 @@ every case the job says what happened, the store says the same, and the session 
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -80,7 +81,8 @@ def test_jobs_queue_run_in_order_are_ingested_audited_and_gated(store):
         assert audit_run["status"] == "succeeded"
         assert job.audit_done == job.audit_total == len(store.clips())
         assert job.state == ("trained, gates passed" if job.gates_passed else "trained, gates failed")
-        assert (job.run_dir / GATES_DIR / GATE_REPORT_FILE).is_file()
+        written = json.loads((job.run_dir / GATES_DIR / GATE_REPORT_FILE).read_text())
+        assert job.gates_passed is written["passed"]
         assert any(line.startswith("[fail] ") or line.startswith("[pass] ") for line in job.log)
     assert store.production_run() is None  # promotion is left to a person
 
@@ -221,7 +223,8 @@ def test_a_run_trained_outside_the_workbench_is_audited_and_gated_as_a_job(store
     manager.cancel(cancelled.run_id)
     done = manager.wait(queued.run_id, timeout_s=240)
     assert (done.kind, done.status, done.phase) == ("audit", "succeeded", "done"), done.error
-    assert done.fraction_done() == 1.0 and isinstance(done.gates_passed, bool)
+    written = json.loads((trained.run_dir / GATES_DIR / GATE_REPORT_FILE).read_text())
+    assert done.fraction_done() == 1.0 and done.gates_passed is written["passed"]  # the job reports what was written
     assert {point["series"] for point in done.curve} >= {"train loss (per step)", "validation accuracy"}  # as it trained
     audit_run = store.run(done.audit_run_id)
     assert (audit_run["kind"], audit_run["parent_run_id"], audit_run["status"]) == ("audit", trained.run_id, "succeeded")
