@@ -168,6 +168,22 @@ class Rule:
     description: str = ""
     hotkey: str | None = None
 
+    def check(self) -> None:
+        """Refuse a rule Review could not apply (ValueError naming the field): the one check for
+        rules typed in the Data tab, read from a rules file, or written by the store."""
+        if not isinstance(self.tag, str) or not self.tag.strip():
+            raise ValueError(f"rule tag: {self.tag!r} must be a non-empty name")
+        if self.action not in RULE_ACTIONS:
+            raise ValueError(f"rule {self.tag!r}: action must be one of {RULE_ACTIONS}, got {self.action!r}")
+        if self.action == "relabel" and not self.target_label:
+            raise ValueError(f"rule {self.tag!r}: a relabel rule needs a target_label")
+        if self.action != "relabel" and self.target_label:
+            raise ValueError(f"rule {self.tag!r}: only a relabel rule has a target_label ({self.action} keeps the label)")
+        if not isinstance(self.keep_quarantined, bool):
+            raise ValueError(f"rule {self.tag!r}: keep_quarantined must be true or false, got {self.keep_quarantined!r}")
+        if self.hotkey is not None and not (isinstance(self.hotkey, str) and len(self.hotkey) == 1 and self.hotkey.isdigit()):
+            raise ValueError(f"rule {self.tag!r}: hotkey must be one digit, got {self.hotkey!r}")
+
     def describe(self) -> str:
         """The rule as recorded on each decision that applied it."""
         target = f" {self.target_label}" if self.target_label else ""
@@ -571,10 +587,7 @@ class Store:
 
     # --- relabel rules --------------------------------------------------------------------
     def set_rule(self, rule: Rule) -> None:
-        if rule.action not in RULE_ACTIONS:
-            raise ValueError(f"rule action must be one of {RULE_ACTIONS}, got {rule.action!r}")
-        if rule.action == "relabel" and not rule.target_label:
-            raise ValueError(f"rule {rule.tag!r}: a relabel rule needs a target_label")
+        rule.check()
         with self._mutex:
             self._exec(
                 """INSERT OR REPLACE INTO relabel_rules VALUES (?, ?, ?, ?, ?, ?, ?)""",

@@ -9,7 +9,8 @@ import dataclasses
 import time
 from pathlib import Path
 
-from core.store import Rule, Store
+from core.relabel_rules import rules_file, seed_rules
+from core.store import Store
 from pipelines.demo_synth import synthesize_demo_dataset
 from pipelines.importing import ImportSummary, import_dataset
 
@@ -17,16 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SESSION = REPO_ROOT / "sessions" / "demo"
 DEFAULT_AUDIO = REPO_ROOT / "data" / "demo_audio"
 DEMO_DATASET = "demo"
-
-# A3: the sirens plan's relabel rules; the hotkey is the digit that applies the tag in Review.
-SIRENS_RULES = (
-    Rule("true_siren", "relabel", "emergency_sirens", False, "A real siren mislabelled as alert/environmental/collision.", "1"),
-    Rule("non_siren_alert", "relabel", "alert_sounds", False, "A non-siren beep or chirp labelled as a siren.", "2"),
-    Rule("ambient", "relabel", "environmental_sounds", False, "Ambient/environmental sound.", "3"),
-    Rule("collision_artifact", "relabel", "collision_sounds", False, "A broadband impact labelled as a siren.", "4"),
-    Rule("scream_like", "relabel", "human_scream", False, "A human scream.", "5"),
-    Rule("ambiguous_drone", "exclude", None, True, "Ambiguous tonal drone without modulation: excluded from training, stays quarantined.", "6"),
-)
+SIRENS_RULES_FILE = rules_file("sirens")  # A3: the sirens plan's tags, as data
 
 
 @dataclasses.dataclass
@@ -39,15 +31,6 @@ class DemoSummary:
     def lines(self) -> list[str]:
         return [f"demo audio in {self.audio_dir} ({self.synth_seconds:.1f} s)",
                 f"session {self.session_dir}", *self.imported.lines()]
-
-
-def seed_sirens_rules(store: Store) -> int:
-    """Add the sirens plan's rules that the session does not have yet (edits are kept)."""
-    existing = {rule.tag for rule in store.rules()}
-    missing = [rule for rule in SIRENS_RULES if rule.tag not in existing]
-    for rule in missing:
-        store.set_rule(rule)
-    return len(missing)
 
 
 def default_audio_dir(*, seed: int, clips_per_class: int) -> Path:
@@ -75,7 +58,7 @@ def build_demo_session(*, session_dir: str | Path = DEFAULT_SESSION, audio_dir: 
     try:
         imported = import_dataset(store, audio_dir / "manifest.csv", layout="manifest", name=DEMO_DATASET,
                                   seed=seed, progress=progress)
-        seed_sirens_rules(store)
+        seed_rules(store, SIRENS_RULES_FILE)
     finally:
         if own_store:
             store.close()

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from core.relabel_rules import load_rules
 from core.store import Store
-from pipelines.demo import SIRENS_RULES, build_demo_session
+from pipelines.demo import SIRENS_RULES_FILE, build_demo_session
 
+SIRENS_RULES = load_rules(SIRENS_RULES_FILE)
 REPO = Path(__file__).resolve().parent.parent
 
 

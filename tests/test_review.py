@@ -5,9 +5,12 @@ import pandas as pd
 import pytest
 
 from core import review
+from core.relabel_rules import load_rules, seed_rules
 from core.store import Store
-from pipelines.demo import SIRENS_RULES, seed_sirens_rules
+from pipelines.demo import SIRENS_RULES_FILE
 from pipelines.review_queue import build_queue, review_counts
+
+SIRENS_RULES = load_rules(SIRENS_RULES_FILE)
 
 
 @pytest.fixture
@@ -18,7 +21,7 @@ def store(tmp_path):
             "path": [f"c{i}.wav" for i in range(6)], "status": "ok", "split": "test",
             "original_label": ["emergency_sirens", "emergency_sirens", "alert_sounds", "emergency_sirens",
                                "collision_sounds", "road_traffic"]}))
-        seed_sirens_rules(s)
+        seed_rules(s, SIRENS_RULES_FILE)
         s.raise_quarantine(pd.DataFrame({"clip_id": [1, 2, 3, 4], "method": "extreme_off", "audit_run_id": "a1",
                                          "reason": ["beep", "drone", "siren?", "impact"], "score": [0.9, 0.8, 0.7, 0.6]}),
                            annotator="audit")
