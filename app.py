@@ -39,13 +39,18 @@ def _register_demo(sub: argparse._SubParsersAction, shared: SharedOptions) -> No
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from core.store import Store
+    from core.relabel_rules import load_rules, seed_rules
     from pipelines.importing import ClassMap, discover_dataset, import_discovered
     class_map = ClassMap.load(args.class_map, unmapped="keep" if args.keep_unmapped else None) if args.class_map else None
     # Discovered before the session is opened: a source that cannot be imported creates no session.
     found = discover_dataset(args.source, layout=args.layout, name=args.name, class_map=class_map, root=args.root,
                              group_pattern=args.group_pattern)
+    rules = load_rules(args.relabel_rules) if args.relabel_rules else []  # a bad file also creates no session
     with Store.open(args.session) as store:
         summary = import_discovered(store, found, seed=args.seed, probe_mode=args.probe, progress=not args.quiet)
+        added = seed_rules(store, rules)
+    if rules and not args.json:
+        print(f"relabel rules: {added} of {len(rules)} added from {args.relabel_rules} (tags the session had are kept)")
     if args.json:
         print(json.dumps({k: v for k, v in summary.__dict__.items()}, default=str), file=args.stdout)
     else:
@@ -65,6 +70,9 @@ def _register_import(sub: argparse._SubParsersAction, shared: SharedOptions) -> 
     p.add_argument("--group-pattern", help="regex on the file name whose first group is the source group (recording/speaker)")
     p.add_argument("--probe", default="auto", choices=["auto", "full", "manifest"],
                    help="full: read every file; manifest: trust the manifest's duration/sample-rate columns")
+    p.add_argument("--relabel-rules", metavar="FILE",
+                   help="a relabel rules YAML (data/relabel_rules/*.yaml, or the .rules.yaml `earmark export` writes) "
+                        "whose tags the session does not have yet are added")
     p.set_defaults(func=_cmd_import)
 
 
@@ -156,6 +164,42 @@ def _register_train(sub: argparse._SubParsersAction, shared: SharedOptions) -> N
                    help="production (default), none, a run id, or a checkpoint folder")
     p.add_argument("--processes", type=int, default=1, help="training processes (Accelerate DDP); default 1")
     p.set_defaults(func=_cmd_train)
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.finetune_audit_gates import finetune_audit_gates
+    with Store.open(args.session, create=False) as store:
+        outcome = finetune_audit_gates(store, preset=args.preset, overrides=args.set, init_from=args.init_from,
+                                       processes=args.processes, promote_if_passed=args.promote_if_passed,
+                                       actor=args.actor, progress=not (args.quiet or args.json))
+    if args.json:
+        print(json.dumps({"run_id": outcome.run_id, "status": outcome.status, "training": outcome.training.get("status"),
+                          "test_accuracy": outcome.training.get("accuracy", {}).get("test"),
+                          "audit_run_id": outcome.audit_run_id, "gates_passed": outcome.gates_passed,
+                          "failed": outcome.gates["gates"]["failed"] if outcome.gates else None,
+                          "promoted": outcome.promoted, "error": outcome.error}, default=str), file=args.stdout)
+    else:
+        print("\n".join(outcome.lines()))
+    if outcome.status != "succeeded":
+        return 1
+    return 1 if args.promote_if_passed and not outcome.promoted else 0
+
+
+def _register_finetune(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("finetune", help="fine-tune, audit the new model, evaluate its gates (the workbench's one click)",
+                       description="Fine-tune, audit the new model, evaluate its gates; Ctrl-C cancels cleanly. Exit "
+                                   "0 when it ran to the gates (failing gates are reported, production stays), 1 when "
+                                   "a step failed or was cancelled, or --promote-if-passed did not promote.",
+                       parents=_parents(shared, "session", "set", "json", "quiet"))
+    p.add_argument("--preset", required=True, help=f"preset name ({', '.join(list_presets())}) or a YAML path")
+    p.add_argument("--init-from", default="production",
+                   help="production (default), none, a run id, or a checkpoint folder")
+    p.add_argument("--promote-if-passed", action="store_true",
+                   help="put the new run in production when every gate passes (never otherwise)")
+    p.add_argument("--actor", default=getpass.getuser(), help="who signs a promotion (default: your login name)")
+    p.add_argument("--processes", type=int, default=1, help="training processes (Accelerate DDP); default 1")
+    p.set_defaults(func=_cmd_finetune)
 
 
 def _cmd_augment_copies(args: argparse.Namespace) -> int:
@@ -413,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     shared = _shared_options()
     for register in (_register_demo, _register_import, _register_stats, _register_export, _register_train,
-                     _register_augment_copies, _register_audit, _register_promote, _register_rollback,
+                     _register_finetune, _register_augment_copies, _register_audit, _register_promote, _register_rollback,
                      _register_compare, _register_spotcheck, _register_serve):
         register(sub, shared)
     return parser
@@ -445,11 +489,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from core.audio import AudioError
     from core.config import ConfigError
+    from core.relabel_rules import RuleFileError
     from pipelines.importing import DatasetImportError
     try:
         with _stdout_for_json_only(args):
             return args.func(args)
-    except (StoreError, DatasetImportError, ConfigError, AudioError) as exc:
+    except (StoreError, DatasetImportError, ConfigError, AudioError, RuleFileError) as exc:
         print(f"earmark: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

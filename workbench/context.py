@@ -15,6 +15,7 @@ import gradio as gr
 from core.audio import AudioError
 from core.config import ConfigError
 from core.store import Store, StoreError
+from workbench.job_queue import JobManager
 from workbench.renderer import ClipUnavailable, ClipViewCache
 
 log = logging.getLogger("earmark.workbench")
@@ -27,12 +28,14 @@ class Workbench:
     store: Store
     session_dir: Path
     views: ClipViewCache
-    jobs: Any = None            # workbench.job_queue.JobManager, set by the server
+    jobs: JobManager | None = None   # None: a workbench that starts no jobs (tests of the read-only tabs)
 
     @classmethod
-    def open(cls, session_dir: Path) -> "Workbench":
+    def open(cls, session_dir: Path, *, with_jobs: bool = False) -> "Workbench":
+        """Open the session as its writer; with_jobs also starts its job queue (the server's)."""
         store = Store.open(session_dir)
-        return cls(store=store, session_dir=Path(store.session_dir), views=ClipViewCache(store))
+        return cls(store=store, session_dir=Path(store.session_dir), views=ClipViewCache(store),
+                   jobs=JobManager(store) if with_jobs else None)
 
     def labels(self) -> list[str]:
         """The task's classes: every current label of a usable clip, sorted."""

@@ -1,8 +1,11 @@
-"""The workbench's job manager: fine-tune, then audit, then gates; one job at a time, in a server thread.
+"""The workbench's job queue: schedules the fine-tune -> audit -> gates loop, one job at a time, in a server thread.
 
-Two kinds of job share the queue: a fine-tune (train, then the after-training steps) and an
-audit of a run trained earlier, e.g. with `earmark train` while no server was running (the
-after-training steps alone: audit, then gates). An audit job's id is the audited run's id.
+The audit and the gates after training are the pipeline's (pipelines/finetune_audit_gates.py,
+the same as `earmark finetune`); this module queues, follows the training child for live
+progress, cancels, and hands the UI snapshots. Three kinds of submission share the queue: a
+fine-tune, a resumed fine-tune (a cancelled or crashed run continued), and an audit of a run
+trained earlier, e.g. with `earmark train` while no server was running (the after-training
+steps alone: audit, then gates). An audit job's id is the audited run's id.
 
 Why a worker thread in the server: the server is the session's one writer (DESIGN.md). It freezes
 the manifest when the user clicks, launches the trainer as a child process, follows its
@@ -27,12 +30,12 @@ import traceback
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from core.run_folder import RESULT_FILE
+from core.run_folder import LOG_FILE, RESULT_FILE
 from core.store import Store
 from pipelines import finetune
 from pipelines.child_process import cancel as cancel_child
 from pipelines.child_process import follow, launch, read_events
-from workbench.job_audit import AUDIT_THEN_GATES
+from pipelines.finetune_audit_gates import audit_then_gates, cancel_audit, verdict_line
 
 log = logging.getLogger("earmark.jobs")
 
@@ -123,13 +126,47 @@ class Job:
 
 
 class AfterTraining(Protocol):
-    """Work that follows a succeeded, ingested training run (workbench/job_audit.py: audit, gates)."""
+    """Work that follows a succeeded, ingested training run (default: AuditThenGates)."""
 
     def run(self, manager: "JobManager", job: Job) -> None:
         """Do the work; raise to fail the job with the exception's message."""
 
     def cancel(self, manager: "JobManager", job: Job) -> None:
         """Ask the work in progress to stop soon (called from another thread)."""
+
+
+class AuditThenGates:
+    """The pipeline's audit and gates (pipelines/finetune_audit_gates.py), reported into the job."""
+
+    def run(self, manager: "JobManager", job: Job) -> None:
+        def on_event(event: dict[str, Any]) -> None:
+            if event.get("type") == "start":
+                manager.update(job, audit_total=event.get("clips"), audit_done=0)
+            elif event.get("type") == "progress":
+                manager.update(job, audit_done=event.get("done", 0), audit_total=event.get("total"))
+            elif event.get("type") in ("warning", "error"):
+                manager.log_line(job, f"audit {event['type']}: {event.get('message')}")
+
+        outcome = audit_then_gates(manager.store, run_id=job.run_id, on_event=on_event,
+                                   on_phase=lambda phase, message: manager.set_phase(job, phase, message),
+                                   cancelled=lambda: job.cancel_requested)
+        manager.update(job, audit_run_id=outcome.audit_run_id)
+        for line in outcome.audit_lines:
+            manager.log_line(job, line)
+        if outcome.status == "failed":
+            raise RuntimeError(outcome.error)
+        if outcome.gates is None:
+            return
+        for criterion in outcome.gates["gates"]["criteria"]:
+            manager.log_line(job, f"[{criterion['status']}] {criterion['name']}: {criterion['detail']}")
+        manager.update(job, gates_passed=outcome.gates_passed)
+        manager.log_line(job, verdict_line(outcome.gates))
+
+    def cancel(self, manager: "JobManager", job: Job) -> None:
+        cancel_audit(manager.store, job.run_id)
+
+
+AUDIT_THEN_GATES = AuditThenGates()
 
 
 class JobManager:
@@ -167,10 +204,23 @@ class JobManager:
         job = Job(run_id=prepared.run_id, run_dir=prepared.run_dir, preset=preset, overrides=list(overrides or []),
                   submitted_by=submitted_by.strip(), frozen_at_decision=int(prepared.job.frozen_at_decision),
                   submitted_at=time.time(), start=prepared.start, start_note=prepared.start_line())
-        job.log.append(f"queued by {job.submitted_by}: preset {preset}"
+        self._log(job, f"queued by {job.submitted_by}: preset {preset}"
                        + (f" with {', '.join(job.overrides)}" if job.overrides else "")
                        + f"; {len(prepared.manifest)} clips frozen at decision {job.frozen_at_decision}")
-        job.log.append(job.start_note)
+        self._log(job, job.start_note)
+        return self._enqueue(job)
+
+    def submit_resume(self, *, run_id: str, submitted_by: str) -> Job:
+        """Queue a cancelled or crashed training run to continue from its last saved state, with
+        the config and manifest it started with, then the same audit and gates; returns the job."""
+        if not submitted_by or not submitted_by.strip():
+            raise ValueError("submitted_by: a resumed fine-tune is signed by the person who starts it; enter your name")
+        prepared = finetune.prepare_resume(self.store, run_id)
+        job = Job(run_id=prepared.run_id, run_dir=prepared.run_dir, preset=prepared.config.name, overrides=[],
+                  submitted_by=submitted_by.strip(), frozen_at_decision=int(prepared.job.frozen_at_decision),
+                  submitted_at=time.time(), start=prepared.start, start_note=prepared.start_line())
+        self._log(job, f"queued by {job.submitted_by}: resume of run {run_id} from its last saved state; "
+                       f"{len(prepared.manifest)} clips frozen at decision {job.frozen_at_decision}")
         return self._enqueue(job)
 
     def submit_audit(self, *, run_id: str, submitted_by: str) -> Job:
@@ -186,7 +236,7 @@ class JobManager:
         job = Job(run_id=run_id, run_dir=Path(run["run_dir"]), preset=run["preset"] or "-", overrides=[],
                   submitted_by=submitted_by.strip(), frozen_at_decision=self.store.last_decision_id(),
                   submitted_at=time.time(), kind="audit")
-        job.log.append(f"queued by {job.submitted_by}: audit of run {run_id}, then its gates")
+        self._log(job, f"queued by {job.submitted_by}: audit of run {run_id}, then its gates")
         job.curve = [point for event in read_events(job.run_dir)[0] for point in curve_points(event)]  # as it trained
         return self._enqueue(job)
 
@@ -221,11 +271,11 @@ class JobManager:
                 if job.kind == "fine-tune":  # an audit job's run was trained before: it stays as it is
                     self.store.set_run_status(run_id, "cancelled", error="cancelled before it started")
             elif job.phase in ("starting", "features", "training", "evaluate"):
-                job.log.append("cancel requested: training stops after its current step")
+                self._log(job, "cancel requested: training stops after its current step")
                 if self._process is not None:
                     cancel_child(job.run_dir, self._process)
             elif self.after_training is not None:
-                job.log.append(f"cancel requested while {PHASES.get(job.phase, job.phase)}")
+                self._log(job, f"cancel requested while {PHASES.get(job.phase, job.phase)}")
                 self.after_training.cancel(self, job)
             self._touch()
             return self.snapshot(run_id)
@@ -331,7 +381,7 @@ class JobManager:
                 self.store.set_run_status(job.run_id, "cancelled", error="cancelled before it started")
                 return
             self._process = launch(job.run_dir, module="core.train")
-            job.log.append(f"training process started (pid {self._process.pid})")
+            self._log(job, f"training process started (pid {self._process.pid})")
         exit_code = follow(job.run_dir, self._process, on_event=lambda event: self._on_event(job, event),
                            poll_s=self.poll_s)
         self._set(job, phase="ingesting")
@@ -346,7 +396,7 @@ class JobManager:
                 error = result.get("error") or ("cancelled" if result["status"] == "cancelled" else None)
                 self._finish(job, result["status"], error=error)
                 return
-            job.log.append(f"training finished: test accuracy {_fmt(result.get('accuracy', {}).get('test'))}")
+            self._log(job, f"training finished: test accuracy {_fmt(result.get('accuracy', {}).get('test'))}")
         if self.after_training is not None and not job.cancel_requested:
             self.after_training.run(self, job)
         with self._lock:
@@ -378,7 +428,7 @@ class JobManager:
             job.curve.extend(curve_points(event))
             line = job.start_line() if "init" in event else describe_event(event)
             if line:
-                job.log.append(line)
+                self._log(job, line)
             self._touch()
 
     # --- helpers ------------------------------------------------------------------------------
@@ -390,8 +440,18 @@ class JobManager:
 
     def log_line(self, job: Job, message: str) -> None:
         with self._lock:
-            job.log.append(message)
+            self._log(job, message)
             self._touch()
+
+    def _log(self, job: Job, line: str | None) -> None:
+        """One line of the job's log, in the UI and in the run folder's job.log, where the Train
+        tab points: beside the child's own output, so the file tells the whole story."""
+        if line is None:
+            return
+        with self._lock:
+            job.log.append(line)
+            with open(job.run_dir / LOG_FILE, "a", encoding="utf-8") as file:
+                file.write(f"[{time.strftime('%H:%M:%S')}] {line}\n")
 
     def update(self, job: Job, **fields: Any) -> None:
         """Set fields of a job (after-training steps report their progress this way)."""
@@ -406,7 +466,7 @@ class JobManager:
     def _finish(self, job: Job, status: str, *, error: str | None = None) -> None:
         job.status, job.phase, job.error, job.finished_at = status, "done", error, time.time()
         job.eta_s = None
-        job.log.append(f"job {job.state}" + (f": {error}" if error else ""))
+        self._log(job, f"job {job.state}" + (f": {error}" if error else ""))
         self._touch()
 
     def _touch(self) -> None:

@@ -20,7 +20,6 @@ import torch
 from core.store import SessionInUseError
 from workbench import confusions_tab, data_tab, review_tab, runs_tab, train_tab
 from workbench.context import Workbench
-from workbench.job_queue import JobManager
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 # Tabs in order: (title, module). Each module has build(wb, annotator=...).
@@ -78,8 +77,7 @@ def serve(*, session_dir: Path, host: str = "127.0.0.1", port: int = 7860, auth:
     torch.set_num_threads(1)  # rendering clip views; training runs in child processes
     try:
         credentials = parse_auth(auth)
-        wb = Workbench.open(session_dir)
-        wb.jobs = JobManager(wb.store)  # the one place the UI starts child processes
+        wb = Workbench.open(session_dir, with_jobs=True)  # the one place the UI starts child processes
     except (SessionInUseError, ValueError) as exc:
         print(f"earmark: error: {exc}", file=sys.stderr)
         return 2
