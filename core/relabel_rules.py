@@ -84,10 +84,10 @@ def dump_rules(rules: Sequence[Rule], path: str | Path) -> Path:
     return path
 
 
-def seed_rules(store: Store, path: str | Path) -> int:
-    """Add the rules of the file at `path` that the session does not have yet (edits are kept)."""
+def seed_rules(store: Store, rules: Sequence[Rule]) -> int:
+    """Add the rules whose tags the session does not have yet (the session's edits are kept)."""
     existing = {rule.tag for rule in store.rules()}
-    missing = [rule for rule in load_rules(path) if rule.tag not in existing]
+    missing = [rule for rule in rules if rule.tag not in existing]
     for rule in missing:
         store.set_rule(rule)
     return len(missing)

@@ -9,7 +9,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from core.relabel_rules import rules_file, seed_rules
+from core.relabel_rules import load_rules, rules_file, seed_rules
 from core.store import Store
 from pipelines.demo_synth import synthesize_demo_dataset
 from pipelines.importing import ImportSummary, import_dataset
@@ -58,7 +58,7 @@ def build_demo_session(*, session_dir: str | Path = DEFAULT_SESSION, audio_dir: 
     try:
         imported = import_dataset(store, audio_dir / "manifest.csv", layout="manifest", name=DEMO_DATASET,
                                   seed=seed, progress=progress)
-        seed_rules(store, SIRENS_RULES_FILE)
+        seed_rules(store, load_rules(SIRENS_RULES_FILE))
     finally:
         if own_store:
             store.close()

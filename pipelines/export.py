@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.relabel_rules import dump_rules
 from core.store import Store
 
 FORMATS = ("csv", "parquet")
@@ -35,11 +36,19 @@ class ExportSummary:
     excluded: int
     quarantined: int
     unreadable: int
+    rules_path: Path
+    rules: int
 
     def lines(self) -> list[str]:
         return [f"wrote {self.rows} clips as of decision {self.as_of_decision_id} to {self.path} ({self.format})",
                 f"  relabelled {self.relabelled}, excluded {self.excluded}, quarantined {self.quarantined}, "
-                f"unreadable {self.unreadable}"]
+                f"unreadable {self.unreadable}",
+                f"  the session's {self.rules} relabel rules to {self.rules_path} (`earmark import --relabel-rules` reads it)"]
+
+
+def rules_path_for(manifest_path: Path) -> Path:
+    """The rules file written beside a manifest: manifest.csv -> manifest.rules.yaml."""
+    return manifest_path.with_name(f"{manifest_path.stem}.rules.yaml")
 
 
 def default_export_path(store: Store, *, format: str, as_of: int | None = None) -> Path:
@@ -75,10 +84,15 @@ def export_manifest(store: Store, path: str | Path, *, format: str | None = None
     else:
         table.to_parquet(partial, index=False)
     os.replace(partial, path)
+    # The rules say what each tag in last_tag did; they are the session's current set (edits are
+    # not versioned), so a manifest and its rules travel together.
+    rules = store.rules()
+    rules_path = dump_rules(rules, rules_path_for(path))
     usable = table.status == "ok"
     return ExportSummary(path=path, format=format, rows=len(table), as_of_decision_id=as_of,
                          relabelled=int((table.relabelled & usable).sum()), excluded=int((table.excluded & usable).sum()),
-                         quarantined=int((table.quarantined & usable).sum()), unreadable=int((~usable).sum()))
+                         quarantined=int((table.quarantined & usable).sum()), unreadable=int((~usable).sum()),
+                         rules_path=rules_path, rules=len(rules))
 
 
 def manifest_table(store: Store, *, as_of: int) -> pd.DataFrame:

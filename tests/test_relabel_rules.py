@@ -40,9 +40,49 @@ def test_a_bad_rules_file_is_refused_naming_the_file_and_entry(tmp_path, text, m
 def test_seeding_adds_only_missing_tags_and_keeps_edits(tmp_path):
     with Store.open(tmp_path / "session") as store:
         store.set_rule(Rule("ambient", "relabel", "environmental_sounds", False, "edited here", "3"))
-        assert seed_rules(store, rules_file("sirens")) == 5
-        assert seed_rules(store, rules_file("sirens")) == 0
+        assert seed_rules(store, load_rules(rules_file("sirens"))) == 5
+        assert seed_rules(store, load_rules(rules_file("sirens"))) == 0
         assert {r.tag: r.description for r in store.rules()}["ambient"] == "edited here"
         with pytest.raises(ValueError, match="a relabel rule needs a target_label"):
             store.set_rule(Rule("oops", "relabel", None, False))
         assert "oops" not in {r.tag for r in store.rules()}
+
+
+def _folder_dataset(root):
+    from conftest import tone, write_wav
+    for label, freq in (("emergency_sirens", 900.0), ("road_traffic", 200.0)):
+        for i in range(2):
+            write_wav(root / label / f"{label}-{i}.wav", tone(freq, seconds=0.5))
+    return root
+
+
+def test_export_writes_the_rules_and_import_carries_them_to_another_session(tmp_path, capsys):
+    import app
+    data = _folder_dataset(tmp_path / "data")
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert app.main(["import", str(data), "--session", str(first), "--quiet",
+                     "--relabel-rules", str(rules_file("sirens"))]) == 0
+    assert "relabel rules: 6 of 6 added" in capsys.readouterr().out
+    with Store.open(first) as store:
+        store.set_rule(Rule("ambient", "relabel", "environmental_sounds", False, "edited in the Data tab", "3"))
+    manifest = tmp_path / "out" / "manifest.csv"
+    assert app.main(["export", "--session", str(first), "--out", str(manifest)]) == 0
+    assert "the session's 6 relabel rules to" in capsys.readouterr().out
+    exported = load_rules(tmp_path / "out" / "manifest.rules.yaml")
+    assert {r.tag: r.description for r in exported}["ambient"] == "edited in the Data tab"
+
+    assert app.main(["import", str(data), "--session", str(second), "--quiet",
+                     "--relabel-rules", str(tmp_path / "out" / "manifest.rules.yaml")]) == 0
+    with Store.open(second) as store:
+        assert store.rules() == exported
+
+
+def test_a_bad_rules_file_at_import_is_one_line_and_creates_no_session(tmp_path, capsys):
+    import app
+    data = _folder_dataset(tmp_path / "data")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - tag: a\n    action: relabel\n")
+    assert app.main(["import", str(data), "--session", str(tmp_path / "s"), "--relabel-rules", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("earmark: error: ") and "needs a target_label" in err and "\n" not in err
+    assert not (tmp_path / "s").exists()

@@ -21,7 +21,7 @@ def store(tmp_path):
             "path": [f"c{i}.wav" for i in range(6)], "status": "ok", "split": "test",
             "original_label": ["emergency_sirens", "emergency_sirens", "alert_sounds", "emergency_sirens",
                                "collision_sounds", "road_traffic"]}))
-        seed_rules(s, SIRENS_RULES_FILE)
+        seed_rules(s, SIRENS_RULES)
         s.raise_quarantine(pd.DataFrame({"clip_id": [1, 2, 3, 4], "method": "extreme_off", "audit_run_id": "a1",
                                          "reason": ["beep", "drone", "siren?", "impact"], "score": [0.9, 0.8, 0.7, 0.6]}),
                            annotator="audit")
