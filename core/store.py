@@ -16,6 +16,7 @@ Why it looks like this:
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -24,7 +25,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -295,17 +296,30 @@ class Store:
             for version, statements in MIGRATIONS:
                 if version <= current:
                     continue
-                self._exec("BEGIN TRANSACTION")
-                try:
+                with self._transaction():
                     for statement in statements:
                         self._exec(statement.replace("{labels_sql}", _LABELS_SQL.format(as_of=LATEST)))
                     self._exec("INSERT INTO schema_version VALUES (?, ?)", [version, _now()])
-                    self._exec("COMMIT")
-                except Exception:
-                    self._exec("ROLLBACK")
-                    raise
 
     # --- small helpers ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _transaction(self, **frames: pd.DataFrame) -> Iterator[None]:
+        """One all-or-nothing write (the caller holds the mutex): `frames` are visible to its SQL
+        under their names and are dropped however the block ends."""
+        for name, frame in frames.items():
+            self._con.register(name, frame)
+        try:
+            self._exec("BEGIN TRANSACTION")
+            try:
+                yield
+                self._exec("COMMIT")
+            except BaseException:
+                self._exec("ROLLBACK")
+                raise
+        finally:
+            for name in frames:
+                self._con.unregister(name)
+
     def _exec(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> duckdb.DuckDBPyConnection:
         """Every statement goes through here: parameters only, numpy scalars made plain."""
         with self._mutex:
@@ -372,10 +386,8 @@ class Store:
         if frame.empty:
             return 0
         with self._mutex:
-            self._exec("BEGIN TRANSACTION")
-            try:
+            with self._transaction(incoming_clips=frame):
                 import_seq = self._next_event()
-                self._con.register("incoming_clips", frame)
                 before = self._fetch_one("SELECT count(*) FROM clips")[0]
                 self._exec(
                     """INSERT INTO clips
@@ -386,12 +398,6 @@ class Store:
                        WHERE NOT EXISTS (SELECT 1 FROM clips c WHERE c.dataset_id = ? AND c.path = i.path)""",
                     [dataset_id, import_seq, _now(), dataset_id])
                 added = self._fetch_one("SELECT count(*) FROM clips")[0] - before
-                self._exec("COMMIT")
-            except Exception:
-                self._exec("ROLLBACK")
-                raise
-            finally:
-                self._con.unregister("incoming_clips")
         return int(added)
 
     def clips(self, *, dataset_id: int | None = None, status: str | None = None) -> pd.DataFrame:
@@ -456,9 +462,7 @@ class Store:
         frame = frame.astype({"set_excluded": "boolean", "set_quarantined": "boolean"})
         frame.insert(0, "row_order", range(len(frame)))
         with self._mutex:
-            self._con.register("incoming_decisions", frame)
-            self._exec("BEGIN TRANSACTION")
-            try:
+            with self._transaction(incoming_decisions=frame):
                 unknown_clips = self._fetch_one(
                     "SELECT count(*) FROM incoming_decisions i ANTI JOIN clips c ON c.id = i.clip_id")[0]
                 if unknown_clips:
@@ -471,12 +475,6 @@ class Store:
                        FROM (SELECT * FROM incoming_decisions ORDER BY row_order)""", [_now()])
                 ids = [r[0] for r in self._exec(
                     "SELECT id FROM decisions WHERE id > ? ORDER BY id", [first or 0]).fetchall()]
-                self._exec("COMMIT")
-            except Exception:
-                self._exec("ROLLBACK")
-                raise
-            finally:
-                self._con.unregister("incoming_decisions")
         return ids
 
     def undo(self, decision_id: int, *, annotator: str, note: str | None = None) -> int:
@@ -540,9 +538,7 @@ class Store:
         frame = frame.astype({"score": "float64", "rank": "Int64", "audit_run_id": "string"})
         frame.insert(0, "row_order", range(len(frame)))
         with self._mutex:
-            self._con.register("incoming_quarantine", frame)
-            self._exec("BEGIN TRANSACTION")
-            try:
+            with self._transaction(incoming_quarantine=frame):
                 unknown = self._fetch_one("SELECT count(*) FROM incoming_quarantine i ANTI JOIN clips c ON c.id = i.clip_id")[0]
                 if unknown:
                     raise StoreError(f"{unknown} quarantine entries name clips that do not exist")
@@ -558,12 +554,6 @@ class Store:
                               i.score, i.rank, d.id, ? FROM incoming_quarantine i
                        JOIN (SELECT id, row_number() OVER (ORDER BY id) - 1 AS row_order FROM decisions WHERE id > ?) d
                          ON d.row_order = i.row_order""", [now, first])
-                self._exec("COMMIT")
-            except Exception:
-                self._exec("ROLLBACK")
-                raise
-            finally:
-                self._con.unregister("incoming_quarantine")
         return ids
 
     def quarantine_queue(self, *, include_resolved: bool = False) -> pd.DataFrame:
@@ -648,23 +638,16 @@ class Store:
                   ("metrics", metrics, ["split", "name", "class_label", "value"]),
                   ("predictions", predictions, ["clip_id", "split", "label", "predicted", "confidence", "probs"]),
                   ("breakdowns", breakdowns, ["split", "column_name", "group_name", "position", "n", "accuracy", "f1_macro"])]
-        with self._mutex:
-            self._exec("BEGIN TRANSACTION")
-            try:
-                for table, frame, columns in tables:
-                    if frame is None:
-                        continue
-                    missing = sorted(set(columns) - set(frame.columns))
-                    if missing:
-                        raise ValueError(f"{table} rows are missing columns {missing}")
-                    self._exec(f"DELETE FROM {table} WHERE run_id = ?", [run_id])  # table names are constants
-                    self._con.register("incoming_rows", frame[columns])
-                    self._exec(f"INSERT INTO {table} SELECT ?, * FROM incoming_rows", [run_id])
-                    self._con.unregister("incoming_rows")
-                self._exec("COMMIT")
-            except Exception:
-                self._exec("ROLLBACK")
-                raise
+        present = [(table, frame, columns) for table, frame, columns in tables if frame is not None]
+        for table, frame, columns in present:
+            missing = sorted(set(columns) - set(frame.columns))
+            if missing:
+                raise ValueError(f"{table} rows are missing columns {missing}")
+        incoming = {f"incoming_{table}": frame[columns] for table, frame, columns in present}
+        with self._mutex, self._transaction(**incoming):
+            for table, _, _ in present:  # table names are constants
+                self._exec(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+                self._exec(f"INSERT INTO {table} SELECT ?, * FROM incoming_{table}", [run_id])
 
     def run_history(self, run_id: str) -> pd.DataFrame:
         return self._df("SELECT step, epoch, name, value FROM run_metrics WHERE run_id = ? ORDER BY step, name", [run_id])

@@ -125,6 +125,9 @@ def test_bad_decisions_are_refused_with_a_clear_message(store):
     with pytest.raises(StoreError, match="do not exist"):
         store.record_decisions(pd.DataFrame({"clip_id": [a, 999], "annotator": "x", "action": "tag"}))
     assert store.decisions().empty  # the failed batch left nothing behind
+    # The transaction dropped its registered rows: the next batch writes, and only its own rows.
+    ids = store.record_decisions(pd.DataFrame({"clip_id": [a], "annotator": "x", "action": "keep"}))
+    assert store.decisions().id.tolist() == ids and len(ids) == 1
 
 
 def test_rules_are_editable(store):
