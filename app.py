@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from core.config import AuditConfig, list_presets
-from core.store import StoreError
+from core.store import StoreError, session_exists
 
 DEFAULT_SESSION = Path(__file__).resolve().parent / "sessions" / "demo"
 SharedOptions = dict[str, argparse.ArgumentParser]  # option name -> parent parser declaring it
@@ -237,7 +237,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from pipelines.demo import prepare_demo_workbench
         for line in prepare_demo_workbench(session_dir=session):
             print(line, flush=True)
-    elif not (session / "workbench.duckdb").exists():
+    elif not session_exists(session):
         raise StoreError(f"no session at {session}: create it with 'earmark import --session {session} DATA' first")
     from workbench.server import serve  # Gradio and torch take seconds to import: after the checks
     return serve(session_dir=session, host=args.host, port=args.port, auth=args.auth)

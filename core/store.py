@@ -717,6 +717,11 @@ def _check_decision(action: str, annotator: str) -> None:
         raise ValueError("annotator must be a non-empty name")
 
 
+def session_exists(session_dir: str | Path) -> bool:
+    """Whether a session database lives in session_dir (callers never name the file)."""
+    return (Path(session_dir) / DB_FILENAME).is_file()
+
+
 def _session_db(session_dir: Path) -> Path:
     """The session's database file; a session path taken by a file is refused by name."""
     if session_dir.exists() and not session_dir.is_dir():

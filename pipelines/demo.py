@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from core.relabel_rules import load_rules, rules_file, seed_rules
-from core.store import Store
+from core.store import Store, session_exists
 from pipelines.demo_synth import synthesize_demo_dataset
 from pipelines.importing import ImportSummary, import_dataset
 
@@ -75,7 +75,7 @@ def prepare_demo_workbench(*, session_dir: str | Path = DEFAULT_SESSION, progres
 
     done = []
     session_dir = Path(session_dir)
-    if not (session_dir / "workbench.duckdb").exists():
+    if not session_exists(session_dir):
         done += build_demo_session(session_dir=session_dir, progress=progress).lines()
     with Store.open(session_dir) as store:
         trained = store.runs(kind="train")
