@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from accelerate.data_loader import prepare_data_loader
+from torch.utils.data import DataLoader
 
 from core.augment import AugmentFeed
 from core.augment.cost import time_model_step
@@ -337,20 +339,22 @@ def predict_probs(model, cache: FeatureCache, rows: np.ndarray, norm_stats: dict
 
 
 def predict_sharded(accelerator, model, cache: FeatureCache, rows: np.ndarray, norm_stats: dict) -> np.ndarray:
-    """predict_probs split across processes and gathered back into row order."""
+    """predict_probs split across processes and gathered back into row order.
+
+    The prepared loader hands each process whole batches (padding the last round so every rank
+    takes part in each gather); gather_for_metrics drops that padding again.
+    """
     net = accelerator.unwrap_model(model)
-    world, rank = accelerator.num_processes, accelerator.process_index
-    if world == 1:
+    if accelerator.num_processes == 1:
         return predict_probs(net, cache, rows, norm_stats, device=accelerator.device)
-    n = len(rows)
-    padded = np.resize(np.arange(n), math.ceil(n / world) * world)  # equal shares for the gather
-    mine = padded[rank::world]
-    local = torch.from_numpy(predict_probs(net, cache, rows[mine], norm_stats, device=accelerator.device))
-    gathered = accelerator.gather(local.to(accelerator.device)).cpu().numpy()
-    result = np.zeros((len(padded), gathered.shape[1]), dtype=np.float32)
-    for r in range(world):
-        result[padded[r::world]] = gathered[r * len(mine):(r + 1) * len(mine)]
-    return result[:n]
+    loader = prepare_data_loader(DataLoader(torch.arange(len(rows)), batch_size=EVAL_BATCH),
+                                 num_processes=accelerator.num_processes, process_index=accelerator.process_index,
+                                 put_on_device=False)
+    outputs = []
+    for batch in loader:
+        local = torch.from_numpy(predict_probs(net, cache, rows[batch.numpy()], norm_stats, device=accelerator.device))
+        outputs.append(accelerator.gather_for_metrics(local.to(accelerator.device)).cpu())
+    return torch.cat(outputs).numpy()
 
 
 def _watched(row: dict[str, Any], tc: TrainConfig) -> tuple[float, float]:
