@@ -250,7 +250,14 @@ def _train_and_evaluate(run_dir: Path, config: ExperimentConfig, job: Job, accel
         return {"status": status, "error": "stopped before the first epoch finished: no checkpoint",
                 "seconds": round(time.time() - started, 1), **augmentation, **initialised}
     summary = {}
-    if accelerator.is_main_process:
+    if cancelled:
+        # A cancel stops now: evaluating every split can take minutes. The best checkpoint is
+        # kept; an audit of this run (an explicit action) evaluates it.
+        if accelerator.is_main_process:
+            _training_record(run_dir, job, history)
+        summary = {"evaluated": False, "message": f"cancelled after {len(history)} epoch(s); the best checkpoint "
+                                                  f"(epoch {best['epoch']}) is kept unevaluated: audit the run to evaluate it"}
+    elif accelerator.is_main_process:
         summary = _final_outputs(run_dir, manifest, history, job, cache, events, best_epoch=best["epoch"],
                                  evaluation=config.evaluation)
     return {"status": "cancelled" if cancelled else "succeeded", "best_epoch": best["epoch"],
@@ -416,6 +423,13 @@ def _final_outputs(run_dir: Path, manifest: pd.DataFrame, history: list[dict], j
             summary.setdefault(name, {})[split] = value
     events.write("phase", phase="done", **summary)
     return summary
+
+
+def _training_record(run_dir: Path, job: Job, history: list[dict]) -> None:
+    """What a cancelled run keeps without evaluating: its history and training curves."""
+    plot_training_curves(run_dir / PLOTS_DIR / "training_curves.png", history=history)
+    metrics = {"labels": job.labels, "splits": {}, "counts": {}, "history": history, "breakdowns": {}}
+    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=json_default))
 
 
 def _quarantined(manifest: pd.DataFrame) -> pd.Series:

@@ -259,11 +259,13 @@ def ingest(store: Store, run_id: str, *, exit_code: int | None = None) -> dict[s
                                                 f"last log lines: {log_tail}"}
     else:
         result = json.loads(result_file.read_text())
-    predictions_file = run_dir / trainer.PREDICTIONS_FILE
-    if predictions_file.exists():
-        predictions = pd.read_parquet(predictions_file)
-        predictions["probs"] = predictions["probs"].map(lambda p: np.asarray(p, dtype=np.float32).tolist())
-        metrics = json.loads((run_dir / trainer.METRICS_FILE).read_text())
+    metrics_file, predictions_file = run_dir / trainer.METRICS_FILE, run_dir / trainer.PREDICTIONS_FILE
+    if metrics_file.exists():  # a cancelled run has its history but no evaluation (no predictions)
+        metrics = json.loads(metrics_file.read_text())
+        predictions = None
+        if predictions_file.exists():
+            predictions = pd.read_parquet(predictions_file)
+            predictions["probs"] = predictions["probs"].map(lambda p: np.asarray(p, dtype=np.float32).tolist())
         store.ingest_run_results(run_id, history=_history_rows(metrics["history"]), metrics=metric_rows(metrics),
                                  predictions=predictions, breakdowns=breakdown_rows(metrics))
     store.set_run_status(run_id, result["status"], error=result.get("error"), summary=result)

@@ -18,6 +18,7 @@ from core.config import ConfigError, ExperimentConfig, FeatureConfig, ModelConfi
 from core.models import build_model
 from core.store import Store
 from core.train import CHECKPOINT_DIR
+from pipelines import audit as audit_pipeline
 from pipelines import finetune as ft
 from pipelines.importing import import_dataset
 
@@ -153,10 +154,15 @@ def test_cancel_stops_cleanly_with_the_best_checkpoint_so_far(session):
     exit_code = ft.follow(prepared.run_dir, process, on_event=on_event)
     result = ft.ingest(session, prepared.run_id, exit_code=exit_code)
     assert result["status"] == "cancelled" and 2 <= result["epochs_run"] < 200
-    assert "cancelled" in seen
+    assert "cancelled" in seen and seen[-1] == "cancelled"  # no evaluation after the cancel (issue 12 §5)
+    assert result["evaluated"] is False and "audit the run to evaluate it" in result["message"]
     assert session.run(prepared.run_id)["status"] == "cancelled"
     load_checkpoint(prepared.run_dir / CHECKPOINT_DIR)  # consistent, loadable
-    assert len(session.predictions(prepared.run_id)) == len(prepared.manifest)
+    assert session.predictions(prepared.run_id).empty
+    assert session.run_history(prepared.run_id).epoch.max() == result["epochs_run"]  # its curves are kept
+    # Evaluating is the explicit action: an audit of the cancelled run scores its best checkpoint.
+    audited = audit_pipeline.audit(session, run_id=prepared.run_id, progress=False)
+    assert audited.status == "succeeded" and len(session.predictions(audited.run_id)) == len(prepared.manifest)
 
 
 def test_a_crashing_job_is_recorded_and_leaves_the_session_intact(session):

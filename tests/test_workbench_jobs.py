@@ -114,7 +114,8 @@ def test_cancel_a_running_job_and_a_queued_one(store):
     assert any(line.startswith("cancelled at step") for line in done.log)
     row = store.run(running.run_id)
     assert row["status"] == "cancelled"
-    assert not store.predictions(running.run_id).empty  # the best checkpoint so far was kept and ingested
+    assert store.predictions(running.run_id).empty  # cancel stops at once: nothing evaluated (issue 12 §5)
+    assert not store.run_history(running.run_id).empty  # but its curves were kept and ingested
     with pytest.raises(ValueError, match="already cancelled"):
         manager.cancel(running.run_id)
 

@@ -393,7 +393,7 @@ class JobManager:
         with self._lock:
             job.result = result
             if result["status"] != "succeeded":
-                error = result.get("error") or ("cancelled" if result["status"] == "cancelled" else None)
+                error = result.get("error") or result.get("message") or ("cancelled" if result["status"] == "cancelled" else None)
                 self._finish(job, result["status"], error=error)
                 return
             self._log(job, f"training finished: test accuracy {_fmt(result.get('accuracy', {}).get('test'))}")
