@@ -109,10 +109,3 @@ def test_a_login_an_explicit_no_auth_or_a_loopback_host_passes_the_check(tmp_pat
     # the next check, on the session itself, is what stops these: the host was accepted
     assert app.main(["serve", "--session", str(tmp_path / "s"), *flags]) == 2
     assert capsys.readouterr().err.startswith(f"earmark: error: no session at {tmp_path / 's'}")
-
-
-def test_resume_and_preset_are_one_or_the_other(capsys):
-    with pytest.raises(SystemExit) as stop:
-        app.main(["train", "--resume", "r1", "--preset", "demo-fast"])
-    assert stop.value.code == 2
-    assert "argument --preset: not allowed with argument --resume" in capsys.readouterr().err

@@ -2,10 +2,9 @@
 
 The audit and the gates after training are the pipeline's (pipelines/finetune_audit_gates.py,
 the same as `earmark finetune`); this module queues, follows the training child for live
-progress, cancels, and hands the UI snapshots. Three kinds of submission share the queue: a
-fine-tune, a resumed fine-tune (a cancelled or crashed run continued), and an audit of a run
-trained earlier, e.g. with `earmark train` while no server was running (the after-training
-steps alone: audit, then gates). An audit job's id is the audited run's id.
+progress, cancels, and hands the UI snapshots. Two kinds of submission share the queue: a
+fine-tune, and an audit of a run trained earlier, e.g. with `earmark train` while no server was
+running (the after-training steps alone: audit, then gates). An audit job's id is the audited run's id.
 
 Why a worker thread in the server: the server is the session's one writer (DESIGN.md). It freezes
 the manifest when the user clicks, launches the trainer as a child process, follows its
@@ -208,19 +207,6 @@ class JobManager:
                        + (f" with {', '.join(job.overrides)}" if job.overrides else "")
                        + f"; {len(prepared.manifest)} clips frozen at decision {job.frozen_at_decision}")
         self._log(job, job.start_note)
-        return self._enqueue(job)
-
-    def submit_resume(self, *, run_id: str, submitted_by: str) -> Job:
-        """Queue a cancelled or crashed training run to continue from its last saved state, with
-        the config and manifest it started with, then the same audit and gates; returns the job."""
-        if not submitted_by or not submitted_by.strip():
-            raise ValueError("submitted_by: a resumed fine-tune is signed by the person who starts it; enter your name")
-        prepared = finetune.prepare_resume(self.store, run_id)
-        job = Job(run_id=prepared.run_id, run_dir=prepared.run_dir, preset=prepared.config.name, overrides=[],
-                  submitted_by=submitted_by.strip(), frozen_at_decision=int(prepared.job.frozen_at_decision),
-                  submitted_at=time.time(), start=prepared.start, start_note=prepared.start_line())
-        self._log(job, f"queued by {job.submitted_by}: resume of run {run_id} from its last saved state; "
-                       f"{len(prepared.manifest)} clips frozen at decision {job.frozen_at_decision}")
         return self._enqueue(job)
 
     def submit_audit(self, *, run_id: str, submitted_by: str) -> Job:
