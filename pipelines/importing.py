@@ -83,9 +83,11 @@ class ImportSummary:
     dataset_id: int
     layout: str
     found: int = 0
-    added: int = 0
+    added: int = 0               # new files recorded: readable + unreadable
+    readable: int = 0            # of those, clips that can be trained on
     already_imported: int = 0
-    unreadable: int = 0
+    unreadable: int = 0          # of those, files recorded as unreadable with their reason
+    session_unreadable: int = 0  # unreadable files in the whole session after this import
     unreadable_reasons: dict[str, int] = dataclasses.field(default_factory=dict)
     unreadable_examples: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     dropped_unmapped: int = 0
@@ -95,9 +97,12 @@ class ImportSummary:
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
-        out = [f"dataset {self.dataset!r} ({self.layout}): {self.found} files found, {self.added} added, "
-               f"{self.already_imported} already imported, {self.unreadable} unreadable, "
+        out = [f"dataset {self.dataset!r} ({self.layout}): {self.found} files found: {self.readable} readable added, "
+               f"{self.unreadable} unreadable recorded, {self.already_imported} already imported, "
                f"{self.dropped_unmapped} dropped as unmapped ({self.seconds:.1f} s)"]
+        if self.session_unreadable:
+            out.append(f"  the session holds {self.session_unreadable} unreadable file(s), kept out of training "
+                       "('earmark stats --unreadable' lists them)")
         if self.unreadable_reasons:
             out.append("  unreadable by kind: " + ", ".join(f"{kind} {n}" for kind, n in sorted(self.unreadable_reasons.items(), key=lambda kv: -kv[1])))
         out += [f"    {path}: {reason}" for path, reason in self.unreadable_examples]
@@ -210,6 +215,8 @@ def import_discovered(store: Store, found: DiscoveredDataset, *, seed: int = 0,
     summary.added = store.add_clips(dataset_id, _to_clip_rows(table))
     bad = table[table["status"] != "ok"]
     summary.unreadable = len(bad)
+    summary.readable = summary.added - summary.unreadable
+    summary.session_unreadable = len(store.clips(status="unreadable"))
     summary.unreadable_reasons = dict(Counter(r.split(":")[0] for r in bad["reason"]))
     summary.unreadable_examples = list(zip(bad["path"].head(10), bad["reason"].head(10)))
     ok = table[table["status"] == "ok"]

@@ -46,7 +46,7 @@ def test_cli_demo_then_stats(tmp_path):
     built = subprocess.run(cli + ["demo", "--session", str(session), "--clips-per-class", "12", "--quiet"],
                            capture_output=True, text=True, cwd=REPO)
     assert built.returncode == 0, built.stderr
-    assert "72 added" in built.stdout
+    assert "72 readable added, 0 unreadable recorded" in built.stdout
     stats = subprocess.run(cli + ["stats", "--session", str(session), "--json"], capture_output=True, text=True, cwd=REPO)
     summary = json.loads(stats.stdout)
     assert summary["clips"] == 72

@@ -200,7 +200,12 @@ def test_cli_import_and_stats_report_in_plain_words(tmp_path):
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert (summary["added"], summary["unreadable"]) == (23, 5)
+    assert (summary["added"], summary["readable"], summary["unreadable"]) == (23, 18, 5)
+    # A re-import adds nothing, and still says the session holds the five bad files (issue 12 §6).
+    again = subprocess.run(cli + ["import", "--session", str(session), str(root), "--quiet"],
+                           capture_output=True, text=True, cwd=REPO)
+    assert "0 readable added, 0 unreadable recorded, 23 already imported" in again.stdout
+    assert "the session holds 5 unreadable file(s), kept out of training" in again.stdout
     stats = subprocess.run(cli + ["stats", "--session", str(session), "--unreadable"], capture_output=True, text=True, cwd=REPO)
     assert stats.returncode == 0
     assert "ds/rain/nan_samples.wav: corrupt" in stats.stdout and "unreadable)" in stats.stdout

@@ -115,8 +115,9 @@ def test_data_tab_imports_a_folder_dataset_and_shows_its_summary_and_statistics(
         page.locator("#em-data-source textarea, #em-data-source input").first.fill(str(folder))
         page.locator("#em-data-import").click()
         summary = page.locator("#em-data-import-summary")
-        summary.get_by_text("dataset 'extra' (folder): 11 files found, 11 added, 0 already imported, 1 unreadable"
-                            ).wait_for(timeout=60000)
+        summary.get_by_text("dataset 'extra' (folder): 11 files found: 10 readable added, 1 unreadable recorded, "
+                            "0 already imported").wait_for(timeout=60000)
+        summary.get_by_text("the session holds 1 unreadable file(s), kept out of training").wait_for(timeout=5000)
         page.locator("#em-data-totals").get_by_text("in 2 datasets (demo, extra)").wait_for(timeout=20000)
         unreadable = page.locator("#em-data-unreadable").inner_text()
         assert "rain/broken.wav" in unreadable and "extra" in unreadable
