@@ -382,7 +382,7 @@ def _register_rollback(sub: argparse._SubParsersAction, shared: SharedOptions) -
     p = sub.add_parser("rollback", help="point production back to the previously promoted run",
                        parents=_parents(shared, "session"))
     p.add_argument("--actor", default=getpass.getuser(), help="who decides (default: your login name)")
-    p.add_argument("--reason", help="why, recorded with the rollback")
+    p.add_argument("--reason", required=True, help="why, recorded with the rollback (required, as for an override)")
     p.set_defaults(func=_cmd_rollback)
 
 

@@ -214,8 +214,8 @@ def promote(store: Store, *, run_id: str, actor: str, override: bool = False, re
     """Promote run_id if every gate passes; with override=True (and a reason) even if not.
     A refusal changes nothing (the gate report is still saved in the run folder)."""
     actor = _check_actor(actor)
-    if override and not (reason and reason.strip()):
-        raise ConfigError("reason: an override needs a reason (--reason \"...\"), recorded with your name")
+    if override:
+        check_reason(reason, action="an override")
     if store.production_run() == run_id:
         raise StoreError(f"run {run_id} is already the production model")
     report = gate_report(store, run_id=run_id)
@@ -241,18 +241,43 @@ def production_history(store: Store) -> list[str]:
     return stack
 
 
-def rollback(store: Store, *, actor: str, reason: str | None = None) -> tuple[str, str]:
-    """Point production back to the run that was production before the current one; returns
-    (rolled back from, now in production)."""
-    actor = _check_actor(actor)
+def rollback_plan(store: Store) -> tuple[str, str, str]:
+    """What a rollback would do, before it is done: (production now, the run it restores, the
+    change in words with each run's test accuracy). StoreError when there is nothing to roll back."""
     stack = production_history(store)
     if not stack:
         raise StoreError("no production model yet: nothing to roll back")
     if len(stack) < 2:
         raise StoreError(f"nothing to roll back to: run {stack[-1]} is the only model in the production history")
     current, previous = stack[-1], stack[-2]
-    store.record_promotion(previous, action="rollback", actor=actor, reason=reason, report={"rolled_back": current})
+    change = (f"production goes from run {current} ({_test_accuracy(store, current)}) "
+              f"to run {previous} ({_test_accuracy(store, previous)})")
+    return current, previous, change
+
+
+def _test_accuracy(store: Store, run_id: str) -> str:
+    """The run's test accuracy as the gates read it: its latest audit's, else its own."""
+    source = latest_audit(store, run_id, split="test") or run_id
+    metrics = store.run_metrics(source, split="test")
+    value = metrics[(metrics.name == "accuracy") & metrics.class_label.isna()].value
+    return f"test {float(value.iloc[0]):.3f}" if len(value) else "not evaluated on test"
+
+
+def rollback(store: Store, *, actor: str, reason: str | None) -> tuple[str, str]:
+    """Point production back to the run that was production before the current one; returns
+    (rolled back from, now in production). Like an override, it needs a reason."""
+    actor = _check_actor(actor)
+    check_reason(reason, action="a rollback")
+    current, previous, _ = rollback_plan(store)
+    store.record_promotion(previous, action="rollback", actor=actor, reason=reason.strip(), report={"rolled_back": current})
     return current, previous
+
+
+def check_reason(reason: str | None, *, action: str) -> str:
+    """The reason an override or a rollback is recorded with (they bypass or undo the gates)."""
+    if not (reason and reason.strip()):
+        raise ConfigError(f"reason: {action} needs a reason (--reason \"...\"), recorded with your name")
+    return reason.strip()
 
 
 def _check_actor(actor: str | None) -> str:

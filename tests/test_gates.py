@@ -154,3 +154,24 @@ def test_a_production_model_that_cannot_be_compared_fails_the_regression_gate():
     regression = criterion(verdict, "regression")
     assert verdict["failed"] == ["regression"] and regression["status"] == FAIL
     assert "production r1 predicts other classes" in regression["detail"]
+
+
+def test_a_rollback_needs_a_reason_and_its_plan_names_both_runs_before_anything_is_written(tmp_path):
+    from core.config import ConfigError
+    from core.store import Store, StoreError
+    from pipelines.promotion import rollback, rollback_plan
+    with Store.open(tmp_path / "session") as store:
+        with pytest.raises(StoreError, match="nothing to roll back"):
+            rollback_plan(store)
+        for run_id in ("r1", "r2"):
+            store.create_run(run_id, kind="train", preset="demo-fast", config={}, parent_run_id=None,
+                             manifest_decision_id=0, run_dir=tmp_path / run_id, status="succeeded")
+            store.record_promotion(run_id, action="promote", actor="ana")
+        assert rollback_plan(store) == ("r2", "r1", "production goes from run r2 (not evaluated on test) "
+                                                    "to run r1 (not evaluated on test)")
+        for blank in (None, "", "   "):
+            with pytest.raises(ConfigError, match="a rollback needs a reason"):
+                rollback(store, actor="ana", reason=blank)
+        assert store.production_run() == "r2" and len(store.promotions()) == 2  # refused: nothing written
+        assert rollback(store, actor="ana", reason="  r2 misses sirens  ") == ("r2", "r1")
+        assert store.production_run() == "r1" and store.promotions().reason.iloc[0] == "r2 misses sirens"

@@ -202,7 +202,17 @@ def test_fine_tune_to_gate_report_promote_compare_and_roll_back(session):
         screenshot(page, "runs_tab_compare")
 
         page.get_by_role("tab", name="Production history").click()
-        page.locator("#em-runs-rollback").click()
+        page.locator("#em-runs-rollback").click()  # no reason: refused in one line, nothing asked or written
+        page.get_by_text("reason: a rollback needs a reason").first.wait_for(timeout=30000)
+        assert not page.locator("#em-runs-rollback-confirm").is_visible()
+        page.get_by_label("rollback reason (recorded with your name)").fill("checking the rollback")
+        page.locator("#em-runs-rollback").click()  # with a reason: the change is shown first
+        change = page.locator("#em-runs-rollback-change")
+        change.get_by_text(f"production goes from run {run_id} (test 0.").wait_for(timeout=30000)
+        assert f"to run {baseline} (test 0." in change.inner_text()
+        with Store.open_snapshot(session) as store:
+            assert store.production_run() == run_id  # asking wrote nothing
+        page.locator("#em-runs-rollback-yes").click()
         page.locator("#em-runs-history-message").get_by_text(
             f"production rolled back from run {run_id} to run {baseline}").wait_for(timeout=30000)
         page.locator("#em-runs-production").get_by_text(f"Production: run {baseline}").wait_for(timeout=30000)
@@ -216,6 +226,7 @@ def test_fine_tune_to_gate_report_promote_compare_and_roll_back(session):
         actions = store.promotions().action.tolist()
         assert actions == ["rollback", "promote" if passed else "override", "promote"]
         assert store.promotions().actor.tolist() == ["ana", "ana", "ana"]
+        assert store.promotions().reason.tolist()[0] == "checking the rollback"
 
 
 def test_an_invalid_setting_is_refused_naming_its_field(session):

@@ -21,7 +21,8 @@ from PIL import Image
 
 from core import train as trainer
 from core.store import StoreError
-from pipelines.promotion import GATE_REPORT_FILE, GATES_DIR, compare_runs, production_history, rollback
+from pipelines.promotion import (GATE_REPORT_FILE, GATES_DIR, check_reason, compare_runs, production_history, rollback,
+                                 rollback_plan)
 from workbench import gate_panel
 from workbench.context import Workbench, require_annotator, safe
 from workbench.gate_panel import SPOT_CHECK_FMAX_HZ
@@ -101,8 +102,12 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         with gr.Tab("Production history"):
             with gr.Row(equal_height=True):
                 rollback_reason = gr.Textbox(label="rollback reason (recorded with your name)", scale=3)
-                rollback_button = gr.Button("Roll back to the previous production model", variant="stop", scale=1,
+                rollback_button = gr.Button("Roll back to the previous production model…", variant="stop", scale=1,
                                             elem_id="em-runs-rollback")
+            with gr.Row(visible=False, elem_id="em-runs-rollback-confirm") as rollback_confirm:
+                rollback_change = gr.HTML(elem_id="em-runs-rollback-change")
+                rollback_yes = gr.Button("Confirm rollback", variant="stop", scale=0, elem_id="em-runs-rollback-yes")
+                rollback_no = gr.Button("Keep production", scale=0, elem_id="em-runs-rollback-no")
             history_message = gr.HTML(elem_id="em-runs-history-message")
             history = gr.Dataframe(headers=HISTORY_COLUMNS, label="promotions, newest first", interactive=False,
                                    elem_id="em-runs-history")
@@ -217,13 +222,23 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
     flips.select(listen, candidate, flip_player)
 
     @safe
-    def roll_back(request: gr.Request, name, why, *current):
-        was, now = rollback(wb.store, actor=require_annotator(name, request), reason=(why or "").strip() or None)
-        note = f'<span class="em-message-ok">production rolled back from run {html.escape(was)} to run {html.escape(now)}</span>'
-        return [note, "", *overview(*current, force=True)]
+    def ask_rollback(request: gr.Request, name, why):
+        """First step: say what would change; nothing is written until Confirm."""
+        require_annotator(name, request)
+        check_reason(why, action="a rollback")
+        _, _, change = rollback_plan(wb.store)
+        return gr.update(visible=True), f"<b>{html.escape(change)}.</b> Confirm to roll back."
 
-    rollback_button.click(roll_back, [annotator, rollback_reason, *overview_inputs],
-                          [history_message, rollback_reason, *overview_outputs])
+    @safe
+    def roll_back(request: gr.Request, name, why, *current):
+        was, now = rollback(wb.store, actor=require_annotator(name, request), reason=why)
+        note = f'<span class="em-message-ok">production rolled back from run {html.escape(was)} to run {html.escape(now)}</span>'
+        return [note, "", gr.update(visible=False), *overview(*current, force=True)]
+
+    rollback_button.click(ask_rollback, [annotator, rollback_reason], [rollback_confirm, rollback_change])
+    rollback_no.click(lambda: gr.update(visible=False), None, rollback_confirm)
+    rollback_yes.click(roll_back, [annotator, rollback_reason, *overview_inputs],
+                       [history_message, rollback_reason, rollback_confirm, *overview_outputs])
 
 
 # --- reading runs ---------------------------------------------------------------------------
