@@ -432,7 +432,8 @@ def test_cli_audit_and_one_line_errors(session, capsys):
     for args, message in [  # one bad request per command, in-process (tests/test_cli.py runs the real entry point)
         (["audit", "--run", "nope"], "earmark: error: no run with id 'nope'"),
         (["promote", "--run", run_id, "--actor", "ana"], f"earmark: error: run {run_id} has no audit of the test split"),
-        (["rollback", "--actor", "ana"], "earmark: error: no production model yet"),
+        (["rollback", "--actor", "ana", "--reason", "a test"], "earmark: error: no production model yet"),
+        (["rollback", "--actor", "ana", "--reason", " "], "earmark: error: reason: a rollback needs a reason"),
         (["spotcheck"], "earmark: error: no production model yet"),
         (["compare", "nope", run_id], "earmark: error: no run with id 'nope'"),
     ]:
