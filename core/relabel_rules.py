@@ -4,7 +4,12 @@ A rule set is data, not code: the demo seeds the sirens set, `earmark import --r
 adds a set to any session, and `earmark export` writes the session's rules beside its manifest,
 so a session's tag vocabulary can be reviewed, versioned and carried to another session.
 Each rule is checked by `Rule.check` (the store's one check); a set also needs unique tags and
-hotkeys. No SQL here: the store writes.
+hotkeys. No SQL here: the store writes, all or nothing, and refuses a hotkey that would belong to
+two rules.
+
+Editing a rule (the Data tab) never rewrites the past: a rule is read when a tag is applied, and
+each decision records the label and the rule text it applied, so a change applies to later tags
+only. Re-tag a clip to apply the new rule to it.
 """
 from __future__ import annotations
 
@@ -88,6 +93,5 @@ def seed_rules(store: Store, rules: Sequence[Rule]) -> int:
     """Add the rules whose tags the session does not have yet (the session's edits are kept)."""
     existing = {rule.tag for rule in store.rules()}
     missing = [rule for rule in rules if rule.tag not in existing]
-    for rule in missing:
-        store.set_rule(rule)
+    store.set_rules(missing)
     return len(missing)

@@ -577,11 +577,37 @@ class Store:
 
     # --- relabel rules --------------------------------------------------------------------
     def set_rule(self, rule: Rule) -> None:
-        rule.check()
-        with self._mutex:
-            self._exec(
-                """INSERT OR REPLACE INTO relabel_rules VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                [rule.tag, rule.action, rule.target_label, rule.keep_quarantined, rule.description, rule.hotkey, _now()])
+        """Add `rule`, or replace the rule with its tag (checked as in set_rules)."""
+        self.set_rules([rule])
+
+    def set_rules(self, rules: Sequence[Rule]) -> None:
+        """Add rules, or replace the rules with their tags, all or nothing: each must pass
+        Rule.check, and no hotkey may end up the key of two rules (Review maps a key to one tag).
+
+        A rule is read when a tag is applied, so a change applies to tags recorded from then on;
+        decisions already in the log keep the label, exclusion and rule text they were made with.
+        """
+        for rule in rules:
+            rule.check()
+        tags = [rule.tag for rule in rules]
+        repeated = sorted({tag for tag in tags if tags.count(tag) > 1})
+        if repeated:
+            raise ValueError(f"rule tag: {', '.join(repeated)} given more than once")
+        with self._mutex, self._transaction():
+            for rule in rules:
+                self._exec("INSERT OR REPLACE INTO relabel_rules VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [rule.tag, rule.action, rule.target_label, rule.keep_quarantined, rule.description,
+                            rule.hotkey, _now()])
+            clash = self._fetch_one(
+                """SELECT hotkey, list(tag ORDER BY tag) FROM relabel_rules WHERE hotkey IS NOT NULL
+                   GROUP BY hotkey HAVING count(*) > 1 ORDER BY hotkey LIMIT 1""")
+            if clash:
+                hotkey, holders = clash
+                new = [tag for tag in holders if tag in tags]
+                old = [tag for tag in holders if tag not in tags]
+                if old:
+                    raise ValueError(f"rule {new[0]!r}: hotkey {hotkey} is already the key of rule {old[0]!r}")
+                raise ValueError(f"hotkey used by more than one rule: {hotkey} ({', '.join(holders)})")
 
     def rules(self) -> list[Rule]:
         with self._mutex:

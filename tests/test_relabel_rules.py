@@ -48,6 +48,14 @@ def test_seeding_adds_only_missing_tags_and_keeps_edits(tmp_path):
         assert "oops" not in {r.tag for r in store.rules()}
 
 
+def test_seeding_a_set_whose_hotkey_the_session_gave_another_rule_adds_nothing(tmp_path):
+    with Store.open(tmp_path / "session") as store:
+        store.set_rule(Rule("horn", "relabel", "car_horn", False, "added in the Data tab", "4"))
+        with pytest.raises(ValueError, match="rule 'collision_artifact': hotkey 4 is already the key of rule 'horn'"):
+            seed_rules(store, load_rules(rules_file("sirens")))
+        assert [r.tag for r in store.rules()] == ["horn"]
+
+
 def _folder_dataset(root):
     from conftest import tone, write_wav
     for label, freq in (("emergency_sirens", 900.0), ("road_traffic", 200.0)):

@@ -141,6 +141,25 @@ def test_rules_are_editable(store):
         store.set_rule(Rule("bad", "relabel", None, False))
 
 
+def test_a_rule_whose_hotkey_another_rule_holds_is_refused_and_nothing_is_written(store):
+    store.set_rules([Rule("true_siren", "relabel", "emergency_sirens", False, "a real siren", "1"),
+                     Rule("ambient", "relabel", "environmental_sounds", False, "", "3")])
+    before = store.rules()
+    with pytest.raises(ValueError, match=r"^rule 'horn': hotkey 1 is already the key of rule 'true_siren'$"):
+        store.set_rule(Rule("horn", "relabel", "car_horn", False, "", "1"))
+    # Moving ambient onto key 1 is refused too: the replaced row comes back, unchanged.
+    with pytest.raises(ValueError, match="hotkey 1 is already the key of rule 'true_siren'"):
+        store.set_rule(Rule("ambient", "relabel", "road_traffic", True, "moved", "1"))
+    # A batch is all or nothing: its good first rule is not kept when the second clashes.
+    with pytest.raises(ValueError, match="hotkey used by more than one rule: 7 \\(a, b\\)"):
+        store.set_rules([Rule("a", "keep", None, False, "", "7"), Rule("b", "keep", None, False, "", "7")])
+    with pytest.raises(ValueError, match="rule tag: a given more than once"):
+        store.set_rules([Rule("a", "keep", None, False), Rule("a", "exclude", None, False)])
+    assert store.rules() == before
+    store.set_rule(Rule("ambient", "relabel", "road_traffic", True, "moved", "4"))  # a free key is taken
+    assert {r.tag: r.hotkey for r in store.rules()} == {"true_siren": "1", "ambient": "4"}
+
+
 def test_second_process_gets_a_clear_in_use_message(tmp_path):
     session = tmp_path / "session"
     with Store.open(session):
