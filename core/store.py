@@ -621,7 +621,9 @@ class Store:
 
     # --- runs -------------------------------------------------------------------------------
     # Written by the session's writer only: it registers a run when it freezes the manifest
-    # and ingests what the child job left in the run folder when the job ends.
+    # and ingests what the child job left in the run folder when the job ends. A run folder
+    # inside the session is stored relative to it, so a moved or copied session finds its own
+    # runs; run() and runs() give absolute paths (older sessions stored absolute ones).
     def create_run(self, run_id: str, *, kind: str, preset: str | None, config: dict | None,
                    parent_run_id: str | None, manifest_decision_id: int | None, run_dir: str | Path,
                    status: str = "queued") -> None:
@@ -629,7 +631,16 @@ class Store:
         with self._mutex:
             self._exec("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL)",
                               [run_id, kind, status, preset, _json(config), parent_run_id, manifest_decision_id,
-                               str(run_dir), _now()])
+                               self._stored_run_dir(run_dir), _now()])
+
+    def _stored_run_dir(self, run_dir: str | Path) -> str:
+        try:
+            return Path(run_dir).resolve().relative_to(self.session_dir).as_posix()
+        except ValueError:
+            return str(run_dir)
+
+    def _run_dir(self, stored: str | None) -> str | None:
+        return str(self.session_dir / stored) if isinstance(stored, str) else stored
 
     def set_run_status(self, run_id: str, status: str, *, error: str | None = None, summary: dict | None = None) -> None:
         _check_status(status)
@@ -641,14 +652,17 @@ class Store:
                 [status, error, _json(summary), finished, run_id])
 
     def runs(self, *, kind: str | None = None) -> pd.DataFrame:
-        return self._df("SELECT * FROM runs WHERE (?::VARCHAR IS NULL OR kind = ?) ORDER BY created_at DESC, id DESC",
-                        [kind, kind])
+        frame = self._df("SELECT * FROM runs WHERE (?::VARCHAR IS NULL OR kind = ?) ORDER BY created_at DESC, id DESC",
+                         [kind, kind])
+        frame["run_dir"] = frame["run_dir"].map(self._run_dir)
+        return frame
 
     def run(self, run_id: str) -> dict[str, Any]:
         frame = self._df("SELECT * FROM runs WHERE id = ?", [run_id])
         if frame.empty:
             raise StoreError(f"no run with id {run_id!r}")
         row = frame.iloc[0].to_dict()
+        row["run_dir"] = self._run_dir(row["run_dir"])
         for key in ("config", "summary"):
             row[key] = json.loads(row[key]) if isinstance(row[key], str) else None
         return row

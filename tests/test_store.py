@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -210,6 +211,23 @@ def test_a_version_2_session_gains_breakdowns_and_keeps_one_copy_per_ingest(tmp_
         stored = store.run_breakdowns("r1")
     assert list(stored.group_name) == ["0-5 dB", "5-10 dB", "(none)"]  # in reading order
     assert list(stored.n) == [6, 16, 29] and pd.isna(stored.f1_macro.iloc[1])
+
+
+def test_a_copied_session_finds_its_own_run_folders(tmp_path):
+    """Run folders inside the session are kept relative to it: a copy (or a moved session) reads
+    its own runs, never the original's; a run folder elsewhere keeps its absolute path."""
+    elsewhere = tmp_path / "elsewhere" / "r2"
+    with Store.open(tmp_path / "session") as store:
+        store.create_run("r1", kind="train", preset=None, config={}, parent_run_id=None, manifest_decision_id=0,
+                         run_dir=store.session_dir / "runs" / "r1")
+        store.create_run("r2", kind="train", preset=None, config={}, parent_run_id=None, manifest_decision_id=0,
+                         run_dir=elsewhere)
+        assert store.run("r1")["run_dir"] == str(store.session_dir / "runs" / "r1")
+    shutil.copytree(tmp_path / "session", tmp_path / "copy")
+    with Store.open(tmp_path / "copy") as copy:
+        assert copy.run("r1")["run_dir"] == str((tmp_path / "copy" / "runs" / "r1").resolve())
+        assert copy.runs().set_index("id").run_dir.to_dict() == {"r1": copy.run("r1")["run_dir"], "r2": str(elsewhere)}
+        assert copy.run("r2")["run_dir"] == str(elsewhere)
 
 
 def test_a_non_database_file_is_reported_not_traced(tmp_path):
