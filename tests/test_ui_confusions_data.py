@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import tone, write_wav
-from core.store import Store
+from core.store import Rule, Store
 from pipelines.confusions import confusion
 from pipelines.demo import build_demo_session
 from pipelines.finetune import finetune
@@ -43,6 +43,26 @@ def busiest_mistake(session: Path) -> tuple[str, str, list[int], list[str]]:
     return true, predicted, conf.cell(true, predicted).clip_id.tolist(), conf.labels
 
 
+TABLE_IN_VIEW = """(selector) => {
+  const table = document.querySelector(selector);
+  const box = table.querySelector('.virtual-table-viewport');
+  const firsts = [...table.querySelectorAll('[data-testid^="cell-"]')].filter(c => /^cell-\\d+-0$/.test(c.dataset.testid));
+  const last = firsts[firsts.length - 1];
+  const shown = box.getBoundingClientRect(), row = last.getBoundingClientRect();
+  return {rows: firsts.length, last_bottom: row.bottom, box_bottom: shown.bottom, scroll_height: box.scrollHeight,
+          client_height: box.clientHeight, scroll_width: box.scrollWidth, client_width: box.clientWidth};
+}"""
+
+
+def assert_whole_table_in_view(page, selector: str, *, rows: int | None = None) -> None:
+    """Every row and column of the table lies inside its visible box: none hidden below the box's
+    edge or behind a scroll bar (a box that scrolls cuts off what is past its edge)."""
+    view = page.evaluate(TABLE_IN_VIEW, selector)
+    assert rows is None or view["rows"] == rows, view
+    assert view["last_bottom"] <= view["box_bottom"] + 0.5, view
+    assert view["scroll_height"] <= view["client_height"] and view["scroll_width"] <= view["client_width"], view
+
+
 def test_a_confusion_cell_plays_its_clips_and_relabels_into_the_log(session):
     true, predicted, clip_ids, labels = busiest_mistake(session)
     new_label = next(label for label in labels if label not in (true, predicted))
@@ -53,6 +73,8 @@ def test_a_confusion_cell_plays_its_clips_and_relabels_into_the_log(session):
         cell.wait_for(timeout=30000)
         assert "this is the production run" in page.locator("#em-conf-overall").inner_text()
         page.locator("#em-conf-heatmap img").wait_for(timeout=30000)
+        assert_whole_table_in_view(page, "#em-conf-matrix", rows=len(labels))
+        assert_whole_table_in_view(page, "#em-conf-metrics")
         screenshot(page, "confusions_tab")
 
         cell.click()
@@ -73,6 +95,7 @@ def test_a_confusion_cell_plays_its_clips_and_relabels_into_the_log(session):
         page.locator("#em-conf-message").get_by_text(f"clip {clip_ids[0]}: relabelled {new_label}").wait_for(timeout=20000)
         title.get_by_text("1 relabelled since this run (stale)").wait_for(timeout=20000)
         assert "stale 1" in cell.inner_text()
+        assert_whole_table_in_view(page, "#em-conf-matrix", rows=len(labels))  # a stale cell's row is taller
 
         page.locator("#em-conf-quarantine").click()  # no reason yet: refused with a message
         page.get_by_text("Write a reason first").first.wait_for(timeout=10000)
@@ -122,6 +145,7 @@ def test_data_tab_imports_a_folder_dataset_and_shows_its_summary_and_statistics(
         unreadable = page.locator("#em-data-unreadable").inner_text()
         assert "rain/broken.wav" in unreadable and "extra" in unreadable
         assert "horn" in page.locator("#em-data-per-class").inner_text()
+        assert_whole_table_in_view(page, "#em-data-per-class")  # the total column too
         page.wait_for_function("[...document.querySelectorAll('#em-data-durations text')]"
                                ".some(t => t.textContent === '0-1 s')", timeout=20000)  # the 0.8 s clips
         page.locator("#em-data-durations").scroll_into_view_if_needed()
@@ -181,3 +205,56 @@ def test_data_tab_previews_augmentations_and_exports_the_manifest(session, tmp_p
         assert (session / "exports" / f"manifest-asof-{table.as_of_decision_id.iloc[0]}.csv").is_file()
     assert sorted(table.clip_id) == sorted(labels.index)
     assert (table.set_index("clip_id").label.fillna("") == labels.label.reindex(table.clip_id).fillna("")).all()
+
+
+def test_data_tab_adds_and_edits_a_relabel_rule_and_refuses_a_bad_one(session):
+    def fill(field: str, text: str) -> None:
+        page.locator(f"#{field} textarea, #{field} input").first.fill(text)
+
+    with Store.open(session) as store:
+        before = {rule.tag: rule for rule in store.rules()}
+        decisions = store.decision_count()
+    with running_server(session) as url, browser_page(url, width=1440, height=1000) as (page, errors):
+        open_tab(page, "Data")
+        table = page.locator("#em-rules-table")
+        table.get_by_text("ambiguous_drone").wait_for(timeout=20000)
+        assert_whole_table_in_view(page, "#em-rules-table", rows=len(before))
+        cells = table.locator('[data-testid^="cell-"]')
+        shown = cells.all_inner_texts()
+
+        fill("em-rule-tag", "horn_like")
+        page.locator("#em-rule-target input").click()
+        page.get_by_role("option", name="alert_sounds", exact=True).click()
+        fill("em-rule-hotkey", "1")  # true_siren's key: refused, one line naming the field
+        page.locator("#em-rule-save").click()
+        page.locator(".toast-body").get_by_text("rule 'horn_like': hotkey 1 is already the key of rule 'true_siren'",
+                                                exact=True).wait_for(timeout=20000)
+        page.wait_for_timeout(500)
+        assert error_badges(page) == 0 and cells.all_inner_texts() == shown
+
+        fill("em-rule-hotkey", "7")
+        fill("em-rule-description", "a car horn")
+        page.locator("#em-rule-save").click()
+        message = page.locator("#em-rule-message")
+        message.get_by_text("rule horn_like -> relabel alert_sounds, release added").wait_for(timeout=20000)
+        table.get_by_text("horn_like").wait_for(timeout=10000)
+
+        table.locator('[data-testid="cell-2-1"]').click()  # ambient: its rule fills the form
+        page.wait_for_function("document.querySelector('#em-rule-tag textarea, #em-rule-tag input').value === 'ambient'",
+                               timeout=20000)
+        assert page.locator("#em-rule-hotkey textarea, #em-rule-hotkey input").first.input_value() == "3"
+        fill("em-rule-description", "edited in the browser")
+        page.locator("#em-rule-save").click()
+        message.get_by_text("rule ambient -> relabel environmental_sounds, release changed").wait_for(timeout=20000)
+        assert_whole_table_in_view(page, "#em-rules-table", rows=len(before) + 1)
+        page.locator("#em-rules-table").scroll_into_view_if_needed()
+        screenshot(page, "data_tab_rules")
+        assert real_errors(errors) == []
+
+    with Store.open(session) as store:
+        rules = {rule.tag: rule for rule in store.rules()}
+        assert store.decision_count() == decisions  # editing rules records no decision
+    assert rules["horn_like"] == Rule("horn_like", "relabel", "alert_sounds", False, "a car horn", "7")
+    assert rules["ambient"].description == "edited in the browser"
+    assert {tag: rule for tag, rule in rules.items() if tag not in ("horn_like", "ambient")} == {
+        tag: rule for tag, rule in before.items() if tag != "ambient"}
