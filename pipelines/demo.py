@@ -11,7 +11,7 @@ from pathlib import Path
 
 from core.relabel_rules import load_rules, rules_file, seed_rules
 from core.store import Store, session_exists
-from pipelines.demo_synth import synthesize_demo_dataset
+from pipelines.demo_synth import DURATION_RANGE_S, synthesize_demo_dataset
 from pipelines.importing import ImportSummary, import_dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -33,25 +33,32 @@ class DemoSummary:
                 f"session {self.session_dir}", *self.imported.lines()]
 
 
-def default_audio_dir(*, seed: int, clips_per_class: int) -> Path:
+def default_audio_dir(*, seed: int, clips_per_class: int,
+                      duration_range_s: tuple[float, float] = DURATION_RANGE_S) -> Path:
     """Where demo audio of these parameters lives: each variant has its own folder, so building
     a small demo never rewrites the audio another session was imported from."""
-    if (seed, clips_per_class) == (0, 100):
+    shortest, longest = (float(v) for v in duration_range_s)
+    lengths = "" if (shortest, longest) == DURATION_RANGE_S else f"-{shortest:g}to{longest:g}s"
+    if (seed, clips_per_class, lengths) == (0, 100, ""):
         return DEFAULT_AUDIO
-    return DEFAULT_AUDIO.with_name(f"{DEFAULT_AUDIO.name}-seed{seed}-n{clips_per_class}")
+    return DEFAULT_AUDIO.with_name(f"{DEFAULT_AUDIO.name}-seed{seed}-n{clips_per_class}{lengths}")
 
 
 def build_demo_session(*, session_dir: str | Path = DEFAULT_SESSION, audio_dir: str | Path | None = None,
                        seed: int = 0, clips_per_class: int = 100, progress: bool = True,
-                       store: Store | None = None) -> DemoSummary:
+                       store: Store | None = None,
+                       duration_range_s: tuple[float, float] = DURATION_RANGE_S) -> DemoSummary:
     """Synthesise the demo audio (if missing) and import it into the demo session (if missing).
 
     Pass an open store to build into it (the writer process); otherwise one is opened.
+    duration_range_s: the clips' lengths (shorter clips: a quicker demo, as the tests use).
     """
     session_dir = Path(session_dir)
-    audio_dir = Path(audio_dir) if audio_dir else default_audio_dir(seed=seed, clips_per_class=clips_per_class)
+    audio_dir = Path(audio_dir) if audio_dir else default_audio_dir(seed=seed, clips_per_class=clips_per_class,
+                                                                    duration_range_s=duration_range_s)
     started = time.perf_counter()
-    synthesize_demo_dataset(audio_dir, seed=seed, clips_per_class=clips_per_class, progress=progress)
+    synthesize_demo_dataset(audio_dir, seed=seed, clips_per_class=clips_per_class, progress=progress,
+                            duration_range_s=duration_range_s)
     synth_seconds = time.perf_counter() - started
     own_store = store is None
     store = store or Store.open(session_dir)

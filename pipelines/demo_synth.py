@@ -50,7 +50,8 @@ STAMP_NAME = "demo_stamp.json"
 MANIFEST_NAME = "manifest.csv"
 SYNTH_VERSION = 1  # bump whenever the synthesis changes, so older demo folders are rebuilt
 
-DURATION_RANGE_S = (3.0, 10.0)
+DURATION_RANGE_S = (3.0, 10.0)  # the default; a shorter range makes a quicker demo (the tests')
+DURATION_LIMITS_S = (1.0, 30.0)
 SESSION_SIZE_RANGE = (3, 6)
 
 # Sub-types per class; a session mostly records its own family.
@@ -140,11 +141,14 @@ class _Clip:
 
 def synthesize_demo_dataset(out_dir: Path, *, seed: int = 0, clips_per_class: int = 100,
                             sample_rate_hz: int = 16000, workers: int = 2,
-                            progress: bool = True) -> pd.DataFrame:
+                            progress: bool = True,
+                            duration_range_s: tuple[float, float] = DURATION_RANGE_S) -> pd.DataFrame:
     """Build (or reuse) the demo dataset under `out_dir` and return its manifest.
 
     clips_per_class: true clips per class (10..10000); given labels stay within a few clips
     of it. sample_rate_hz: 16000..48000. workers: processes rendering clips (1 = in-process).
+    duration_range_s: (shortest, longest) clip in seconds, within 1..30; the plan (sessions,
+    splits, planted errors) is the same for every range, only the clips' lengths change.
     The manifest has MANIFEST_COLUMNS: `path` relative to out_dir, `label` the given (possibly
     wrong) label, `snr_db` NaN where the clip has no added background. Same arguments give
     byte-identical WAVs and manifest; a folder already holding them is returned unchanged.
@@ -156,22 +160,25 @@ def synthesize_demo_dataset(out_dir: Path, *, seed: int = 0, clips_per_class: in
     _check_int("clips_per_class", clips_per_class, low=10, high=10000)
     _check_int("sample_rate_hz", sample_rate_hz, low=16000, high=48000)
     _check_int("workers", workers, low=1, high=256)
+    duration_range_s = _check_durations(duration_range_s)
     if not isinstance(progress, bool):
         raise ValueError(f"progress: expected True or False, got {progress!r}")
     stamp = {"synth_version": SYNTH_VERSION, "seed": seed, "clips_per_class": clips_per_class,
-             "sample_rate_hz": sample_rate_hz}
+             "sample_rate_hz": sample_rate_hz, "duration_range_s": list(duration_range_s)}
     if _is_complete(out_dir, stamp):
         log.info("demo dataset in %s is complete for %s; skipping synthesis", out_dir, stamp)
         return _read_manifest(out_dir / MANIFEST_NAME)
     return _build(out_dir, stamp, workers=workers, progress=progress)
 
 
-def plan_demo_manifest(*, seed: int = 0, clips_per_class: int = 100) -> pd.DataFrame:
+def plan_demo_manifest(*, seed: int = 0, clips_per_class: int = 100,
+                       duration_range_s: tuple[float, float] = DURATION_RANGE_S) -> pd.DataFrame:
     """The manifest `synthesize_demo_dataset` would write for these arguments, without audio
     (milliseconds: use it to inspect splits and planted errors)."""
     _check_int("seed", seed, low=0, high=2**63 - 1)
     _check_int("clips_per_class", clips_per_class, low=10, high=10000)
-    return _manifest_frame(_plan_dataset(seed=seed, clips_per_class=clips_per_class))
+    duration_range_s = _check_durations(duration_range_s)
+    return _manifest_frame(_plan_dataset(seed=seed, clips_per_class=clips_per_class, duration_range_s=duration_range_s))
 
 
 def _check_int(name: str, value: object, *, low: int, high: int) -> None:
@@ -180,9 +187,21 @@ def _check_int(name: str, value: object, *, low: int, high: int) -> None:
     check_range(name, value, low=low, high=high)
 
 
+def _check_durations(value: object) -> tuple[float, float]:
+    low, high = DURATION_LIMITS_S
+    try:
+        shortest, longest = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"duration_range_s: expected (shortest, longest) in seconds, got {value!r}") from None
+    if not low <= shortest <= longest <= high:
+        raise ValueError(f"duration_range_s: expected {low:g} <= shortest <= longest <= {high:g} s, got {value!r}")
+    return shortest, longest
+
+
 def _build(out_dir: Path, stamp: dict, *, workers: int, progress: bool) -> pd.DataFrame:
     (out_dir / STAMP_NAME).unlink(missing_ok=True)
-    clips = _plan_dataset(seed=stamp["seed"], clips_per_class=stamp["clips_per_class"])
+    clips = _plan_dataset(seed=stamp["seed"], clips_per_class=stamp["clips_per_class"],
+                          duration_range_s=tuple(stamp["duration_range_s"]))
     _remove_stale_audio(out_dir, keep={clip.path for clip in clips})
     for label in CLASSES:
         (out_dir / "audio" / label).mkdir(parents=True, exist_ok=True)
@@ -228,6 +247,7 @@ def _is_complete(out_dir: Path, stamp: dict) -> bool:
         found = json.loads(stamp_path.read_text())
     except json.JSONDecodeError:
         return False
+    found.setdefault("duration_range_s", list(DURATION_RANGE_S))  # stamps written before the option
     if {k: found.get(k) for k in stamp} != stamp or found.get("manifest_sha256") != _sha256(manifest_path):
         return False
     paths = pd.read_csv(manifest_path, usecols=["path"])["path"]
@@ -264,7 +284,8 @@ def _read_manifest(path: Path) -> pd.DataFrame:
 
 # --- planning: sessions, splits, planted errors (cheap, deterministic, in one process) -------
 
-def _plan_dataset(*, seed: int, clips_per_class: int) -> list[_Clip]:
+def _plan_dataset(*, seed: int, clips_per_class: int,
+                  duration_range_s: tuple[float, float] = DURATION_RANGE_S) -> list[_Clip]:
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
     sessions = [s for label in CLASSES for s in _plan_sessions(rng, label, clips_per_class)]
     # Number sessions in a shuffled order so a group id says nothing about its class.
@@ -272,7 +293,8 @@ def _plan_dataset(*, seed: int, clips_per_class: int) -> list[_Clip]:
     sessions = [dataclasses.replace(sessions[i], group=f"s{rank:03d}") for rank, i in enumerate(order)]
     sessions = _assign_splits(rng, sessions)
     clips = [clip for number, session in enumerate(sessions)
-             for clip in _plan_session_clips(rng, session, seed=seed, number=number)]
+             for clip in _plan_session_clips(rng, session, seed=seed, number=number,
+                                             duration_range_s=duration_range_s)]
     return _plant_label_errors(rng, clips)
 
 
@@ -326,8 +348,8 @@ def _assign_splits(rng: np.random.Generator, sessions: list[_Session]) -> list[_
     return sorted(assigned, key=lambda s: s.group)
 
 
-def _plan_session_clips(rng: np.random.Generator, session: _Session, *, seed: int,
-                        number: int) -> list[_Clip]:
+def _plan_session_clips(rng: np.random.Generator, session: _Session, *, seed: int, number: int,
+                        duration_range_s: tuple[float, float]) -> list[_Clip]:
     clips = []
     for index in range(session.n_clips):
         own_family = rng.random() < SESSION_FAMILY_SHARE
@@ -335,7 +357,7 @@ def _plan_session_clips(rng: np.random.Generator, session: _Session, *, seed: in
         clips.append(_Clip(
             name=f"{session.group}_{index:02d}", session=session, kind=kind,
             given_label=session.true_label,
-            duration_s=round(float(rng.uniform(*DURATION_RANGE_S)), 2),
+            duration_s=round(float(rng.uniform(*duration_range_s)), 2),
             snr_db=_draw_snr(rng, session, kind), peak=float(rng.uniform(*session.peak_range)),
             entropy=(seed, 1, number, index)))
     return clips

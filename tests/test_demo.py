@@ -10,7 +10,7 @@ import pytest
 
 from core.relabel_rules import load_rules
 from core.store import Store
-from pipelines.demo import SIRENS_RULES_FILE, build_demo_session
+from pipelines.demo import DEFAULT_AUDIO, SIRENS_RULES_FILE, build_demo_session, default_audio_dir
 
 SIRENS_RULES = load_rules(SIRENS_RULES_FILE)
 REPO = Path(__file__).resolve().parent.parent
@@ -35,6 +35,14 @@ def test_demo_session_is_built_once_with_hidden_truth_and_sirens_rules(tmp_path)
     assert again.imported.added == 0 and again.imported.already_imported == 72
     with Store.open(session) as store:
         assert {r.tag: r.description for r in store.rules()}["true_siren"] == "edited"  # edits survive a rebuild
+
+
+def test_each_demo_variant_has_its_own_audio_folder():
+    assert default_audio_dir(seed=0, clips_per_class=100) == DEFAULT_AUDIO
+    assert default_audio_dir(seed=0, clips_per_class=100, duration_range_s=(3, 10)) == DEFAULT_AUDIO
+    variants = {default_audio_dir(seed=seed, clips_per_class=n, duration_range_s=lengths)
+                for seed in (0, 1) for n in (12, 100) for lengths in ((3.0, 10.0), (2.0, 5.0))}
+    assert len(variants) == 8 and all(folder.parent == DEFAULT_AUDIO.parent for folder in variants)
 
 
 @pytest.mark.slow

@@ -137,12 +137,32 @@ def test_another_seed_gives_another_dataset():
 @pytest.mark.parametrize("bad, needle", [
     ({"clips_per_class": 5}, "clips_per_class"), ({"sample_rate_hz": 8000}, "sample_rate_hz"),
     ({"workers": 0}, "workers"), ({"seed": -1}, "seed"), ({"seed": 1.5}, "seed"),
-    ({"progress": "yes"}, "progress"),
+    ({"progress": "yes"}, "progress"), ({"duration_range_s": (0.5, 4.0)}, "duration_range_s"),
+    ({"duration_range_s": (5.0, 2.0)}, "duration_range_s"), ({"duration_range_s": 3.0}, "duration_range_s"),
 ])
 def test_bad_arguments_are_rejected_naming_the_parameter(tmp_path, bad, needle):
     with pytest.raises(ValueError, match=needle):
         synthesize_demo_dataset(tmp_path / "never", **bad)
     assert not (tmp_path / "never").exists()
+
+
+def test_a_shorter_clip_range_keeps_the_plan_and_only_shortens_the_clips():
+    default = plan_demo_manifest(seed=0, clips_per_class=100)
+    short = plan_demo_manifest(seed=0, clips_per_class=100, duration_range_s=(2.0, 5.0))
+    assert default.duration_s.between(3.0, 10.0).all() and short.duration_s.between(2.0, 5.0).all()
+    assert short.duration_s.mean() < 0.6 * default.duration_s.mean()
+    pd.testing.assert_frame_equal(short.drop(columns="duration_s"), default.drop(columns="duration_s"))
+
+
+def test_a_folder_built_with_other_clip_lengths_is_rebuilt(tmp_path):
+    out = tmp_path / "demo"
+    first = synthesize_demo_dataset(out, clips_per_class=10, duration_range_s=(1.0, 1.5), workers=1, progress=False)
+    assert first.duration_s.between(1.0, 1.5).all()
+    assert json.loads((out / "demo_stamp.json").read_text())["duration_range_s"] == [1.0, 1.5]
+    again = synthesize_demo_dataset(out, clips_per_class=10, duration_range_s=(1.5, 2.0), workers=1, progress=False)
+    assert again.duration_s.between(1.5, 2.0).all()
+    wavs = sorted((out / "audio").rglob("*.wav"))
+    assert len(wavs) == len(again) and all(1.5 <= sf.info(str(w)).duration <= 2.0 + 1e-3 for w in wavs)
 
 
 # --- sessions, splits, planted errors ----------------------------------------------------------
