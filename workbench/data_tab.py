@@ -35,7 +35,7 @@ RULE_COLUMNS = ["hotkey", "tag", "action", "target label", "keeps quarantined", 
 class Layout:
     """The tab's components, so the wiring (and a reader) can name each one."""
     source: gr.Textbox
-    layout: gr.Dropdown
+    dataset_layout: gr.Dropdown
     class_map: gr.Dropdown
     name: gr.Textbox
     group_pattern: gr.Textbox
@@ -142,7 +142,7 @@ def layout(wb: Workbench) -> Layout:
         export_button = gr.Button("Export manifest", scale=1, elem_id="em-data-export")
         export_file = gr.File(label="download", interactive=False, visible=False, scale=2, elem_id="em-data-export-file")
     export_message = gr.HTML(elem_id="em-data-export-message")
-    return Layout(source=source, layout=dataset_layout, class_map=class_map, name=name, group_pattern=group_pattern,
+    return Layout(source=source, dataset_layout=dataset_layout, class_map=class_map, name=name, group_pattern=group_pattern,
                   root=root, keep_unmapped=keep_unmapped, seed=seed, import_button=import_button,
                   import_summary=import_summary, totals=totals, refresh=refresh, per_class=per_class,
                   class_plot=class_plot, durations=durations, unreadable=unreadable, rules=rules, rule_tag=rule_tag,
@@ -163,7 +163,7 @@ def wire(wb: Workbench, ui: Layout, *, blocks: gr.Blocks | None, downloads: Path
         progress(0, desc="discovering files")
         return run_import(wb, blocks, src, lay, cmap, keep, dataset_name, pattern, manifest_root, split_seed)
 
-    ui.import_button.click(on_import, [ui.source, ui.layout, ui.class_map, ui.keep_unmapped, ui.name,
+    ui.import_button.click(on_import, [ui.source, ui.dataset_layout, ui.class_map, ui.keep_unmapped, ui.name,
                                        ui.group_pattern, ui.root, ui.seed], [ui.import_summary, *ui.stats_outputs])
     ui.refresh.click(stats, None, ui.stats_outputs)
     tab = gr.context.get_render_context()
