@@ -10,12 +10,13 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import tone, write_wav
 from core import review
 from core.relabel_rules import load_rules, rules_file, seed_rules
 from core.store import Rule, Store
-from workbench import confusions_tab, data_tab
+from workbench import augment_preview, confusions_tab, data_tab
 from workbench.context import Workbench, safe
 
 CLASSES = ["alert_sounds", "emergency_sirens", "road_traffic"]
@@ -255,3 +256,27 @@ def test_a_bad_rule_is_refused_in_one_line_naming_the_field_and_nothing_is_writt
     assert wb.store.rules() == before
     with pytest.warns(UserWarning, match=re.escape(field)):  # the toast, outside a request
         assert safe(data_tab.save_rule)(wb, *form) == gr.skip()
+
+
+# --- Data: augmentation preview -------------------------------------------------------------------
+def test_preset_fields_fill_the_list_and_noise_bank_from_a_preset(wb):
+    assert augment_preview.preset_fields(None) == ["[]", ""]
+    text, bank = augment_preview.preset_fields("sirens-focused")
+    assert [step["name"] for step in yaml.safe_load(text)][:2] == ["time_stretch", "pitch_shift"]
+    assert isinstance(bank, str)
+
+
+def test_a_preview_is_refused_without_a_clip_or_a_list_and_reproducible_with_a_seed(wb, tmp_path):
+    clip = clip_ids(wb)[0]
+    with pytest.raises(ValueError, match="Type the id of a clip"):
+        augment_preview.run_preview(wb, tmp_path, None, None, "[]", 0, True, "full", "")
+    with pytest.raises(ValueError, match="The augmentation list is empty"):
+        augment_preview.run_preview(wb, tmp_path, clip, None, "[]", 0, True, "full", "")
+    text = "- name: gain\n  p: 0.0\n  params: {min_gain_db: -6, max_gain_db: -6}\n"
+    before, after, steps, log_mels = augment_preview.run_preview(wb, tmp_path, clip, None, text, 3, True, "full", "")
+    assert f'data-clip="{clip}"' in before and 'src="data:audio/wav;base64,' in after
+    assert after != before  # the gained copy is other audio
+    assert steps.columns.tolist() == augment_preview.STEP_COLUMNS and steps.name.tolist() == ["gain"]  # p forced to 1
+    assert Path(log_mels.value["path"]).is_file() and log_mels.visible is True
+    again = augment_preview.run_preview(wb, tmp_path, clip, None, text, 3, True, "full", "")
+    assert again[1] == after and again[2].equals(steps)

@@ -12,7 +12,9 @@ import base64
 import io
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -31,10 +33,32 @@ from workbench.context import Workbench, safe
 from workbench.renderer import clip_path, player_html, spectrogram_image
 
 PREFERRED_PRESET = "sirens-focused"
+STEP_COLUMNS = ["step", "name", "params"]
+
+
+@dataclass
+class Layout:
+    """The preview's components, so the wiring (and a reader) can name each one."""
+    clip: gr.Number
+    preset: gr.Dropdown
+    seed: gr.Number
+    every_step: gr.Checkbox
+    frequency: gr.Dropdown
+    button: gr.Button
+    specs: gr.Code
+    noise_bank: gr.Textbox
+    before: gr.HTML
+    after: gr.HTML
+    applied: gr.Dataframe
+    log_mels: gr.Image
 
 
 def build(wb: Workbench) -> None:
     pictures = Path(tempfile.mkdtemp(prefix="earmark-augment-"))  # Gradio serves files from the temp dir
+    wire(wb, layout(wb), pictures=pictures)
+
+
+def layout(wb: Workbench) -> Layout:
     presets = list_presets()
     usable = wb.store.labels()
     usable = usable[(usable.status == "ok") & usable.parent_clip_id.isna()]
@@ -49,9 +73,10 @@ def build(wb: Workbench) -> None:
         every_step = gr.Checkbox(True, label="apply every step (p = 1)", scale=1)
         frequency = gr.Dropdown(list(FREQUENCY_RANGES), value="0-8 kHz", label="frequency range", scale=1)
         button = gr.Button("Preview", variant="primary", scale=1, elem_id="em-aug-preview")
-    specs = gr.Code(_preset_yaml(preset.value) if preset.value else "[]", language="yaml", lines=6, max_lines=14,
+    specs_text, bank = preset_fields(preset.value)
+    specs = gr.Code(specs_text, language="yaml", lines=6, max_lines=14,
                     label="augmentations (YAML list of name / p / params, as in a preset)", elem_id="em-aug-specs")
-    noise_bank = gr.Textbox(_preset_noise_bank(preset.value), elem_id="em-aug-noise-bank",
+    noise_bank = gr.Textbox(bank, elem_id="em-aug-noise-bank",
                             label="noise bank for background_noise: a folder on the server in MUSAN layout "
                                   "(music/, speech/, noise/); filled from the preset")
     with gr.Row():
@@ -61,32 +86,46 @@ def build(wb: Workbench) -> None:
         with gr.Column():
             gr.Markdown("**augmented**")
             after = gr.HTML(elem_id="em-aug-after")
-    applied = gr.Dataframe(headers=["step", "name", "params"], label="applied (in order)", interactive=False, wrap=True,
+    applied = gr.Dataframe(headers=STEP_COLUMNS, label="applied (in order)", interactive=False, wrap=True,
                            elem_id="em-aug-applied")
     log_mels = gr.Image(label="what the model sees: log-mel before and after", type="filepath", interactive=False,
                         height=300, visible=False, elem_id="em-aug-logmel")
+    return Layout(clip=clip, preset=preset, seed=seed, every_step=every_step, frequency=frequency, button=button,
+                  specs=specs, noise_bank=noise_bank, before=before, after=after, applied=applied, log_mels=log_mels)
 
-    preset.change(safe(lambda name: [_preset_yaml(name) if name else "[]", _preset_noise_bank(name)]), preset,
-                  [specs, noise_bank])
 
-    @safe
-    def run(clip_id, preset_name, text, draw_seed, force, freq, bank):
-        if clip_id is None:
-            raise ValueError("Type the id of a clip to preview (the Review and Confusions tabs show clip ids).")
-        path = clip_path(wb.store, int(clip_id))
-        chosen = _parse_specs(text, force=force)
-        # What that preset trains on in this session ('auto' fixed from its training clips, as a run would).
-        features = fit_to_session(load_preset(preset_name).features, wb.store).features if preset_name else None
-        result = preview(path, chosen, seed=int(draw_seed or 0), feature_cfg=features, noise_bank=(bank or "").strip() or None)
-        fmax = FREQUENCY_RANGES[freq]
-        steps = pd.DataFrame([{"step": r["step"], "name": r["name"], "params": json.dumps(r["params"], default=str)}
-                              for r in result.applied], columns=["step", "name", "params"])
-        picture = pictures / f"clip{int(clip_id)}-seed{int(draw_seed or 0)}.png"
-        return [_player(int(clip_id), result.original, result.sample_rate_hz, fmax),
-                _player(int(clip_id), result.augmented, result.sample_rate_hz, fmax), steps,
-                gr.Image(value=str(_log_mel_figure(result, picture)), visible=True)]
+def wire(wb: Workbench, ui: Layout, *, pictures: Path) -> None:
+    """Events to handlers; `safe` turns a refusal into one toast that leaves the panels as they were."""
+    ui.preset.change(safe(preset_fields), ui.preset, [ui.specs, ui.noise_bank])
+    ui.button.click(safe(lambda *form: run_preview(wb, pictures, *form)),
+                    [ui.clip, ui.preset, ui.specs, ui.seed, ui.every_step, ui.frequency, ui.noise_bank],
+                    [ui.before, ui.after, ui.applied, ui.log_mels])
 
-    button.click(run, [clip, preset, specs, seed, every_step, frequency, noise_bank], [before, after, applied, log_mels])
+
+# --- handlers: plain values in, the outputs' new values out; a refusal raises ValueError -------
+def preset_fields(name: str | None) -> list[str]:
+    """The preset's augmentations as editable YAML and its noise bank ("[]" and "" without a preset)."""
+    return [_preset_yaml(name), _preset_noise_bank(name)] if name else ["[]", ""]
+
+
+def run_preview(wb: Workbench, pictures: Path, clip_id: float | None, preset_name: str | None, text: str,
+                draw_seed: float | None, force: bool, freq: str, bank: str | None) -> list[Any]:
+    """One draw of the listed augmentations on the clip: both players, the steps applied (STEP_COLUMNS)
+    and the log-mels before and after, saved under `pictures`."""
+    if clip_id is None:
+        raise ValueError("Type the id of a clip to preview (the Review and Confusions tabs show clip ids).")
+    path = clip_path(wb.store, int(clip_id))
+    chosen = _parse_specs(text, force=force)
+    # What that preset trains on in this session ('auto' fixed from its training clips, as a run would).
+    features = fit_to_session(load_preset(preset_name).features, wb.store).features if preset_name else None
+    result = preview(path, chosen, seed=int(draw_seed or 0), feature_cfg=features, noise_bank=(bank or "").strip() or None)
+    fmax = FREQUENCY_RANGES[freq]
+    steps = pd.DataFrame([{"step": r["step"], "name": r["name"], "params": json.dumps(r["params"], default=str)}
+                          for r in result.applied], columns=STEP_COLUMNS)
+    picture = pictures / f"clip{int(clip_id)}-seed{int(draw_seed or 0)}.png"
+    return [_player(int(clip_id), result.original, result.sample_rate_hz, fmax),
+            _player(int(clip_id), result.augmented, result.sample_rate_hz, fmax), steps,
+            gr.Image(value=str(_log_mel_figure(result, picture)), visible=True)]
 
 
 def _preset_yaml(name: str) -> str:
