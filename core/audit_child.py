@@ -29,10 +29,7 @@ predictions.parquet and the metrics keep the model's own.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
-import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -44,24 +41,20 @@ from core.extreme_off import extreme_off_counts, extreme_off_proposals, per_clas
 from core.model_trust import held_out_calibration, trust_report, trusted_mask
 from core.breakdowns import plan_breakdowns
 from core.checkpoint import load_checkpoint
+from core.child_job import JobContext, JobSpec, command_line, plot_split, predictions_frame, run_child_job
 from core.config import AuditConfig, EvaluationConfig
 from core.evaluate import apply_temperature
 from core.features import FeatureCache
-from core.run_folder import EVENTS_FILE, JOB_FILE, MANIFEST_FILE, RESULT_FILE, EventLog, StopFlag, json_default
-from core.plots import plot_breakdowns, plot_confusion, plot_reliability
+from core.run_folder import MANIFEST_FILE, METRICS_FILE, PLOTS_DIR, PREDICTIONS_FILE, write_json
 from core.split_report import headline_accuracy, quarantine_counts, split_reports
-from core.train import METRICS_FILE, PLOTS_DIR, PREDICTIONS_FILE, predict_probs
+from core.train import predict_probs
 
 EXTREME_OFF_FILE = "extreme_off.parquet"
 CALIBRATION_SPLIT = "val"  # always frozen with an audit: the model is calibrated and checked on it
 
 
-class Cancelled(Exception):
-    """The audit was asked to stop."""
-
-
 @dataclasses.dataclass
-class AuditJob:
+class AuditJob(JobSpec):
     """What the writer froze for one audit (job.json)."""
     run_id: str
     model_run_id: str
@@ -75,40 +68,20 @@ class AuditJob:
     batch_size: int = 256
     workers: int = 2
 
-    @classmethod
-    def load(cls, run_dir: Path) -> "AuditJob":
-        return cls(**json.loads((run_dir / JOB_FILE).read_text()))
-
-    def save(self, run_dir: Path) -> None:
-        (run_dir / JOB_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2))
-
 
 def run_audit(run_dir: str | Path) -> dict[str, Any]:
     """Predict, score and plot one audit; returns result.json's content (also written)."""
-    run_dir = Path(run_dir)
-    events = EventLog(run_dir / EVENTS_FILE, enabled=True)
-    stop = StopFlag(run_dir)
-    started = time.time()
-    try:
-        result = _audit(run_dir, AuditJob.load(run_dir), events, stop)
-    except Cancelled:
-        result = {"status": "cancelled", "error": "cancelled before every clip was predicted"}
-        events.write("cancelled")
-    except Exception as exc:  # the writer reads result.json; the traceback goes to the log
-        result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-        events.write("error", message=result["error"], traceback=traceback.format_exc())
-    result["seconds"] = round(time.time() - started, 1)
-    (run_dir / RESULT_FILE).write_text(json.dumps(result, indent=2, default=json_default))
-    return result
+    return run_child_job(run_dir, lambda context: _audit(context, AuditJob.load(context.run_dir)))
 
 
-def _audit(run_dir: Path, job: AuditJob, events: EventLog, stop: StopFlag) -> dict[str, Any]:
+def _audit(context: JobContext, job: AuditJob) -> dict[str, Any]:
+    run_dir, events = context.run_dir, context.events
     manifest = pd.read_parquet(run_dir / MANIFEST_FILE)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded = load_checkpoint(job.checkpoint, device=device)
     classes = loaded.labels
     events.write("start", clips=len(manifest), labels=classes, model_run_id=job.model_run_id, device=device)
-    probs, failed = _predict_streamed(manifest, loaded, job, events, stop, device=device)
+    probs, failed = _predict_streamed(manifest, loaded, job, context, device=device)
     predicted = manifest[~manifest["path"].isin(failed)].reset_index(drop=True)
     if failed:
         events.write("warning", message=f"{len(failed)} clips could not be read and are left out",
@@ -122,11 +95,7 @@ def _audit(run_dir: Path, job: AuditJob, events: EventLog, stop: StopFlag) -> di
     class_index = {label: i for i, label in enumerate(classes)}
     y = predicted["label"].map(class_index)
     known = y.notna().to_numpy()
-    pd.DataFrame({
-        "clip_id": predicted["clip_id"], "split": predicted["split"], "label": predicted["label"],
-        "predicted": [classes[i] for i in probs.argmax(1)], "confidence": probs.max(1).astype(float),
-        "probs": list(probs.astype(np.float32)),
-    }).to_parquet(run_dir / PREDICTIONS_FILE)
+    predictions_frame(predicted, probs, classes).to_parquet(run_dir / PREDICTIONS_FILE)
     scored = predicted[known].reset_index(drop=True)
     scored_probs, scored_y = calibrated[known], y[known].astype(int).to_numpy()
     extreme_off_proposals(clip_ids=scored["clip_id"].to_numpy(), labels=scored_y, pred_probs=scored_probs,
@@ -158,8 +127,10 @@ def _audit(run_dir: Path, job: AuditJob, events: EventLog, stop: StopFlag) -> di
                                  labels=classes)
         if breakdowns:
             metrics["breakdowns"][split] = breakdowns
-        _plot_split(run_dir / PLOTS_DIR, split, metrics["splits"][split]["given"], breakdowns, classes)
-    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=json_default))
+        plot_split(run_dir / PLOTS_DIR, split, metrics["splits"][split]["given"], breakdowns, classes,
+                   confusion_title=f"{split}: audit (given labels, every clip)",
+                   breakdowns_title=f"{split}: audit accuracy by clip metadata (given labels)")
+    write_json(run_dir / METRICS_FILE, metrics)
     summary = {split: headline_accuracy(entry) for split, entry in metrics["splits"].items()}
     events.write("phase", phase="done", **summary)
     return {"status": "succeeded", "predicted": len(predicted), "failed": len(failed), "splits": summary,
@@ -189,7 +160,7 @@ def _judging_basis(predicted: pd.DataFrame, probs: np.ndarray, classes: list[str
     return record, calibrated, {**limits, "trusted": trusted_mask(trust, classes)}
 
 
-def _predict_streamed(manifest: pd.DataFrame, loaded, job: AuditJob, events: EventLog, stop: StopFlag, *,
+def _predict_streamed(manifest: pd.DataFrame, loaded, job: AuditJob, context: JobContext, *,
                       device: str) -> tuple[np.ndarray, set[str]]:
     """Probabilities (rows of readable clips, in manifest order) and the paths that failed.
 
@@ -200,36 +171,20 @@ def _predict_streamed(manifest: pd.DataFrame, loaded, job: AuditJob, events: Eve
     outputs: list[np.ndarray] = []
     failed: set[str] = set()
     for start in range(0, len(manifest), job.batch_size):
-        if stop.raised:
-            raise Cancelled()
+        context.check_stop("cancelled before every clip was predicted")
         paths = manifest["path"].iloc[start:start + job.batch_size].tolist()
         report = cache.build(paths, workers=job.workers, progress=False)
         failed.update(report.failed)
         readable = [p for p in paths if p not in report.failed]
         if readable:
             outputs.append(predict_probs(loaded.model, cache, cache.rows(readable), loaded.norm_stats, device=device))
-        events.write("progress", done=min(start + job.batch_size, len(manifest)), total=len(manifest))
+        context.events.write("progress", done=min(start + job.batch_size, len(manifest)), total=len(manifest))
     probs = np.concatenate(outputs) if outputs else np.zeros((0, len(loaded.labels)), dtype=np.float32)
     return probs, failed
 
 
-def _plot_split(plots: Path, split: str, report: dict[str, Any], breakdowns: dict[str, Any], classes: list[str]) -> None:
-    plot_confusion(plots / f"confusion_{split}.png", matrix=np.array(report["confusion"]["counts"]), labels=classes,
-                   normalized=False, title=f"{split}: audit (given labels, every clip)")
-    plot_reliability(plots / f"reliability_{split}.png", bins=report["calibration"]["bins"],
-                     ece=report["calibration"]["ece"])
-    if breakdowns:
-        plot_breakdowns(plots / f"breakdowns_{split}.png", breakdowns=breakdowns,
-                        title=f"{split}: audit accuracy by clip metadata (given labels)")
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m core.audit_child RUN_DIR", file=sys.stderr)
-        return 2
-    result = run_audit(argv[0])
-    return 0 if result["status"] == "succeeded" else 1
+    return command_line(argv, module="core.audit_child", run=run_audit)
 
 
 if __name__ == "__main__":

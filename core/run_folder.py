@@ -1,7 +1,7 @@
 """The child side of a job's run folder: file names, the event log, and the stop flag.
 
-Shared by every job (training, audit) so the writer side (pipelines/child_process.py) can follow any
-of them the same way.
+Shared by every job (core/child_job.py runs them) so the writer side (pipelines/child_process.py)
+can follow and ingest any of them the same way.
 """
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ EVENTS_FILE = "events.jsonl"
 RESULT_FILE = "result.json"
 CANCEL_FILE = "cancel"
 LOG_FILE = "job.log"
+PREDICTIONS_FILE = "predictions.parquet"
+METRICS_FILE = "metrics.json"
+PLOTS_DIR = "plots"
 
 
 class EventLog:
@@ -51,6 +54,11 @@ class StopFlag:
     @property
     def raised(self) -> bool:
         return self.signalled or self.cancel_file.exists()
+
+
+def write_json(path: Path, data: Any) -> None:
+    """An indented JSON file (numpy values included): metrics.json, result.json."""
+    Path(path).write_text(json.dumps(data, indent=2, default=json_default))
 
 
 def json_default(value: Any) -> Any:
