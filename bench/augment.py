@@ -38,7 +38,7 @@ from core.augment.cost import time_model_step  # noqa: E402
 from core.config import load_preset  # noqa: E402
 from core.features import FeatureCache, LogMel, clip_waveform, compute_norm_stats, torch_threads  # noqa: E402
 from core.models import build_model  # noqa: E402
-from core.train import EpochPlan  # noqa: E402
+from core.curriculum import EpochPlan  # noqa: E402
 
 SR = 16000
 CLIP_S = 10.0

@@ -9,6 +9,8 @@ A folder holds two files:
 
 `config.json` is written last, so a folder that has one is complete. `load_checkpoint`
 rebuilds from the folder alone; `init_from_checkpoint` starts a new fine-tune from one.
+A training run keeps its best model in `checkpoint/` under its run folder: ask
+`checkpoint_dir(run_dir)` and `has_checkpoint(folder)` rather than spelling the layout out.
 """
 from __future__ import annotations
 
@@ -26,10 +28,12 @@ from core.config import ConfigError, FeatureConfig, ModelConfig
 from core.models import AudioClassifier, build_model
 from core.models.lora import has_lora_adapters
 
-__all__ = ["CONFIG_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "LoadedCheckpoint", "WeightTransfer",
-           "init_from_checkpoint", "load_checkpoint", "read_configs", "save_checkpoint"]
+__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "LoadedCheckpoint", "WeightTransfer",
+           "checkpoint_dir", "checkpoint_labels", "has_checkpoint", "init_from_checkpoint", "load_checkpoint",
+           "read_configs", "save_checkpoint"]
 
 FORMAT_VERSION = 1
+CHECKPOINT_DIR = "checkpoint"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 _REQUIRED_KEYS = ("format_version", "model", "features", "labels", "norm_stats", "extra", "architecture")
@@ -63,6 +67,21 @@ class WeightTransfer:
         fresh = ", ".join(self.kept_fresh[:4]) + (", ..." if len(self.kept_fresh) > 4 else "")
         return (f"copied {len(self.copied)} of {self.total} tensors; {len(self.kept_fresh)} kept freshly initialised "
                 f"({fresh or 'none'}); {len(self.unused)} checkpoint tensors unused")
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    """The checkpoint folder of a training run's folder (it may not exist yet)."""
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def has_checkpoint(folder: str | Path) -> bool:
+    """Whether folder holds a complete checkpoint (its config.json, written last, is there)."""
+    return (Path(folder) / CONFIG_FILE).is_file()
+
+
+def checkpoint_labels(folder: str | Path) -> list[str]:
+    """The model's output classes, in probability-column order, read from the description alone."""
+    return list(_read_description(Path(folder))[0]["labels"])
 
 
 def save_checkpoint(folder: str | Path, *, model: AudioClassifier, model_cfg: ModelConfig,

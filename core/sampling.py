@@ -1,5 +1,6 @@
 """Which clips each epoch sees, and in what order: composed batches (A5), class
-oversampling, hard-example repeats (A7) and curriculum stages.
+oversampling, hard-example repeats (A7) and curriculum stages. core/curriculum.py's EpochPlan
+puts them together into each epoch's batches.
 
 Every draw comes from a generator derived from (seed, epoch, stream), never from state
 carried between epochs, so epoch 3 of a resumed run is the same as epoch 3 of an

@@ -1,30 +1,40 @@
 """One training loop on Hugging Face Accelerate: one CPU, one GPU, or many via `accelerate launch`.
 
-It runs as the child job of DESIGN.md's one-writer rule: it reads only its run folder
-(config.yaml, manifest.parquet, job.json) and writes only there (events.jsonl, checkpoint/,
-predictions.parquet, metrics.json, plots/, result.json). It never opens the session store.
+It runs as a child job of DESIGN.md's one-writer rule (core/child_job.py runs it): it reads only
+its run folder (config.yaml, manifest.parquet, job.json) and writes only there (events.jsonl,
+checkpoint/, state/, predictions.parquet, metrics.json, plots/, result.json). It never opens the
+session store.
 
     python -m core.train RUN_DIR
     accelerate launch --num_processes 2 --cpu -m core.train RUN_DIR
 
-The loop keeps nanoGPT's order: learning rate for this step, forward/backward/step, log, stop
-check; at the end of each epoch: validate, keep the best checkpoint, early-stop. Batches come
-from core.augment.AugmentFeed: cached log-mel rows, plus augmented samples when the preset
-lists augmentations (on the fly, or rendered once before the first epoch when on the fly would
-cost more than the model step; the choice is logged as an 'info' event and in result.json).
+Setup builds the data, features, model, optimizer, epoch plan (core/curriculum.py) and
+augmentation feed; the loop keeps nanoGPT's fixed order, per step: learning rate for this step,
+forward/backward/step, log; per epoch: validate, keep the best checkpoint, save the resume point,
+log, early-stop check. Then the best checkpoint is evaluated on every split. Batches come from
+core.augment.AugmentFeed: cached log-mel rows, plus augmented samples when the preset lists
+augmentations (on the fly, or rendered once before the first epoch when on the fly would cost
+more than the model step; the choice is logged as an 'info' event and in result.json).
 
-Cancel with SIGTERM/SIGINT or by creating RUN_DIR/cancel: the run stops after the current step
-and leaves a consistent folder (the best checkpoint so far, predictions from it, result.json
-"cancelled").
+Runs resume. After every epoch the run folder's state/ holds Accelerate's save_state (weights,
+optimizer, every process's RNG) and a TrainState (epoch, step, best metric, early-stopping count,
+history, the MixUp generator). Started again on a folder that has one (`earmark train --resume
+RUN`), the trainer builds the same setup, loads that state and continues with the next epoch, so
+it ends where an uninterrupted run of the same seed would.
+
+Cancel with SIGTERM/SIGINT or by creating RUN_DIR/cancel: the run stops at its next step and
+leaves a consistent folder (the best checkpoint so far, its curves, the resume point,
+result.json "cancelled"); evaluating it is an explicit audit.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import shutil
 import sys
 import time
-import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,37 +44,38 @@ import torch
 from accelerate.data_loader import prepare_data_loader
 from torch.utils.data import DataLoader
 
-from core.augment import AugmentFeed
+from core.augment import AugmentDecision, AugmentFeed
 from core.augment.cost import time_model_step
-from core.checkpoint import init_from_checkpoint, load_checkpoint, save_checkpoint
 from core.breakdowns import describe, plan_breakdowns
+from core.checkpoint import CHECKPOINT_DIR, checkpoint_dir, init_from_checkpoint, load_checkpoint, save_checkpoint
+from core.child_job import Cancelled, JobContext, JobSpec, command_line, plot_split, predictions_frame, run_child_job
 from core.config import AUTO_FIELDS, EvaluationConfig, ExperimentConfig, TrainConfig
+from core.curriculum import EpochPlan
 from core.evaluate import classification_report
 from core.feature_fit import fit_to_clips
 from core.features import FeatureCache, compute_norm_stats, normalize
-from core.run_folder import CONFIG_FILE, EVENTS_FILE, JOB_FILE, MANIFEST_FILE, RESULT_FILE, EventLog, StopFlag, json_default
 from core.losses import build_loss
 from core.mixup import mixup
 from core.models import build_model
-from core.plots import plot_breakdowns, plot_confusion, plot_reliability, plot_training_curves
-from core.sampling import ComposedBatchSampler, curriculum_extra_indices, oversampled_indices, stage_for_epoch, total_epochs
+from core.plots import plot_training_curves
+from core.run_folder import (CONFIG_FILE, MANIFEST_FILE, METRICS_FILE, PLOTS_DIR, PREDICTIONS_FILE, EventLog,
+                             write_json)
 from core.schedule import apply_lr, lr_multiplier
 from core.split_report import UNQUARANTINED, headline_accuracy, quarantine_counts, split_reports
 
-CHECKPOINT_DIR = "checkpoint"
-PREDICTIONS_FILE = "predictions.parquet"
-METRICS_FILE = "metrics.json"
-PLOTS_DIR = "plots"
+# CHECKPOINT_DIR and the run-folder file names stay importable from here: callers name a run's
+# outputs through the trainer that writes them.
+__all__ = ["CHECKPOINT_DIR", "EVAL_BATCH", "MANIFEST_COLUMNS", "METRICS_FILE", "PLOTS_DIR", "PREDICTIONS_FILE",
+           "Job", "TrainState", "main", "predict_probs", "predict_sharded", "run_training", "saved_progress"]
+
 EVAL_BATCH = 64
+STATE_DIR = "state"              # the resume point, rewritten whole after every epoch
+PROGRESS_FILE = "progress.json"  # in STATE_DIR: where that point is, readable without torch
 MANIFEST_COLUMNS = ("clip_id", "path", "label", "split", "hard", "true_label", "duration_s", "sample_rate_hz")
 
 
-class Cancelled(Exception):
-    """The run was asked to stop."""
-
-
 @dataclasses.dataclass
-class Job:
+class Job(JobSpec):
     """What the writer froze for this run (job.json)."""
     run_id: str
     labels: list[str]
@@ -73,51 +84,163 @@ class Job:
     frozen_at_decision: int | None = None
     workers: int = 2
 
-    @classmethod
-    def load(cls, run_dir: Path) -> "Job":
-        return cls(**json.loads((run_dir / JOB_FILE).read_text()))
 
-    def save(self, run_dir: Path) -> None:
-        (run_dir / JOB_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2))
+@dataclasses.dataclass
+class TrainState:
+    """Where the loop is, beside what Accelerate saves by itself (weights, optimizer, RNG).
+    Registered for checkpointing, so save_state / load_state carry it with the rest."""
+    mixup_rng: torch.Generator
+    epochs_done: int = 0
+    step: int = 0
+    best_metric: tuple[float, float] = (-math.inf, -math.inf)  # _watched(): higher is better
+    best_epoch: int | None = None
+    stale_epochs: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        saved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "mixup_rng"}
+        return {**saved, "mixup_rng": self.mixup_rng.get_state()}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.mixup_rng.set_state(saved["mixup_rng"])
+        for name, value in saved.items():
+            if name != "mixup_rng":
+                setattr(self, name, value)
+        self.best_metric = tuple(self.best_metric)
+
+    def record(self, row: dict[str, Any], metric: tuple[float, float]) -> bool:
+        """Add a finished epoch's history row; True when it is the best so far (which restarts
+        the early-stopping count)."""
+        self.history.append(row)
+        self.epochs_done = row["epoch"]
+        improved = metric > self.best_metric
+        if improved:
+            self.best_metric, self.best_epoch, self.stale_epochs = metric, row["epoch"], 0
+        else:
+            self.stale_epochs += 1
+        return improved
+
+    def out_of_patience(self, tc: TrainConfig) -> bool:
+        return bool(tc.early_stopping_patience) and self.stale_epochs >= tc.early_stopping_patience
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything the loop reads, built the same way by every process, and again on resume."""
+    config: ExperimentConfig
+    job: Job
+    accelerator: Any
+    manifest: pd.DataFrame        # every readable clip with its cache row and class id y
+    train: pd.DataFrame
+    val: pd.DataFrame             # without quarantined clips: model selection never reads a suspect label
+    cache: FeatureCache
+    norm_stats: dict[str, Any]
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    base_lrs: list[float]
+    loss_fn: Callable
+    plan: EpochPlan
+    feed: AugmentFeed
+    total_steps: int
+    decision: AugmentDecision | None
+    initialised: dict[str, Any]   # how much of the start model this run kept, for the job view and the verdict
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.train["y"].to_numpy()
 
 
 def run_training(run_dir: str | Path) -> dict[str, Any]:
-    """Train, evaluate and write every output of one run; returns result.json's content."""
+    """Train (or continue from the folder's saved state), evaluate and write every output of one
+    run; returns result.json's content."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     run_dir = Path(run_dir)
     config = ExperimentConfig.load(run_dir / CONFIG_FILE)
-    job = Job.load(run_dir)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=config.train.grad_accum_steps)
-    events = EventLog(run_dir / EVENTS_FILE, enabled=accelerator.is_main_process)
-    stop = StopFlag(run_dir)
     set_seed(config.train.seed)
-    started = time.time()
-    try:
-        result = _train_and_evaluate(run_dir, config, job, accelerator, events, stop, started)
-    except Exception as exc:  # the writer reads result.json; the traceback goes to the log
-        result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "seconds": round(time.time() - started, 1)}
-        events.write("error", message=result["error"], traceback=traceback.format_exc())
-    if accelerator.is_main_process:
-        (run_dir / RESULT_FILE).write_text(json.dumps(result, indent=2, default=json_default))
+    result = run_child_job(run_dir, lambda context: _train(context, config, Job.load(run_dir), accelerator),
+                           main_process=accelerator.is_main_process)
     accelerator.end_training()
     return result
 
 
-def _train_and_evaluate(run_dir: Path, config: ExperimentConfig, job: Job, accelerator, events: EventLog,
-                        stop: StopFlag, started: float) -> dict[str, Any]:
+def _train(context: JobContext, config: ExperimentConfig, job: Job, accelerator) -> dict[str, Any]:
+    """The job body: setup, the loop (resumed when the folder has a saved state), evaluation."""
+    run = _setup(context, config, job, accelerator)
+    events = context.events
+    events.write("start", run_id=job.run_id, epochs=run.plan.n_epochs, total_steps=run.total_steps,
+                 train_clips=len(run.train), val_clips=len(run.val), labels=job.labels,
+                 processes=accelerator.num_processes, device=str(accelerator.device))
+    if run.decision is not None:
+        events.write("info", message=f"augmentation {run.decision.mode}: {run.decision.reason}",
+                     augmentation=run.decision.to_dict())
+    state = TrainState(mixup_rng=torch.Generator().manual_seed(config.train.seed))
+    accelerator.register_for_checkpointing(state)
+    _restore(run, state, context)
+    cancelled = False
+    try:
+        _fit(run, state, context)
+    except Cancelled:
+        cancelled = True
+        events.write("cancelled", step=state.step)
+    accelerator.wait_for_everyone()
+    run.feed.close(context.run_dir if accelerator.is_main_process else None)  # offline copies are scratch
+    return _outcome(run, state, context, cancelled=cancelled)
+
+
+# --- setup ------------------------------------------------------------------------------------
+def _setup(context: JobContext, config: ExperimentConfig, job: Job, accelerator) -> Setup:
+    """Data, features, model, optimizer, epoch plan and augmentation feed, ready for the loop."""
+    run_dir, events = context.run_dir, context.events
+    manifest = _read_manifest(run_dir, job.labels)
+    events.write("phase", phase="features", clips=len(manifest))
+    config = _fit_features(run_dir, config, manifest, events, save=accelerator.is_main_process)
+    cache, manifest = _cached_features(manifest, config, job, accelerator, events)
+    train = manifest[manifest["split"] == "train"].reset_index(drop=True)
+    val = manifest[(manifest["split"] == "val") & ~_quarantined(manifest)].reset_index(drop=True)
+    if train.empty or val.empty:
+        raise ValueError(f"need training and validation clips; the manifest has {len(train)} train and {len(val)} val")
+    norm_stats = compute_norm_stats(cache.array, rows=train["row"].to_numpy()) if config.features.normalize else {}
+
+    model, initialised = _build_model(config, job, events)
+    tc = config.train
+    backbone_lr = tc.backbone_lr if tc.backbone_lr is not None else tc.lr
+    optimizer = torch.optim.AdamW(model.parameter_groups(backbone_lr=backbone_lr, head_lr=tc.lr, weight_decay=tc.weight_decay))
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    class_counts = np.bincount(train["y"].to_numpy(), minlength=len(job.labels))
+    loss_fn = build_loss(tc, class_counts=class_counts.tolist())
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    plan = EpochPlan(train, tc, labels=job.labels, world_size=accelerator.num_processes)
+    feed = AugmentFeed(train, config, cache=cache, norm_stats=norm_stats,
+                       stages=[plan.stage(e) for e in range(plan.n_epochs)], workers=job.workers)
+    run = Setup(config=config, job=job, accelerator=accelerator, manifest=manifest, train=train, val=val, cache=cache,
+                norm_stats=norm_stats, model=model, optimizer=optimizer, base_lrs=base_lrs, loss_fn=loss_fn, plan=plan,
+                feed=feed, total_steps=0, decision=None, initialised=initialised)
+    run.decision = _prepare_augmentation(run, run_dir, events)
+    # Each process steps through its share of every epoch's batches (a multiple of the world size).
+    run.total_steps = sum(math.ceil(len(plan.batches(e, samples=feed.sample_ids(e))) / accelerator.num_processes
+                                    / tc.grad_accum_steps) for e in range(plan.n_epochs))
+    return run
+
+
+def _read_manifest(run_dir: Path, labels: list[str]) -> pd.DataFrame:
+    """The frozen manifest with each clip's class id y (the job's label order)."""
     manifest = pd.read_parquet(run_dir / MANIFEST_FILE)
-    label_index = {label: i for i, label in enumerate(job.labels)}
+    label_index = {label: i for i, label in enumerate(labels)}
     manifest = manifest.assign(y=manifest["label"].map(label_index))
     if manifest["y"].isna().any():
         raise ValueError(f"manifest labels outside the job's label list: {sorted(set(manifest.label) - set(label_index))}")
     manifest["y"] = manifest["y"].astype(int)
+    return manifest
 
-    # Features: fitted to the training clips, built once per (clip, feature config); the main
-    # process builds, the others wait.
-    events.write("phase", phase="features", clips=len(manifest))
-    config = _fit_features(run_dir, config, manifest, events, save=accelerator.is_main_process)
+
+def _cached_features(manifest: pd.DataFrame, config: ExperimentConfig, job: Job, accelerator,
+                     events: EventLog) -> tuple[FeatureCache, pd.DataFrame]:
+    """The feature cache, built once per (clip, feature config) by the main process while the
+    others wait, and the manifest without unreadable clips, with each clip's cache row."""
     cache = FeatureCache(job.cache_dir, config.features)
     with accelerator.main_process_first():
         report = cache.build(manifest["path"].tolist(), workers=job.workers, progress=False)
@@ -126,145 +249,184 @@ def _train_and_evaluate(run_dir: Path, config: ExperimentConfig, job: Job, accel
         events.write("warning", message=f"{len(bad)} clips could not be read and are left out", clips=sorted(bad)[:20])
         manifest = manifest[~manifest["path"].isin(bad)].reset_index(drop=True)
     manifest["row"] = cache.rows(manifest["path"].tolist())
-    train = manifest[manifest["split"] == "train"].reset_index(drop=True)
-    # Model selection never reads a quarantined clip's suspect label; the final report scores it.
-    val = manifest[(manifest["split"] == "val") & ~_quarantined(manifest)].reset_index(drop=True)
-    if train.empty or val.empty:
-        raise ValueError(f"need training and validation clips; the manifest has {len(train)} train and {len(val)} val")
-    norm_stats = compute_norm_stats(cache.array, rows=train["row"].to_numpy()) if config.features.normalize else {}
+    return cache, manifest
 
+
+def _build_model(config: ExperimentConfig, job: Job, events: EventLog) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The preset's model, started from job.init_checkpoint when there is one; the record of
+    how many tensors that copied."""
     model = build_model(config.model, feature_cfg=config.features, labels=job.labels)
-    initialised = {}  # how much of the start model this run kept, for the job view and the verdict
-    if job.init_checkpoint:
-        transfer = init_from_checkpoint(model, job.init_checkpoint)
-        initialised = {"init": {"checkpoint": job.init_checkpoint, "copied": len(transfer.copied), "total": transfer.total,
-                                "kept_fresh": transfer.kept_fresh}}
-        events.write("info", message=f"initialised from {job.init_checkpoint}: {transfer}", **initialised)
-    tc = config.train
-    head_lr = tc.lr
-    backbone_lr = tc.backbone_lr if tc.backbone_lr is not None else tc.lr
-    optimizer = torch.optim.AdamW(model.parameter_groups(backbone_lr=backbone_lr, head_lr=head_lr, weight_decay=tc.weight_decay))
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-    class_counts = np.bincount(train["y"].to_numpy(), minlength=len(job.labels))
-    loss_fn = build_loss(tc, class_counts=class_counts.tolist())
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if not job.init_checkpoint:
+        return model, {}
+    transfer = init_from_checkpoint(model, job.init_checkpoint)
+    initialised = {"init": {"checkpoint": job.init_checkpoint, "copied": len(transfer.copied), "total": transfer.total,
+                            "kept_fresh": transfer.kept_fresh}}
+    events.write("info", message=f"initialised from {job.init_checkpoint}: {transfer}", **initialised)
+    return model, initialised
 
-    plan = EpochPlan(train, tc, labels=job.labels, world_size=accelerator.num_processes)
-    n_epochs = plan.n_epochs
-    # Augmentation: which samples each epoch holds (augmented copies join the clean clips) and
-    # whether waveform steps run on the fly or are rendered once first (measured, then logged).
-    feed = AugmentFeed(train, config, cache=cache, norm_stats=norm_stats, stages=[plan.stage(e) for e in range(n_epochs)],
-                       workers=job.workers)
-    y_train = train["y"].to_numpy()
-    decision = None
-    if feed.active or feed.derived.any():
-        events.write("phase", phase="augment")
-        with accelerator.main_process_first():
-            epochs = {e: plan.batches(e, samples=feed.sample_ids(e)) for e in range(n_epochs)}
-            decision = feed.prepare(run_dir, decide=accelerator.is_main_process, batches=epochs, time_model_step=lambda x, rows: (
-                time_model_step(accelerator.unwrap_model(model), x, torch.from_numpy(y_train[rows]), loss_fn=loss_fn,
-                                device=accelerator.device)))
-    # Each process steps through its share of every epoch's batches (a multiple of the world size).
-    steps_per_epoch = [math.ceil(len(plan.batches(e, samples=feed.sample_ids(e))) / accelerator.num_processes
-                                 / tc.grad_accum_steps) for e in range(n_epochs)]
-    total_steps = sum(steps_per_epoch)
-    events.write("start", run_id=job.run_id, epochs=n_epochs, total_steps=total_steps, train_clips=len(train),
-                 val_clips=len(val), labels=job.labels, processes=accelerator.num_processes, device=str(accelerator.device))
-    if decision is not None:
-        events.write("info", message=f"augmentation {decision.mode}: {decision.reason}", augmentation=decision.to_dict())
-    generator = torch.Generator().manual_seed(tc.seed)
-    best = {"metric": (-math.inf, -math.inf), "epoch": None}
-    stale_epochs = 0
-    history: list[dict[str, Any]] = []
-    step = 0
-    cancelled = False
-    loop_started = time.time()
-    try:
-        for epoch in range(n_epochs):
-            stage_lr_scale = plan.lr_scale(epoch)
-            model.train()
-            batches = plan.batches(epoch, samples=feed.sample_ids(epoch))[accelerator.process_index::accelerator.num_processes]
-            epoch_loss, epoch_items = 0.0, 0
-            for batch_number, batch_ids in enumerate(batches):
-                if stop.raised:
-                    raise Cancelled()
-                # 1. learning rate for this step
-                multiplier = lr_multiplier(step, total_steps=total_steps, warmup_steps=tc.warmup_steps, schedule=tc.schedule)
-                apply_lr(optimizer, base_lrs=[lr * stage_lr_scale for lr in base_lrs], multiplier=multiplier)
-                # 2. forward / backward / step
-                batch_index = accelerator.process_index + batch_number * accelerator.num_processes  # in the full list
-                features = feed.features(batch_ids, epoch=epoch, batch_index=batch_index)
-                targets = torch.from_numpy(y_train[feed.rows_of(batch_ids)])
-                features, soft_targets, _ = mixup(features, targets, num_classes=len(job.labels), alpha=config.mixup_alpha,
-                                                  p=config.mixup_p, generator=generator) if config.mixup_p > 0 else (features, targets, False)
-                features, soft_targets = features.to(accelerator.device), soft_targets.to(accelerator.device)
-                with accelerator.accumulate(model):
-                    loss = loss_fn(model(features), soft_targets)
-                    accelerator.backward(loss)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                epoch_loss += float(loss.detach()) * len(batch_ids)
-                epoch_items += len(batch_ids)
-                # 3. log
-                if accelerator.sync_gradients:
-                    step += 1
-                    elapsed = time.time() - loop_started
-                    events.write("step", step=step, total_steps=total_steps, epoch=epoch + (batch_number + 1) / len(batches),
-                                 loss=round(float(loss.detach()), 5), lr=optimizer.param_groups[-1]["lr"],
-                                 eta_s=round(elapsed / step * (total_steps - step), 1))
-            # 4. validate, keep the best, early-stop
-            val_out = predict_sharded(accelerator, model, cache, val["row"].to_numpy(), norm_stats)
-            val_report = classification_report(y_true=val["y"].to_numpy(), probs=val_out, labels=job.labels)
-            val_loss = float(torch.nn.functional.nll_loss(torch.log(torch.from_numpy(val_out).clamp_min(1e-9)),
-                                                          torch.from_numpy(val["y"].to_numpy().copy())))
-            row = {"epoch": epoch + 1, "step": step, "train_loss": epoch_loss / max(epoch_items, 1), "val_loss": val_loss,
-                   "val_accuracy": val_report["accuracy"], "val_f1_macro": val_report["f1_macro"],
-                   "lr": optimizer.param_groups[-1]["lr"], **plan.stage_info(epoch)}
-            known = val["true_label"].notna().to_numpy() if "true_label" in val else np.zeros(len(val), bool)
-            if known.any():
-                true_y = val["true_label"][known].map({l: i for i, l in enumerate(job.labels)}).to_numpy()
-                row["val_accuracy_true"] = float((val_out[known].argmax(1) == true_y).mean())
-            history.append(row)
-            metric = _watched(row, tc)
-            improved = metric > best["metric"]
-            if improved:
-                best = {"metric": metric, "epoch": epoch + 1}
-                stale_epochs = 0
-                if accelerator.is_main_process:
-                    _save(run_dir, accelerator.unwrap_model(model), config, job, norm_stats, best_epoch=epoch + 1)
-            else:
-                stale_epochs += 1
-            events.write("epoch", **row, best_epoch=best["epoch"], improved=improved)
-            if tc.early_stopping_patience and stale_epochs >= tc.early_stopping_patience:
-                events.write("info", message=f"early stop: no {tc.early_stopping_metric} gain for {stale_epochs} epochs")
-                break
-    except Cancelled:
-        cancelled = True
-        events.write("cancelled", step=step)
-    accelerator.wait_for_everyone()
-    feed.close(run_dir if accelerator.is_main_process else None)  # offline copies are scratch: the checkpoint holds what they taught
-    augmentation = {"augmentation": decision.to_dict()} if decision is not None else {}
 
-    if best["epoch"] is None:
-        status = "cancelled" if cancelled else "failed"
-        return {"status": status, "error": "stopped before the first epoch finished: no checkpoint",
-                "seconds": round(time.time() - started, 1), **augmentation, **initialised}
-    summary = {}
+def _prepare_augmentation(run: Setup, run_dir: Path, events: EventLog) -> AugmentDecision | None:
+    """Which samples each epoch holds (augmented copies join the clean clips) and whether
+    waveform steps run on the fly or are rendered once first: measured against a model step,
+    then logged. None when the preset augments nothing."""
+    feed, plan, accelerator = run.feed, run.plan, run.accelerator
+    if not (feed.active or feed.derived.any()):
+        return None
+    events.write("phase", phase="augment")
+    y_train = run.y_train
+    with accelerator.main_process_first():
+        epochs = {e: plan.batches(e, samples=feed.sample_ids(e)) for e in range(plan.n_epochs)}
+        return feed.prepare(run_dir, decide=accelerator.is_main_process, batches=epochs, time_model_step=lambda x, rows: (
+            time_model_step(accelerator.unwrap_model(run.model), x, torch.from_numpy(y_train[rows]), loss_fn=run.loss_fn,
+                            device=accelerator.device)))
+
+
+# --- the loop ---------------------------------------------------------------------------------
+def _restore(run: Setup, state: TrainState, context: JobContext) -> None:
+    """Continue from the folder's resume point when it has one: weights, optimizer, every
+    process's RNG and the TrainState as they were after the last finished epoch. The setup
+    before it drew from the same seeds, so what follows is what an uninterrupted run does next."""
+    saved = context.run_dir / STATE_DIR
+    if not saved.is_dir():
+        return
+    run.accelerator.load_state(str(saved))
+    context.events.write("info", message=f"resuming after epoch {state.epochs_done} of {run.plan.n_epochs} "
+                                         f"(step {state.step}, best epoch {state.best_epoch})",
+                         resumed={"epochs_done": state.epochs_done, "step": state.step})
+
+
+def _fit(run: Setup, state: TrainState, context: JobContext) -> None:
+    """The epochs left to run; raises Cancelled at the first step after a stop was asked for."""
+    tc = run.config.train
+    clock = (time.time(), state.step)  # for the ETA: steps this process ran, not those before a resume
+    for epoch in _epochs_left(run, state):
+        train_loss = _train_epoch(run, state, epoch, context, clock=clock)
+        row = _validate(run, state, epoch, train_loss=train_loss)
+        improved = state.record(row, _watched(row, tc))
+        if improved and run.accelerator.is_main_process:
+            _save(context.run_dir, run, best_epoch=epoch + 1)
+        _save_state(run, state, context.run_dir)  # before the epoch event: once seen, the epoch is resumable
+        context.events.write("epoch", **row, best_epoch=state.best_epoch, improved=improved)
+        if state.out_of_patience(tc):
+            context.events.write("info", message=f"early stop: no {tc.early_stopping_metric} gain for "
+                                                 f"{state.stale_epochs} epochs")
+            break
+
+
+def _epochs_left(run: Setup, state: TrainState) -> range:
+    """From the first unfinished epoch; none when a resumed run had already stopped early."""
+    if state.out_of_patience(run.config.train):
+        return range(0)
+    return range(state.epochs_done, run.plan.n_epochs)
+
+
+def _train_epoch(run: Setup, state: TrainState, epoch: int, context: JobContext, *,
+                 clock: tuple[float, int]) -> float:
+    """This process's share of the epoch's batches; returns the mean training loss per sample."""
+    accelerator, tc = run.accelerator, run.config.train
+    run.model.train()
+    batches = run.plan.batches(epoch, samples=run.feed.sample_ids(epoch))[accelerator.process_index::accelerator.num_processes]
+    stage_lrs = [lr * run.plan.lr_scale(epoch) for lr in run.base_lrs]  # a curriculum stage may set its own rate
+    total_loss, items = 0.0, 0
+    for number, batch_ids in enumerate(batches):
+        context.check_stop()
+        multiplier = lr_multiplier(state.step, total_steps=run.total_steps, warmup_steps=tc.warmup_steps, schedule=tc.schedule)
+        apply_lr(run.optimizer, base_lrs=stage_lrs, multiplier=multiplier)
+        # The batch's place in the full list keeps augmentation draws the same on every rank.
+        loss = _step(run, state, batch_ids, epoch=epoch, batch_index=accelerator.process_index + number * accelerator.num_processes)
+        total_loss += loss * len(batch_ids)
+        items += len(batch_ids)
+        if accelerator.sync_gradients:  # with gradient accumulation, one optimizer step per several batches
+            state.step += 1
+            started, first_step = clock
+            context.events.write("step", step=state.step, total_steps=run.total_steps,
+                                 epoch=epoch + (number + 1) / len(batches), loss=round(loss, 5),
+                                 lr=run.optimizer.param_groups[-1]["lr"],
+                                 eta_s=round((time.time() - started) / (state.step - first_step) * (run.total_steps - state.step), 1))
+    return total_loss / max(items, 1)
+
+
+def _step(run: Setup, state: TrainState, batch_ids: np.ndarray, *, epoch: int, batch_index: int) -> float:
+    """Forward, backward and optimizer step on one batch (MixUp'd when configured); its loss."""
+    config, accelerator = run.config, run.accelerator
+    features = run.feed.features(batch_ids, epoch=epoch, batch_index=batch_index)
+    targets = torch.from_numpy(run.y_train[run.feed.rows_of(batch_ids)])
+    if config.mixup_p > 0:
+        features, targets, _ = mixup(features, targets, num_classes=len(run.job.labels), alpha=config.mixup_alpha,
+                                     p=config.mixup_p, generator=state.mixup_rng)
+    features, targets = features.to(accelerator.device), targets.to(accelerator.device)
+    with accelerator.accumulate(run.model):
+        loss = run.loss_fn(run.model(features), targets)
+        accelerator.backward(loss)
+        run.optimizer.step()
+        run.optimizer.zero_grad()
+    return float(loss.detach())
+
+
+def _validate(run: Setup, state: TrainState, epoch: int, *, train_loss: float) -> dict[str, Any]:
+    """The epoch's history row: training loss; validation loss, accuracy and F1 (and accuracy
+    against the true labels where the manifest knows them); the LR; the curriculum stage."""
+    val, labels = run.val, run.job.labels
+    probs = predict_sharded(run.accelerator, run.model, run.cache, val["row"].to_numpy(), run.norm_stats)
+    report = classification_report(y_true=val["y"].to_numpy(), probs=probs, labels=labels)
+    val_loss = float(torch.nn.functional.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-9)),
+                                                  torch.from_numpy(val["y"].to_numpy().copy())))
+    row = {"epoch": epoch + 1, "step": state.step, "train_loss": train_loss, "val_loss": val_loss,
+           "val_accuracy": report["accuracy"], "val_f1_macro": report["f1_macro"],
+           "lr": run.optimizer.param_groups[-1]["lr"], **run.plan.stage_info(epoch)}
+    known = val["true_label"].notna().to_numpy() if "true_label" in val else np.zeros(len(val), bool)
+    if known.any():
+        true_y = val["true_label"][known].map({label: i for i, label in enumerate(labels)}).to_numpy()
+        row["val_accuracy_true"] = float((probs[known].argmax(1) == true_y).mean())
+    return row
+
+
+def _save_state(run: Setup, state: TrainState, run_dir: Path) -> None:
+    """Write the resume point with Accelerate's save_state into a fresh folder swapped in whole:
+    a run killed while saving still has the previous epoch's point."""
+    accelerator = run.accelerator
+    partial = run_dir / f"{STATE_DIR}.partial"
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()  # every process has written its RNG state
+    if accelerator.is_main_process:
+        write_json(partial / PROGRESS_FILE, {"epochs_done": state.epochs_done, "epochs": run.plan.n_epochs,
+                                             "step": state.step, "best_epoch": state.best_epoch})
+        shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
+        partial.rename(run_dir / STATE_DIR)
+
+
+def saved_progress(run_dir: str | Path) -> dict[str, Any] | None:
+    """Where a run's resume point is (epochs_done, epochs, step, best_epoch), or None when it
+    has none (it stopped before its first epoch ended): what the writer checks before a resume."""
+    path = Path(run_dir) / STATE_DIR / PROGRESS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# --- the result -------------------------------------------------------------------------------
+def _outcome(run: Setup, state: TrainState, context: JobContext, *, cancelled: bool) -> dict[str, Any]:
+    """result.json's content. A cancel stops at once: evaluating every split can take minutes,
+    so a cancelled run keeps its best checkpoint and curves unevaluated (an audit evaluates it)."""
+    main_process = run.accelerator.is_main_process
+    extra = {**({"augmentation": run.decision.to_dict()} if run.decision is not None else {}), **run.initialised}
+    if state.best_epoch is None:
+        return {"status": "cancelled" if cancelled else "failed", "error": "stopped before the first epoch finished: no checkpoint",
+                "seconds": context.seconds(), **extra}
+    summary: dict[str, Any] = {}
     if cancelled:
-        # A cancel stops now: evaluating every split can take minutes. The best checkpoint is
-        # kept; an audit of this run (an explicit action) evaluates it.
-        if accelerator.is_main_process:
-            _training_record(run_dir, job, history)
-        summary = {"evaluated": False, "message": f"cancelled after {len(history)} epoch(s); the best checkpoint "
-                                                  f"(epoch {best['epoch']}) is kept unevaluated: audit the run to evaluate it"}
-    elif accelerator.is_main_process:
-        summary = _final_outputs(run_dir, manifest, history, job, cache, events, best_epoch=best["epoch"],
-                                 evaluation=config.evaluation)
-    return {"status": "cancelled" if cancelled else "succeeded", "best_epoch": best["epoch"],
-            "best_metric": best["metric"][0] if tc.early_stopping_metric != "loss" else -best["metric"][0], "epochs_run": len(history), "steps": step,
-            "seconds": round(time.time() - started, 1), **augmentation, **initialised, **summary}
+        if main_process:
+            _training_record(context.run_dir, run.job, state.history)
+        summary = {"evaluated": False, "message": f"cancelled after {len(state.history)} epoch(s); the best checkpoint "
+                                                  f"(epoch {state.best_epoch}) is kept unevaluated: audit the run to evaluate it"}
+    elif main_process:
+        summary = _final_outputs(context.run_dir, run.manifest, state.history, run.job, run.cache, context.events,
+                                 best_epoch=state.best_epoch, evaluation=run.config.evaluation)
+    loss_watched = run.config.train.early_stopping_metric == "loss"
+    return {"status": "cancelled" if cancelled else "succeeded", "best_epoch": state.best_epoch,
+            "best_metric": -state.best_metric[0] if loss_watched else state.best_metric[0],
+            "epochs_run": len(state.history), "steps": state.step, "seconds": context.seconds(), **extra, **summary}
 
 
+# --- helpers ------------------------------------------------------------------------------------
 def _fit_features(run_dir: Path, config: ExperimentConfig, manifest: pd.DataFrame, events: EventLog, *,
                   save: bool) -> ExperimentConfig:
     """Fix the preset's 'auto' feature fields from the training clips, log what and why (and what
@@ -281,55 +443,6 @@ def _fit_features(run_dir: Path, config: ExperimentConfig, manifest: pd.DataFram
     if save:
         config.save(run_dir / CONFIG_FILE)
     return config
-
-
-class EpochPlan:
-    """Which training rows go into which batches, epoch by epoch (samplers + curriculum)."""
-
-    def __init__(self, train: pd.DataFrame, tc: TrainConfig, *, labels: list[str], world_size: int) -> None:
-        self.train, self.tc, self.labels, self.world_size = train, tc, labels, world_size
-        self.y = train["y"].to_numpy()
-        self.hard = np.flatnonzero(train["hard"].to_numpy()) if "hard" in train else np.array([], dtype=int)
-        self.n_epochs = total_epochs(tc.curriculum) if tc.curriculum else tc.epochs
-
-    def stage(self, epoch: int):
-        return stage_for_epoch(self.tc.curriculum, epoch)[1] if self.tc.curriculum else None
-
-    def stage_info(self, epoch: int) -> dict[str, Any]:
-        return {"stage": stage_for_epoch(self.tc.curriculum, epoch)[0] + 1} if self.tc.curriculum else {}
-
-    def lr_scale(self, epoch: int) -> float:
-        stage = self.stage(epoch)
-        return stage.lr / self.tc.lr if stage is not None and stage.lr is not None else 1.0
-
-    def batches(self, epoch: int, *, samples: np.ndarray | None = None) -> list[np.ndarray]:
-        """Sample-id lists (AugmentFeed ids: training rows, then augmented copies); a multiple of
-        world_size so DDP ranks stay in step. samples: the epoch's ids (default: each row once)."""
-        tc, seed = self.tc, self.tc.seed
-        rng = np.random.default_rng([seed, epoch])
-        samples = np.arange(len(self.y)) if samples is None else np.asarray(samples)
-        y = self.y[samples % len(self.y)]
-        if tc.batch_composition:
-            composition = {self.labels.index(c): n for c, n in tc.batch_composition.items() if n > 0}
-            sampler = ComposedBatchSampler(y, composition=composition, seed=seed)
-            sampler.set_epoch(epoch)
-            batches = [samples[np.asarray(b)] for b in sampler]
-        else:
-            factors = {self.labels.index(c): f for c, f in (tc.oversample or {}).items()}
-            order = oversampled_indices(y, factors=factors, seed=seed, epoch=epoch) if factors else rng.permutation(len(y))
-            batches = [samples[order[i:i + tc.batch_size]] for i in range(0, len(order), tc.batch_size)]
-        stage = self.stage(epoch)
-        if stage is not None and stage.hard_examples and len(self.hard):
-            pool = self.hard
-            if stage.hard_classes:
-                wanted = {self.labels.index(c) for c in stage.hard_classes}
-                pool = pool[np.isin(self.y[pool], list(wanted))]
-            extra = curriculum_extra_indices(pool, repeat=stage.hard_repeat, fraction=stage.hard_fraction, seed=seed, epoch=epoch)
-            extra = rng.permutation(extra)
-            batches += [extra[i:i + tc.batch_size] for i in range(0, len(extra), tc.batch_size)]
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        usable = len(batches) - len(batches) % self.world_size
-        return [b for b in batches[:usable] if len(b)]
 
 
 def predict_probs(model, cache: FeatureCache, rows: np.ndarray, norm_stats: dict, *,
@@ -373,9 +486,11 @@ def _watched(row: dict[str, Any], tc: TrainConfig) -> tuple[float, float]:
     return (-math.inf if value is None else value, -row["val_loss"])
 
 
-def _save(run_dir: Path, model, config: ExperimentConfig, job: Job, norm_stats: dict, *, best_epoch: int) -> None:
-    save_checkpoint(run_dir / CHECKPOINT_DIR, model=model, model_cfg=config.model, feature_cfg=config.features,
-                    labels=job.labels, norm_stats=norm_stats,
+def _save(run_dir: Path, run: Setup, *, best_epoch: int) -> None:
+    """Replace the run's checkpoint with this epoch's model (it is the best so far)."""
+    config, job = run.config, run.job
+    save_checkpoint(checkpoint_dir(run_dir), model=run.accelerator.unwrap_model(run.model), model_cfg=config.model,
+                    feature_cfg=config.features, labels=job.labels, norm_stats=run.norm_stats,
                     extra={"run_id": job.run_id, "best_epoch": best_epoch, "frozen_at_decision": job.frozen_at_decision,
                            "preset": config.name})
 
@@ -385,37 +500,28 @@ def _final_outputs(run_dir: Path, manifest: pd.DataFrame, history: list[dict], j
     """Predict every split with the best checkpoint; write predictions, metrics (with metadata
     breakdowns), plots, model card."""
     events.write("phase", phase="evaluate")
-    loaded = load_checkpoint(run_dir / CHECKPOINT_DIR)
+    loaded = load_checkpoint(checkpoint_dir(run_dir))
     probs = predict_probs(loaded.model, cache, manifest["row"].to_numpy(), loaded.norm_stats)
     predicted = probs.argmax(1)
-    predictions = pd.DataFrame({
-        "clip_id": manifest["clip_id"], "split": manifest["split"], "label": manifest["label"],
-        "predicted": [job.labels[i] for i in predicted], "confidence": probs.max(1).astype(float),
-        "probs": list(probs.astype(np.float32)),
-    })
-    predictions.to_parquet(run_dir / PREDICTIONS_FILE)
+    predictions_frame(manifest, probs, job.labels).to_parquet(run_dir / PREDICTIONS_FILE)
     plan = plan_breakdowns(manifest, evaluation)
     metrics: dict[str, Any] = {"labels": job.labels, "splits": {}, "counts": {}, "history": history, "breakdowns": {},
                                "breakdowns_skipped": plan.skipped}
-    plots = run_dir / PLOTS_DIR
     for split, part in manifest.groupby("split"):
         idx = part.index.to_numpy()
         entry = split_reports(y=part["y"].to_numpy(), probs=probs[idx], labels=job.labels,
                               quarantined=_quarantined(part).to_numpy(),
                               true_labels=part["true_label"] if "true_label" in part else None)
-        report = entry["given"]
         breakdowns = plan.report(idx, y_true=part["y"].to_numpy(), y_pred=predicted[idx], labels=job.labels)
         metrics["splits"][split] = entry
         metrics["counts"][split] = {"clips": len(part), **quarantine_counts(_quarantined(part).to_numpy())}
-        plot_confusion(plots / f"confusion_{split}.png", matrix=np.array(report["confusion"]["counts"]), labels=job.labels,
-                       normalized=False, title=f"{split} (given labels)")
-        plot_reliability(plots / f"reliability_{split}.png", bins=report["calibration"]["bins"], ece=report["calibration"]["ece"])
         if breakdowns:
             metrics["breakdowns"][split] = breakdowns
-            plot_breakdowns(plots / f"breakdowns_{split}.png", breakdowns=breakdowns,
-                            title=f"{split}: accuracy by clip metadata (given labels)")
-    plot_training_curves(plots / "training_curves.png", history=history)
-    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=json_default))
+        plot_split(run_dir / PLOTS_DIR, split, entry["given"], breakdowns, job.labels,
+                   confusion_title=f"{split} (given labels)",
+                   breakdowns_title=f"{split}: accuracy by clip metadata (given labels)")
+    plot_training_curves(run_dir / PLOTS_DIR / "training_curves.png", history=history)
+    write_json(run_dir / METRICS_FILE, metrics)
     _write_model_card(run_dir, job, metrics, epochs_run=len(history), best_epoch=best_epoch)
     summary: dict[str, dict[str, float]] = {}
     for split, entry in metrics["splits"].items():
@@ -428,8 +534,8 @@ def _final_outputs(run_dir: Path, manifest: pd.DataFrame, history: list[dict], j
 def _training_record(run_dir: Path, job: Job, history: list[dict]) -> None:
     """What a cancelled run keeps without evaluating: its history and training curves."""
     plot_training_curves(run_dir / PLOTS_DIR / "training_curves.png", history=history)
-    metrics = {"labels": job.labels, "splits": {}, "counts": {}, "history": history, "breakdowns": {}}
-    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=json_default))
+    write_json(run_dir / METRICS_FILE, {"labels": job.labels, "splits": {}, "counts": {}, "history": history,
+                                        "breakdowns": {}})
 
 
 def _quarantined(manifest: pd.DataFrame) -> pd.Series:
@@ -457,7 +563,7 @@ def _write_model_card(run_dir: Path, job: Job, metrics: dict[str, Any], *, epoch
         lines += ["", f"## Accuracy by clip metadata ({split}, given labels)", ""]
         lines += [f"- {describe(column, entry)}" for column, entry in columns.items()]
     lines += ["", "## Configuration", "", "```yaml", config_text.rstrip(), "```", ""]
-    (run_dir / CHECKPOINT_DIR / "README.md").write_text("\n".join(lines))
+    (checkpoint_dir(run_dir) / "README.md").write_text("\n".join(lines))
 
 
 def _fmt(value: float | None) -> str:
@@ -465,12 +571,7 @@ def _fmt(value: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m core.train RUN_DIR", file=sys.stderr)
-        return 2
-    result = run_training(argv[0])
-    return 0 if result["status"] in ("succeeded", "cancelled") else 1
+    return command_line(argv, module="core.train", run=run_training, ok=("succeeded", "cancelled"))
 
 
 if __name__ == "__main__":

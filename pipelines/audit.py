@@ -29,14 +29,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from core import train as trainer
 from core.audit_child import CALIBRATION_SPLIT, EXTREME_OFF_FILE, AuditJob
 from core.breakdowns import describe
+from core.checkpoint import checkpoint_dir, has_checkpoint
 from core.config import AuditConfig, ConfigError, load_preset
 from core.label_issues import estimate_label_noise, label_issue_proposals, label_issue_queue_size, label_quality
 from core.model_trust import trust_lines, trust_report, trusted_mask
 from core.review_sampling import sample_spot_check
-from core.run_folder import LOG_FILE, MANIFEST_FILE, RESULT_FILE
+from core.run_folder import LOG_FILE, MANIFEST_FILE, METRICS_FILE, PREDICTIONS_FILE, RESULT_FILE
 from core.split_report import headline_accuracy
 from core.store import Store, StoreError
 from pipelines.crossval import CrossvalCancelled, cross_validate
@@ -178,8 +178,8 @@ def resolve_model_run(store: Store, run_id: str | None) -> str:
     run = store.run(run_id)
     if run["kind"] != "train":
         raise StoreError(f"run {run_id} is a {run['kind']} run; audit a training run (its parent is {run['parent_run_id']})")
-    if not (Path(run["run_dir"]) / trainer.CHECKPOINT_DIR / "config.json").is_file():
-        raise StoreError(f"run {run_id} has no checkpoint in {Path(run['run_dir']) / trainer.CHECKPOINT_DIR} "
+    if not has_checkpoint(checkpoint_dir(run["run_dir"])):
+        raise StoreError(f"run {run_id} has no checkpoint in {checkpoint_dir(run['run_dir'])} "
                          f"(status {run['status']}); audit a run that finished training")
     return run_id
 
@@ -210,7 +210,7 @@ def _prepare(store: Store, *, model_run_id: str, splits: list[str], settings: Au
     manifest.to_parquet(run_dir / MANIFEST_FILE)
     model_run = store.run(model_run_id)
     model_dir = Path(model_run["run_dir"])
-    job = AuditJob(run_id=run_id, model_run_id=model_run_id, checkpoint=str(model_dir / trainer.CHECKPOINT_DIR),
+    job = AuditJob(run_id=run_id, model_run_id=model_run_id, checkpoint=str(checkpoint_dir(model_dir)),
                    cache_dir=str(Path(store.session_dir) / "cache"), splits=splits, judging=settings.to_dict(),
                    frozen_at_decision=as_of,
                    excluded={str(k): int(v) for k, v in excluded.groupby("split").size().items()},
@@ -257,9 +257,9 @@ def _run_child(run_dir: Path, *, progress: bool, on_event: Callable[[dict[str, A
 
 def _ingest(store: Store, job: AuditJob, outcome: AuditOutcome) -> None:
     """Store the child's predictions and metrics (plus extreme-off and exclusion counts)."""
-    predictions = pd.read_parquet(outcome.run_dir / trainer.PREDICTIONS_FILE)
+    predictions = pd.read_parquet(outcome.run_dir / PREDICTIONS_FILE)
     predictions["probs"] = predictions["probs"].map(lambda p: np.asarray(p, dtype=np.float32).tolist())
-    metrics = json.loads((outcome.run_dir / trainer.METRICS_FILE).read_text())
+    metrics = json.loads((outcome.run_dir / METRICS_FILE).read_text())
     extra = []
     for split, per_class in metrics["extreme_off"].items():
         extra += [(split, "extreme_off", label, n) for label, n in per_class.items()]

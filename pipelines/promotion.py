@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core import train as trainer
 from core.breakdowns import plan_breakdowns
+from core.checkpoint import checkpoint_dir, checkpoint_labels, has_checkpoint
 from core.config import ConfigError, EvaluationConfig, ExperimentConfig
 from core.evaluate import classification_report
 from core.gates import compare_predictions, evaluate_gates, write_comparison
@@ -78,10 +78,10 @@ def scored_run(store: Store, run_id: str, *, split: str) -> ScoredRun:
 
 def _classes(store: Store, model_run_id: str) -> list[str]:
     """The model's output classes, in probability-column order, from its checkpoint."""
-    path = Path(store.run(model_run_id)["run_dir"]) / trainer.CHECKPOINT_DIR / "config.json"
-    if not path.is_file():
-        raise StoreError(f"run {model_run_id} has no checkpoint ({path} missing)")
-    return list(json.loads(path.read_text())["labels"])
+    folder = checkpoint_dir(store.run(model_run_id)["run_dir"])
+    if not has_checkpoint(folder):
+        raise StoreError(f"run {model_run_id} has no checkpoint (none complete in {folder})")
+    return checkpoint_labels(folder)
 
 
 def _y_and_probs(scored: ScoredRun, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

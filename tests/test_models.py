@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
-from core.checkpoint import WEIGHTS_FILE, init_from_checkpoint, load_checkpoint, save_checkpoint
+from core.checkpoint import (WEIGHTS_FILE, checkpoint_dir, checkpoint_labels, has_checkpoint, init_from_checkpoint,
+                             load_checkpoint, save_checkpoint)
 from core.config import FeatureConfig, LoraSettings, ModelConfig
 from core.models import ast as ast_module
 from core.models import available_models, build_model, count_parameters, register_model
@@ -353,6 +354,16 @@ def test_init_from_checkpoint_keeps_backbone_and_renews_head_for_new_labels(tmp_
 
     with pytest.raises(ValueError, match="none of its weights fit this ASTClassifier .*'cnn' model"):
         init_from_checkpoint(build_model(TINY_AST, feature_cfg=FEATURES, labels=LABELS), folder)
+
+
+def test_a_run_folder_checkpoint_is_found_through_the_checkpoint_module(tmp_path):
+    """Callers ask checkpoint_dir / has_checkpoint / checkpoint_labels instead of spelling the layout."""
+    folder = checkpoint_dir(tmp_path / "run")
+    assert folder.parent == tmp_path / "run" and not has_checkpoint(folder)
+    save_tiny(folder, build_model(TINY_CNN, feature_cfg=FEATURES, labels=LABELS), TINY_CNN)
+    assert has_checkpoint(folder) and checkpoint_labels(folder) == LABELS
+    (folder / "config.json").unlink()  # saving never finished: config.json is written last
+    assert not has_checkpoint(folder)
 
 
 def _truncate_weights(folder):

@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import html
 import io
-import json
 import threading
 import urllib.parse
 from collections import OrderedDict
@@ -28,6 +27,7 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
+from core.checkpoint import checkpoint_dir, checkpoint_labels, has_checkpoint
 from core.store import Store
 
 DISPLAY_WIDTH_PX = 900
@@ -191,9 +191,8 @@ def newest_decision_id(store: Store, clip_id: int) -> int:
 @functools.lru_cache(maxsize=64)
 def run_labels(run_dir: Path) -> list[str]:
     """The class order of a run's probability vectors (saved in its checkpoint; runs are immutable)."""
-    config = run_dir / "checkpoint" / "config.json"
-    if config.exists():
-        return json.loads(config.read_text())["labels"]
+    if has_checkpoint(checkpoint_dir(run_dir)):
+        return checkpoint_labels(checkpoint_dir(run_dir))
     manifest = run_dir / "manifest.parquet"
     return sorted(pd.read_parquet(manifest, columns=["label"]).label.unique())
 
