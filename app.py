@@ -120,10 +120,18 @@ def _register_export(sub: argparse._SubParsersAction, shared: SharedOptions) -> 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from core.store import Store
-    from pipelines.finetune import finetune
+    from pipelines import finetune as runs
+    if args.resume and (args.set or args.init_from is not None):
+        print(f"earmark: error: {'--set' if args.set else '--init-from'} does not apply to --resume: a resumed run "
+              "continues with the config and start it was launched with", file=sys.stderr)
+        return 2
+    progress = not (args.quiet or args.json)
     with Store.open(args.session, create=False) as store:
-        outcome = finetune(store, preset=args.preset, overrides=args.set, init_from=args.init_from,
-                           processes=args.processes, progress=not (args.quiet or args.json))
+        if args.resume:
+            outcome = runs.resume(store, args.resume, processes=args.processes, progress=progress)
+        else:
+            outcome = runs.finetune(store, preset=args.preset, overrides=args.set, init_from=args.init_from or "production",
+                                    processes=args.processes, progress=progress)
     result = outcome.result
     line = {"run_id": outcome.run_id, "status": result["status"], "seconds": result.get("seconds"),
             "val_accuracy": result.get("accuracy", {}).get("val"),
@@ -151,9 +159,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _register_train(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
     p = sub.add_parser("train", help="fine-tune on the session's current labels (a child process; Ctrl-C cancels cleanly)",
                        parents=_parents(shared, "session", "set", "json", "quiet"))
-    p.add_argument("--preset", default="demo-fast", help=f"preset name ({', '.join(list_presets())}) or a YAML path")
-    p.add_argument("--init-from", default="production",
-                   help="production (default), none, a run id, or a checkpoint folder")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--preset", default="demo-fast", help=f"preset name ({', '.join(list_presets())}) or a YAML path")
+    start.add_argument("--resume", metavar="RUN_ID",
+                       help="continue a cancelled or crashed run from its last finished epoch, in its own folder, with "
+                            "the config and manifest it started with (--set and --init-from do not apply)")
+    p.add_argument("--init-from", help="production (default), none, a run id, or a checkpoint folder")
     p.add_argument("--processes", type=int, default=1, help="training processes (Accelerate DDP); default 1")
     p.set_defaults(func=_cmd_train)
 

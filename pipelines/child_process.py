@@ -52,9 +52,9 @@ def read_events(run_dir: Path, *, offset: int = 0) -> tuple[list[dict[str, Any]]
 
 
 def follow(run_dir: Path, process: subprocess.Popen, *, on_event: Callable[[dict[str, Any]], None],
-           poll_s: float = 0.2) -> int:
-    """Feed every event to on_event until the child exits; returns its exit code."""
-    offset = 0
+           poll_s: float = 0.2, offset: int = 0) -> int:
+    """Feed every event from byte offset on (a resumed run's earlier lines are skipped) to
+    on_event until the child exits; returns its exit code."""
     while True:
         done = process.poll() is not None
         events, offset = read_events(run_dir, offset=offset)

@@ -3,11 +3,13 @@
 The session's writer (the CLI process, or the workbench server) calls these; the child
 (`python -m core.train RUN_DIR`, or `accelerate launch ... -m core.train RUN_DIR` for several
 processes) never opens the store. A crashed or cancelled child leaves the session intact; its
-run is marked failed/cancelled with the reason.
+run is marked failed/cancelled with the reason, and `resume` continues it in the same run folder
+from its last finished epoch (`earmark train --resume RUN`).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import secrets
 from collections.abc import Collection
@@ -20,10 +22,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from core import train as trainer
-from core.checkpoint import read_configs
+from core.checkpoint import checkpoint_dir, has_checkpoint, read_configs
 from core.config import AUTO, ConfigError, ExperimentConfig, load_preset
 from core.store import Store, StoreError
-from core.run_folder import CONFIG_FILE, LOG_FILE, MANIFEST_FILE, RESULT_FILE
+from core.run_folder import (CANCEL_FILE, CONFIG_FILE, EVENTS_FILE, LOG_FILE, MANIFEST_FILE, METRICS_FILE,
+                             PREDICTIONS_FILE, RESULT_FILE)
 from core.breakdowns import METADATA_PREFIX
 from pipelines.augment_copies import AUGMENT_METADATA_KEY, applied_names
 from pipelines.demo_synth import ANSWER_KEY_COLUMNS
@@ -38,9 +41,14 @@ class PreparedRun:
     manifest: pd.DataFrame
     start: str | None = None     # what the weights start from ("production run X"); None = the preset's own start
     inherited: list[str] = dataclasses.field(default_factory=list)  # "key preset value -> start model value"
+    resumed: dict[str, Any] | None = None  # a resumed run: where its saved state is (core.train.saved_progress)
+    events_offset: int = 0       # where to follow events.jsonl from: a resumed run's earlier lines are history
 
     def start_line(self) -> str:
         """One line for the person who launched it: where the weights come from, what was inherited."""
+        if self.resumed is not None:
+            return (f"continues run {self.run_id} from its saved state after epoch {self.resumed['epochs_done']} of "
+                    f"{self.resumed['epochs']} (step {self.resumed['step']}), with the config and manifest it started with")
         if self.start is None:
             return "starts from scratch (the preset's own start)"
         if not self.inherited:
@@ -175,16 +183,16 @@ def _resolve_init(store: Store, init_from: str | None) -> tuple[str | None, str 
         production = store.production_run()
         if production is None:
             return None, None
-        candidate, start = Path(store.run(production)["run_dir"]) / trainer.CHECKPOINT_DIR, f"production run {production}"
+        candidate, start = checkpoint_dir(store.run(production)["run_dir"]), f"production run {production}"
     elif Path(init_from).is_dir():
         candidate, start = Path(init_from), f"checkpoint {init_from}"
     else:
         try:
-            candidate, start = Path(store.run(init_from)["run_dir"]) / trainer.CHECKPOINT_DIR, f"run {init_from}"
+            candidate, start = checkpoint_dir(store.run(init_from)["run_dir"]), f"run {init_from}"
         except StoreError:
             raise ConfigError(f"init_from: {init_from!r} is neither a checkpoint folder nor a run id of this session") from None
-    if not (candidate / "config.json").is_file():
-        raise ConfigError(f"init_from: {start} holds no checkpoint ({candidate / 'config.json'} missing)")
+    if not has_checkpoint(candidate):
+        raise ConfigError(f"init_from: {start} holds no checkpoint (none complete in {candidate})")
     return str(candidate), start
 
 
@@ -259,7 +267,7 @@ def ingest(store: Store, run_id: str, *, exit_code: int | None = None) -> dict[s
                                                 f"last log lines: {log_tail}"}
     else:
         result = json.loads(result_file.read_text())
-    metrics_file, predictions_file = run_dir / trainer.METRICS_FILE, run_dir / trainer.PREDICTIONS_FILE
+    metrics_file, predictions_file = run_dir / METRICS_FILE, run_dir / PREDICTIONS_FILE
     if metrics_file.exists():  # a cancelled run has its history but no evaluation (no predictions)
         metrics = json.loads(metrics_file.read_text())
         predictions = None
@@ -330,6 +338,48 @@ def finetune(store: Store, *, preset: str, overrides: list[str] | None = None, i
              processes: int = 1, progress: bool = True) -> FinetuneResult:
     """The CLI's fine-tune: prepare, run the child with a progress bar, ingest. Ctrl-C cancels cleanly."""
     prepared = prepare_finetune(store, preset=preset, overrides=overrides, init_from=init_from)
+    return _train_and_ingest(store, prepared, processes=processes, progress=progress)
+
+
+# A succeeded run has nothing left to do; a running or queued one is still followed by its writer.
+RESUMABLE = ("cancelled", "failed")
+
+
+def prepare_resume(store: Store, run_id: str) -> PreparedRun:
+    """Check that run_id can continue and ready its folder: a cancelled or crashed training run
+    with a saved state (at least one finished epoch). Raises StoreError, in one line saying why,
+    for any other run. The run keeps its config, manifest and job; its stale result and cancel
+    request are removed so the child starts clean."""
+    run = store.run(run_id)
+    if run["kind"] != "train":
+        raise StoreError(f"run {run_id} is a {run['kind']} run; only a training run can be resumed")
+    if run["status"] == "succeeded":
+        raise StoreError(f"run {run_id} succeeded: there is nothing to resume (audit or promote it instead)")
+    if run["status"] not in RESUMABLE:
+        raise StoreError(f"run {run_id} is {run['status']}; only a cancelled or failed run can be resumed")
+    run_dir = Path(run["run_dir"])
+    progress = trainer.saved_progress(run_dir)
+    if progress is None:
+        raise StoreError(f"run {run_id} has no saved state to resume from (it stopped before its first epoch "
+                         f"ended); start a new run with 'earmark train --preset {run['preset']}'")
+    for stale in (RESULT_FILE, CANCEL_FILE):
+        (run_dir / stale).unlink(missing_ok=True)
+    events = run_dir / EVENTS_FILE
+    return PreparedRun(run_id=run_id, run_dir=run_dir, config=ExperimentConfig.load(run_dir / CONFIG_FILE),
+                       job=trainer.Job.load(run_dir), manifest=pd.read_parquet(run_dir / MANIFEST_FILE),
+                       resumed=progress, events_offset=events.stat().st_size if events.exists() else 0)
+
+
+def resume(store: Store, run_id: str, *, processes: int = 1, progress: bool = True) -> FinetuneResult:
+    """Continue a cancelled or crashed run from its last finished epoch in its own folder, then
+    ingest it like any run; it ends with the metrics an uninterrupted run of the same seed has.
+    Ctrl-C cancels it cleanly again (and it can be resumed again)."""
+    prepared = prepare_resume(store, run_id)
+    return _train_and_ingest(store, prepared, processes=processes, progress=progress)
+
+
+def _train_and_ingest(store: Store, prepared: PreparedRun, *, processes: int, progress: bool) -> FinetuneResult:
+    """Run the trainer child on a prepared folder with a progress bar, then ingest what it left."""
     store.set_run_status(prepared.run_id, "running")
     process = launch(prepared.run_dir, module="core.train", processes=processes)
     bar = tqdm(total=None, desc=f"{prepared.run_id}", unit="step", disable=not progress)
@@ -353,14 +403,14 @@ def finetune(store: Store, *, preset: str, overrides: list[str] | None = None, i
         elif kind == "error":
             bar.write(f"error: {event['message']}")
 
+    follow_events = functools.partial(follow, prepared.run_dir, process, on_event=show, offset=prepared.events_offset)
     try:
-        exit_code = follow(prepared.run_dir, process, on_event=show)
+        exit_code = follow_events()
     except KeyboardInterrupt:
         bar.write("cancelling: the run stops after its current step ...")
         cancel(prepared.run_dir, process)
-        exit_code = follow(prepared.run_dir, process, on_event=show)
+        exit_code = follow_events()
     finally:
         bar.close()
     result = ingest(store, prepared.run_id, exit_code=exit_code)
     return FinetuneResult(run_id=prepared.run_id, run_dir=prepared.run_dir, result=result)
-

@@ -2,9 +2,11 @@
 
 The audit and the gates after training are the pipeline's (pipelines/finetune_audit_gates.py,
 the same as `earmark finetune`); this module queues, follows the training child for live
-progress, cancels, and hands the UI snapshots. Two kinds of submission share the queue: a
-fine-tune, and an audit of a run trained earlier, e.g. with `earmark train` while no server was
-running (the after-training steps alone: audit, then gates). An audit job's id is the audited run's id.
+progress, cancels, and hands the UI snapshots. Three kinds of submission share the queue: a
+fine-tune, a resumed fine-tune (a cancelled or crashed run continued from its last finished
+epoch, then audited and gated like any fine-tune), and an audit of a run trained earlier, e.g.
+with `earmark train` while no server was running (the after-training steps alone: audit, then
+gates). A job's id is its run's id (an audit job's, the audited run's).
 
 Why a worker thread in the server: the server is the session's one writer (DESIGN.md). It freezes
 the manifest when the user clicks, launches the trainer as a child process, follows its
@@ -86,6 +88,7 @@ class Job:
     cancel_requested: bool = False
     finished_at: float | None = None
     kind: Literal["fine-tune", "audit"] = "fine-tune"
+    events_offset: int = 0                            # where the child's events start (a resumed run's earlier lines are history)
 
     @property
     def finished(self) -> bool:
@@ -206,6 +209,23 @@ class JobManager:
         self._log(job, f"queued by {job.submitted_by}: preset {preset}"
                        + (f" with {', '.join(job.overrides)}" if job.overrides else "")
                        + f"; {len(prepared.manifest)} clips frozen at decision {job.frozen_at_decision}")
+        self._log(job, job.start_note)
+        return self._enqueue(job)
+
+    def submit_resume(self, run_id: str, *, annotator: str) -> Job:
+        """Queue a cancelled or crashed training run to continue from its last finished epoch, in
+        its own folder with the config and manifest it started with, then the same audit and
+        gates as a fine-tune; returns the job. Raises StoreError, in one line, for a run that
+        cannot resume (succeeded, still running, or stopped before its first epoch ended)."""
+        if not annotator or not annotator.strip():
+            raise ValueError("annotator: a resumed fine-tune is signed by the person who starts it; enter your name")
+        prepared = finetune.prepare_resume(self.store, run_id)
+        job = Job(run_id=run_id, run_dir=prepared.run_dir, preset=prepared.config.name, overrides=[],
+                  submitted_by=annotator.strip(), frozen_at_decision=int(prepared.job.frozen_at_decision),
+                  submitted_at=time.time(), start_note=prepared.start_line(), events_offset=prepared.events_offset)
+        job.curve = [point for event in read_events(job.run_dir)[0] for point in curve_points(event)]  # as it trained
+        self._log(job, f"queued by {job.submitted_by}: resume of run {run_id}; {len(prepared.manifest)} clips frozen at "
+                       f"decision {job.frozen_at_decision}")
         self._log(job, job.start_note)
         return self._enqueue(job)
 
@@ -369,7 +389,7 @@ class JobManager:
             self._process = launch(job.run_dir, module="core.train")
             self._log(job, f"training process started (pid {self._process.pid})")
         exit_code = follow(job.run_dir, self._process, on_event=lambda event: self._on_event(job, event),
-                           poll_s=self.poll_s)
+                           poll_s=self.poll_s, offset=job.events_offset)
         self._set(job, phase="ingesting")
         killed_by_cancel = job.cancel_requested and not (job.run_dir / RESULT_FILE).exists()
         result = finetune.ingest(self.store, job.run_id, exit_code=exit_code)
