@@ -1,8 +1,10 @@
-"""Shared test helpers: small synthetic audio written to real files, a session held by another process."""
+"""Shared test helpers: small synthetic audio written to real files, a session held by another process,
+and the small demo session (imported, and trained once) that modules copy instead of building their own."""
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -82,3 +84,43 @@ def held_by_another_process(session: Path) -> Iterator[int]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+# --- the small demo, built and trained once per test run ------------------------------------
+# The demo's plan at 12 clips per class (72 clips, planted errors in every split) with 2-5 s
+# clips instead of 3-10 s: demo-fast's auto clip length becomes 5 s, so every model trained or
+# fine-tuned from it costs half as much.
+SMALL_DEMO = {"clips_per_class": 12, "duration_range_s": (2.0, 5.0)}
+# Gates anyone passes: the baseline is the model a person may promote with the ordinary button.
+LENIENT_GATES = ["gates.min_key_class_accuracy=0", "gates.min_class_accuracy=0", "gates.max_relative_regression=1"]
+
+
+def copy_session(source: Path, target: Path) -> Path:
+    """A session folder of its own, copied from a closed one (its runs travel with it: the store
+    keeps run folders relative to the session). Returns target."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("workbench.lock", "server-test.log"))
+    return target
+
+
+@pytest.fixture(scope="session")
+def small_demo_session(tmp_path_factory) -> Path:
+    """The small demo imported into a session, with the sirens rules; no run. Never write to it:
+    copy it (copy_session)."""
+    from pipelines.demo import build_demo_session
+    root = tmp_path_factory.mktemp("small-demo")
+    build_demo_session(session_dir=root / "session", audio_dir=root / "audio", progress=False, **SMALL_DEMO)
+    return root / "session"
+
+
+@pytest.fixture(scope="session")
+def trained_demo_session(tmp_path_factory, small_demo_session) -> Path:
+    """The small demo with one succeeded demo-fast run: the preset's architecture, 2 epochs,
+    lenient gates; not audited, not in production. Never write to it: copy it (copy_session)."""
+    from core.store import Store
+    from pipelines.finetune import finetune
+    session = copy_session(small_demo_session, tmp_path_factory.mktemp("trained-demo") / "session")
+    with Store.open(session) as store:
+        outcome = finetune(store, preset="demo-fast", overrides=["train.epochs=2", *LENIENT_GATES], init_from="none",
+                           progress=False)
+        assert outcome.status == "succeeded", outcome.result
+    return session

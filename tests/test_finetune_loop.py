@@ -1,7 +1,8 @@
 """The one-click loop outside the workbench: fine-tune, audit the new model, evaluate its gates,
 promote only when asked and every gate passes (pipelines/finetune_audit_gates.py, `earmark finetune`).
 
-A small real demo session, a tiny CNN and two epochs: each test trains and audits for real."""
+A small real demo session (the shared one, 2-5 s clips), a tiny CNN and two epochs: each test
+trains and audits for real."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import app
+from conftest import copy_session
 from core.run_folder import LOG_FILE
 from core.store import Store
-from pipelines.demo import build_demo_session
 from pipelines.finetune_audit_gates import finetune_audit_gates
 from pipelines.promotion import GATE_REPORT_FILE, GATES_DIR
 from workbench.context import Workbench
@@ -25,10 +26,8 @@ STRICT = ["gates.min_accuracy=1.0", "gates.min_key_class_accuracy=1.0"]  # plant
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("loop")
-    build_demo_session(session_dir=root / "session", audio_dir=root / "audio", clips_per_class=10, progress=False)
-    return root / "session"
+def demo(tmp_path_factory, small_demo_session) -> Path:
+    return copy_session(small_demo_session, tmp_path_factory.mktemp("loop") / "session")
 
 
 def written_report(store: Store, run_id: str) -> dict:

@@ -9,11 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import tone, write_wav
+from conftest import copy_session, tone, write_wav
 from core.store import Rule, Store
 from pipelines.confusions import confusion
-from pipelines.demo import build_demo_session
-from pipelines.finetune import finetune
 from ui_support import (browser_page, error_badges, needs_chromium, open_tab, real_errors, running_server, screenshot,
                         set_annotator)
 
@@ -21,14 +19,11 @@ pytestmark = [pytest.mark.browser, needs_chromium]
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory) -> Path:
+def session(tmp_path_factory, trained_demo_session) -> Path:
     """A small demo session whose one trained run is production."""
-    root = tmp_path_factory.mktemp("confusions")
-    session = root / "session"
-    build_demo_session(session_dir=session, audio_dir=root / "audio", clips_per_class=15, progress=False)
+    session = copy_session(trained_demo_session, tmp_path_factory.mktemp("confusions") / "session")
     with Store.open(session) as store:
-        run = finetune(store, preset="demo-fast", overrides=["train.epochs=2", "model.cnn_channels=[8, 16, 16, 16]"],
-                       init_from="none", progress=False).run_id
+        run = store.runs(kind="train").id.iloc[0]
         store.record_promotion(run, action="promote", actor="test")
     return session
 

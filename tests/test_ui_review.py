@@ -10,23 +10,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import copy_session
 from core.store import Store
-from pipelines.demo import build_demo_session
-from pipelines.finetune import finetune
 from ui_support import browser_page, error_badges, needs_chromium, real_errors, running_server, screenshot, set_annotator
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 
 
 @pytest.fixture(scope="module")
-def review_session(tmp_path_factory) -> Path:
+def review_session(tmp_path_factory, trained_demo_session) -> Path:
     """A small demo session with a trained run and a quarantine queue of the clips it gets wrong."""
-    root = tmp_path_factory.mktemp("review")
-    session = root / "session"
-    build_demo_session(session_dir=session, audio_dir=root / "audio", clips_per_class=12, progress=False)
+    session = copy_session(trained_demo_session, tmp_path_factory.mktemp("review") / "session")
     with Store.open(session) as store:
-        run = finetune(store, preset="demo-fast", overrides=["train.epochs=2", "model.cnn_channels=[8, 16, 16, 16]"],
-                       init_from="none", progress=False).run_id
+        run = store.runs(kind="train").id.iloc[0]
         predictions = store.predictions(run).sort_values("confidence")
         picked = predictions.head(6)
         store.raise_quarantine(pd.DataFrame({"clip_id": picked.clip_id, "method": "extreme_off", "audit_run_id": run,
