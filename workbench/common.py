@@ -1,5 +1,6 @@
 """Pieces more than one tab shows: the clip side panel (probabilities, facts), the decision
-history, the frequency-range choices of the spectrogram, and the list of runs to pick from."""
+history, the frequency-range choices of the spectrogram, the list of runs to pick from, and the
+options of a wide table."""
 from __future__ import annotations
 
 import html
@@ -10,6 +11,9 @@ from core.store import Store
 from workbench.renderer import ClipView
 
 FREQUENCY_RANGES = {"0-4 kHz": 4000.0, "0-8 kHz": 8000.0, "full": None}
+# Options of a table wider than its box: cells and headers wrap at spaces (earmark.css, .em-wide)
+# and what still does not fit scrolls sideways, instead of columns clipped out of sight.
+WIDE = {"wrap": True, "elem_classes": ["em-wide"]}
 
 
 def side_panel_html(view: ClipView) -> str:

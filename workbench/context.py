@@ -62,6 +62,15 @@ def safe(handler: Callable) -> Callable:
     return wrapper
 
 
+def current_tab() -> gr.Tab:
+    """The tab a module is being built in (server.py builds each tab module inside its gr.Tab):
+    its select event is the moment the tab is shown, when views derived from the store refresh."""
+    tab = gr.context.Context.block
+    if not isinstance(tab, gr.Tab):
+        raise RuntimeError(f"a tab module must be built inside its gr.Tab, not in {type(tab).__name__}")
+    return tab
+
+
 def require_annotator(name: str | None, request: gr.Request | None) -> str:
     """Who signs a decision. With a login (--auth) it is the logged-in user, whatever the name
     box says, so no one signs as someone else; without one, the name typed top right."""

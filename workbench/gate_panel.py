@@ -23,6 +23,7 @@ from core.store import StoreError
 from pipelines.audit import latest_audit, spot_check
 from pipelines.finetune import describe_transfer
 from pipelines.promotion import GATE_REPORT_FILE, GATES_DIR, gate_report, promote
+from workbench.common import WIDE
 from workbench.context import Workbench, require_annotator, safe
 
 SPOT_CHECK_CLIPS = 5
@@ -83,7 +84,7 @@ def build(wb: Workbench, *, annotator: gr.Component, prefix: str) -> GatePanel:
         with gr.Accordion("Regression check: the clips the candidate newly gets wrong (select one to listen)", open=True):
             with gr.Row():
                 regressions = gr.Dataframe(headers=REGRESSION_COLUMNS, interactive=False, max_height=300, scale=2,
-                                           elem_id=f"{prefix}-regressions")
+                                           elem_id=f"{prefix}-regressions", **WIDE)
                 regression_player = gr.HTML(scale=3)
     panel = GatePanel(column=column, run_id=run_id, verdict=verdict, checklist=checklist, criteria=criteria,
                       spot_check=spot, regressions=regressions, regression_player=regression_player,

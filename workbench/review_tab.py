@@ -22,8 +22,8 @@ import pandas as pd
 from core import review
 from core.store import Rule
 from pipelines.review_queue import SOURCES, STATUSES, build_queue, decided_since, default_run, review_counts
-from workbench.common import FREQUENCY_RANGES, history_html, run_choices, side_panel_html
-from workbench.context import USER_ERRORS, Workbench, require_annotator, safe
+from workbench.common import FREQUENCY_RANGES, WIDE, history_html, run_choices, side_panel_html
+from workbench.context import USER_ERRORS, Workbench, current_tab, require_annotator, safe
 from workbench.renderer import ClipUnavailable, newest_decision_id
 
 WINDOW = 5  # clips the browser holds at once: the one shown and the next four, so a key advances at once
@@ -58,22 +58,25 @@ def stage_html(rules: list[Rule]) -> str:
 
 
 def build(wb: Workbench, *, annotator: gr.Component) -> None:
+    tab = current_tab()
     rules = wb.store.rules()
-    runs = run_choices(wb.store)
     queue_ids = gr.State([])
     position = gr.State(0)      # index in the queue of the clip this page is on (len = past the end)
     applied = gr.State(0)       # the last command sequence number applied for this page
     loaded_at = gr.State(0)     # the newest decision id when the queue was loaded
 
     with gr.Row(equal_height=True):
-        source = gr.Dropdown(list(SOURCES), value="quarantine", label="queue", scale=1)
-        status = gr.Dropdown(list(STATUSES), value="open", label="status", scale=1)
-        label_filter = gr.Dropdown([""] + wb.labels(), value="", label="class", scale=1)
-        reason_filter = gr.Textbox(label="reason contains", scale=1)
-        annotator_filter = gr.Textbox(label="decided by", scale=1)
-        run = gr.Dropdown(runs, value=default_run(wb.store), label="predictions of run", scale=2)
-        frequency = gr.Dropdown(list(FREQUENCY_RANGES), value="0-4 kHz", label="frequency range", scale=1)
-        refresh = gr.Button("Load queue", variant="secondary", scale=1)
+        # Narrow filters, so the whole row (Load queue included) fits one line at 1440 px and
+        # the run list is wide enough to show which run is production.
+        source = gr.Dropdown(list(SOURCES), value="quarantine", label="queue", scale=1, min_width=120)
+        status = gr.Dropdown(list(STATUSES), value="open", label="status", scale=1, min_width=110)
+        label_filter = gr.Dropdown([""] + wb.labels(), value="", label="class", scale=1, min_width=120)
+        reason_filter = gr.Textbox(label="reason contains", scale=1, min_width=120)
+        annotator_filter = gr.Textbox(label="decided by", scale=1, min_width=110)
+        run = gr.Dropdown(run_choices(wb.store), value=default_run(wb.store), label="predictions of run", scale=3,
+                          elem_id="em-review-run")
+        frequency = gr.Dropdown(list(FREQUENCY_RANGES), value="0-4 kHz", label="frequency range", scale=1, min_width=110)
+        refresh = gr.Button("Load queue", variant="secondary", scale=0, min_width=110)
     with gr.Row():
         with gr.Column(scale=3):
             gr.HTML(stage_html(rules), elem_id="em-review-stage")
@@ -95,14 +98,14 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
                 gr.Button("next  J \u2192", elem_id="em-next", size="sm")
             gr.HTML("<div class='em-msg'></div>", elem_id="em-review-message")
             gr.HTML(keys_help(rules))
-    queue_table = gr.Dataframe(label="queue (select a row to open it)", interactive=False, max_height=320, wrap=True)
+    queue_table = gr.Dataframe(label="queue (select a row to open it)", interactive=False, max_height=320, **WIDE)
     commands = gr.Textbox(visible="hidden", elem_id="em-review-commands")
     feed = gr.Textbox(visible="hidden", elem_id="em-review-feed")
     send = gr.Button("send", visible="hidden", elem_id="em-review-send")
     serial = {"concurrency_id": "review", "concurrency_limit": 1}  # one writer, decisions strictly in order
 
-    @safe
-    def load(src, st, lab, rea, ann, run_id, freq, applied_seq):
+    def queue_views(src, st, lab, rea, ann, run_id, freq, applied_seq):
+        """The filtered queue, its table, and the window of clip views the page starts on."""
         queue = build_queue(wb.store, source=src, run_id=run_id or None, label=lab or None, reason=rea or None,
                             status=st, annotator=ann or None)
         ids = queue.clip_id.astype(int).tolist()
@@ -111,11 +114,31 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
                        applied=applied_seq, reset=True)
         return [ids, _table(queue), window, 0, loaded]
 
+    load = safe(queue_views)
     load_inputs = [source, status, label_filter, reason_filter, annotator_filter, run, frequency, applied]
     load_outputs = [queue_ids, queue_table, feed, position, loaded_at]
-    page = gr.context.Context.root_block
-    for trigger in (page.load, refresh.click, source.change, status.change, label_filter.change, run.change):
+    # run.input, not run.change: the page load and the tab select below set the run list themselves.
+    for trigger in (refresh.click, source.change, status.change, label_filter.change, run.input):
         trigger(load, load_inputs, load_outputs, **serial).then(None, feed, None, js=RECEIVE_JS)
+
+    @safe
+    def open_page(src, st, lab, rea, ann, _, freq, applied_seq):
+        """On page load: the runs as the store has them now, the default one (production) chosen,
+        and the queue loaded with its predictions."""
+        chosen = default_run(wb.store)
+        return [gr.Dropdown(choices=run_choices(wb.store), value=chosen),
+                *queue_views(src, st, lab, rea, ann, chosen, freq, applied_seq)]
+
+    page = gr.context.Context.root_block
+    page.load(open_page, load_inputs, [run, *load_outputs], **serial).then(None, feed, None, js=RECEIVE_JS)
+
+    @safe
+    def fresh_runs():
+        """When the tab is shown: new runs and the production mark as they are now (after a run,
+        a promotion or a rollback elsewhere); the run chosen stays chosen."""
+        return gr.Dropdown(choices=run_choices(wb.store))
+
+    tab.select(fresh_runs, None, run, show_progress="hidden")
 
     def reshow(ids, pos, run_id, freq, src, loaded, applied_seq) -> str:
         rows = _rows(wb, ids, src, run_id)
