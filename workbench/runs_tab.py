@@ -8,6 +8,8 @@ shows up here without a click.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import html
 import json
 import shutil
@@ -17,14 +19,14 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
-from PIL import Image
 
 from core import train as trainer
 from core.store import StoreError
 from pipelines.promotion import (GATE_REPORT_FILE, GATES_DIR, check_reason, compare_runs, production_history, rollback,
                                  rollback_plan)
 from workbench import gate_panel
-from workbench.context import Workbench, require_annotator, safe
+from workbench.common import WIDE
+from workbench.context import Workbench, current_tab, require_annotator, safe
 from workbench.gate_panel import SPOT_CHECK_FMAX_HZ
 
 RUN_COLUMNS = ["run", "kind", "status", "production", "gates", "test accuracy (all clips)",
@@ -42,13 +44,17 @@ BREAKDOWN_DELTA_COLUMNS = ["metadata", "group", "clips", "baseline accuracy", "c
 
 
 def build(wb: Workbench, *, annotator: gr.Component) -> None:
-    signature = gr.State(None)
+    tab = current_tab()
+    # The overview is drawn from the store as the page is built, so the table comes with the page;
+    # the page load redraws it only if the store changed since (the signature says).
+    now = _signature(wb)
+    signature = gr.State(now)
     selected = gr.State(None)
     with gr.Row(equal_height=True):
-        production_line = gr.HTML(elem_id="em-runs-production")
+        production_line = gr.HTML(_production_html(wb), elem_id="em-runs-production")
         refresh = gr.Button("Refresh", size="sm", scale=0, min_width=100)
-    runs_table = gr.Dataframe(headers=RUN_COLUMNS, label="runs, newest first (select one to open it)", interactive=False,
-                              max_height=320, elem_id="em-runs-table")
+    runs_table = gr.Dataframe(_runs_frame(wb), headers=RUN_COLUMNS, label="runs, newest first (select one to open it)",
+                              interactive=False, max_height=320, elem_id="em-runs-table", **WIDE)
 
     with gr.Tabs():
         with gr.Tab("Selected run"):
@@ -66,38 +72,39 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
             audit_message = gr.HTML(elem_id="em-runs-audit-message")
             downloads = gr.File(label="downloads", file_count="multiple", interactive=False, visible=False,
                                 elem_id="em-runs-downloads")
-            with gr.Row(elem_id="em-runs-plots"):
-                plots = [gr.Image(label=label, show_label=False, type="pil", format="png", height=420, interactive=False,
-                                  buttons=["fullscreen", "download"]) for label in PLOT_LABELS]
+            with gr.Column(elem_id="em-runs-plots"):  # the curves are wide (two panels): a row of their own
+                with gr.Row():
+                    plots = [_plot(label, height=460) for label in PLOT_LABELS[:2]]
+                plots.append(_plot(PLOT_LABELS[2], height=440))
             metrics_table = gr.Dataframe(headers=["class", "precision", "recall", "f1", "AP", "accuracy", "support"],
                                          label="per-class metrics on this split (against the labels as given)",
-                                         interactive=False, elem_id="em-runs-metrics")
+                                         interactive=False, elem_id="em-runs-metrics", **WIDE)
             with gr.Row(equal_height=True):
                 breakdown_table = gr.Dataframe(headers=BREAKDOWN_COLUMNS, interactive=False, scale=3,
                                                label="accuracy by clip metadata on this split (SNR, duration, source...)",
-                                               elem_id="em-runs-breakdowns")
-                breakdown_plot = gr.Image(label="accuracy by clip metadata", show_label=False, type="pil", format="png", height=420,
-                                          interactive=False, scale=2, buttons=["fullscreen", "download"],
-                                          elem_id="em-runs-breakdown-plot")
+                                               elem_id="em-runs-breakdowns", **WIDE)
+                breakdown_plot = _plot("accuracy by clip metadata", height=420, scale=2, elem_id="em-runs-breakdown-plot")
             panel = gate_panel.build(wb, annotator=annotator, prefix="em-runs")
         with gr.Tab("Compare two runs"):
             with gr.Row(equal_height=True):
-                baseline = gr.Dropdown(label="baseline", scale=2, elem_id="em-compare-baseline")
-                candidate = gr.Dropdown(label="candidate", scale=2, elem_id="em-compare-candidate")
+                choices = _compare_choices(wb)
+                baseline = gr.Dropdown(choices, value=wb.store.production_run(), label="baseline", scale=2,
+                                       elem_id="em-compare-baseline")
+                candidate = gr.Dropdown(choices, value=None, label="candidate", scale=2, elem_id="em-compare-candidate")
                 compare_split = gr.Dropdown(SPLITS, value="test", label="split", scale=1)
                 compare_button = gr.Button("Compare", variant="primary", scale=1, elem_id="em-compare")
             compare_summary = gr.HTML(elem_id="em-compare-summary")
             with gr.Row():
                 deltas = gr.Dataframe(headers=DELTA_COLUMNS, label="per-class change (candidate - baseline; positive is better)",
-                                      interactive=False, scale=3, elem_id="em-compare-deltas")
-                confusion_diff = gr.Image(label="confusion difference (candidate - baseline counts)", type="pil", scale=2,
-                                          interactive=False, elem_id="em-compare-confusion")
+                                      interactive=False, scale=3, elem_id="em-compare-deltas", **WIDE)
+                confusion_diff = _plot("confusion difference (candidate - baseline counts)", height=520, scale=2,
+                                       elem_id="em-compare-confusion")
             breakdown_deltas = gr.Dataframe(headers=BREAKDOWN_DELTA_COLUMNS, interactive=False,
                                             label="accuracy change by clip metadata (same clips; positive is better)",
-                                            elem_id="em-compare-breakdowns")
+                                            elem_id="em-compare-breakdowns", **WIDE)
             with gr.Row():
                 flips = gr.Dataframe(headers=FLIP_COLUMNS, label="clips whose prediction flipped (select one to listen)",
-                                     interactive=False, max_height=320, scale=2, elem_id="em-compare-flips")
+                                     interactive=False, max_height=320, scale=2, elem_id="em-compare-flips", **WIDE)
                 flip_player = gr.HTML(scale=3, elem_id="em-compare-player")
         with gr.Tab("Production history"):
             with gr.Row(equal_height=True):
@@ -109,8 +116,8 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
                 rollback_yes = gr.Button("Confirm rollback", variant="stop", scale=0, elem_id="em-runs-rollback-yes")
                 rollback_no = gr.Button("Keep production", scale=0, elem_id="em-runs-rollback-no")
             history_message = gr.HTML(elem_id="em-runs-history-message")
-            history = gr.Dataframe(headers=HISTORY_COLUMNS, label="promotions, newest first", interactive=False,
-                                   elem_id="em-runs-history")
+            history = gr.Dataframe(_history_frame(wb), headers=HISTORY_COLUMNS, label="promotions, newest first",
+                                   interactive=False, elem_id="em-runs-history", **WIDE)
     timer = gr.Timer(3.0)
 
     overview_outputs = [signature, production_line, runs_table, history, baseline, candidate]
@@ -127,9 +134,17 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
                 gr.Dropdown(choices=choices, value=base if base in ids else wb.store.production_run()),
                 gr.Dropdown(choices=choices, value=cand if cand in ids else None)]
 
+    @safe
+    def redraw_if_changed(seen, base, cand):
+        return overview(seen, base, cand)
+
+    @safe
+    def redraw(seen, base, cand):
+        return overview(seen, base, cand, force=True)
+
     overview_inputs = [signature, baseline, candidate]
-    timer.tick(safe(lambda *current: overview(*current)), overview_inputs, overview_outputs, show_progress="hidden")
-    refresh.click(safe(lambda *current: overview(*current, force=True)), overview_inputs, overview_outputs)
+    timer.tick(redraw_if_changed, overview_inputs, overview_outputs, show_progress="hidden")
+    refresh.click(redraw, overview_inputs, overview_outputs)
 
     split_outputs = [*plots, metrics_table, breakdown_table, breakdown_plot]
     run_outputs = [selected, title, *split_outputs, downloads, audit_message, candidate, *panel.outputs]
@@ -157,8 +172,19 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         return views
 
     blocks = gr.context.Context.root_block  # the whole app: its load event is the page load
-    blocks.load(safe(lambda *current: overview(*current, force=True)), overview_inputs, overview_outputs)
+    blocks.load(redraw_if_changed, overview_inputs, overview_outputs, show_progress="hidden")
     blocks.load(first_view, split, run_outputs)
+
+    @safe
+    def shown(seen, base, cand, run_id):
+        """When the tab is shown: the overview if the store moved (a job ended, a promotion in the
+        Train tab), and the selected run's gate panel, whose production mark and buttons follow."""
+        if run_id is None:  # nothing selected yet (the page load may be opening production): leave the panel be
+            return [*overview(seen, base, cand), *[gr.skip()] * len(panel.outputs)]
+        is_train = wb.store.run(run_id)["kind"] == "train"
+        return [*overview(seen, base, cand), *gate_panel.render(wb, run_id if is_train else None)]
+
+    tab.select(shown, [*overview_inputs, selected], [*overview_outputs, *panel.outputs], show_progress="hidden")
 
     @safe
     def change_split(run_id, split_name):
@@ -205,7 +231,7 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         if base == cand:
             raise ValueError("Choose two different runs to compare.")
         comparison, paths = compare_runs(wb.store, baseline=base, candidate=cand, split=split_name)
-        return [_comparison_summary(comparison), _delta_frame(comparison), Image.open(paths["png"]).copy(),
+        return [_comparison_summary(comparison), _delta_frame(comparison), _served(Path(paths["png"])),
                 _breakdown_delta_frame(comparison), _flip_frame(comparison), ""]
 
     compare_button.click(compare, [baseline, candidate, compare_split],
@@ -239,6 +265,13 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
     rollback_no.click(lambda: gr.update(visible=False), None, rollback_confirm)
     rollback_yes.click(roll_back, [annotator, rollback_reason, *overview_inputs],
                        [history_message, rollback_reason, rollback_confirm, *overview_outputs])
+
+
+def _plot(label: str, *, height: int, **layout: Any) -> gr.Image:
+    """A run's PNG plot; its toolbar (fullscreen, download) sits in a strip above the picture
+    (earmark.css, .em-plot), so it never covers the plot's title."""
+    return gr.Image(label=label, show_label=False, type="filepath", height=height, interactive=False,
+                    buttons=["fullscreen", "download"], elem_classes=["em-plot"], **layout)
 
 
 # --- reading runs ---------------------------------------------------------------------------
@@ -298,7 +331,7 @@ def _split_views(wb: Workbench, run: dict[str, Any], split: str) -> list[Any]:
     """Everything the selected run shows for one split: plots, per-class metrics, breakdowns."""
     breakdown_plot = Path(run["run_dir"]) / trainer.PLOTS_DIR / f"breakdowns_{split}.png"
     return [*_plots(run, split), _class_metrics(wb, run["id"], split), _breakdown_frame(wb, run["id"], split),
-            _image(breakdown_plot) if breakdown_plot.is_file() else None]
+            _served(breakdown_plot) if breakdown_plot.is_file() else None]
 
 
 def _breakdown_frame(wb: Workbench, run_id: str, split: str) -> pd.DataFrame:
@@ -314,18 +347,32 @@ def _breakdown_frame(wb: Workbench, run_id: str, split: str) -> pd.DataFrame:
         "F1 macro": rows.f1_macro.map(_fmt)}, columns=BREAKDOWN_COLUMNS)
 
 
-def _plots(run: dict[str, Any], split: str) -> list[Image.Image | None]:
+def _plots(run: dict[str, Any], split: str) -> list[str | None]:
     """The run's confusion matrix and reliability diagram for this split, and its training
     curves (None where the run has no such plot: an audit has no curves)."""
     folder = Path(run["run_dir"]) / trainer.PLOTS_DIR
     paths = [folder / f"confusion_{split}.png", folder / f"reliability_{split}.png", folder / "training_curves.png"]
-    return [_image(path) if path.is_file() else None for path in paths]
+    return [_served(path) if path.is_file() else None for path in paths]
 
 
-def _image(path: Path) -> Image.Image:
-    """Loaded into memory: the run folder need not be one of the paths Gradio may serve."""
-    with Image.open(path) as image:
-        return image.copy()
+def _served(path: Path) -> str:
+    """A plot as Gradio may serve it: the run folder is not one of its paths (a session holds
+    checkpoints and manifests), so the PNG is copied once per version of the file into this
+    server's temporary folder. Passing the file, not a decoded image, spares a decode and a
+    PNG re-encode per plot each time a run is opened."""
+    return _copy_once(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _copy_once(path: Path, mtime_ns: int) -> str:
+    target = _copies_folder() / f"{hashlib.sha1(f'{path}:{mtime_ns}'.encode()).hexdigest()}.png"
+    shutil.copyfile(path, target)
+    return str(target)
+
+
+@functools.cache
+def _copies_folder() -> Path:
+    return Path(tempfile.mkdtemp(prefix="earmark-plots-"))
 
 
 def _title_html(run: dict[str, Any]) -> str:
