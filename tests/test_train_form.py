@@ -111,3 +111,14 @@ def test_a_finished_job_says_whether_its_gates_passed_and_is_coloured_by_the_ver
     assert 'data-status="succeeded" data-gates="passed"' in passed and 'data-gates="failed"' in failed
     assert f"background:{BAR_COLOURS['succeeded']}" in passed and f"background:{BAR_COLOURS['failed']}" in failed
     assert "trained, gates failed &middot; started from production run P: 26 of 26 tensors copied" in failed
+
+
+def test_the_epochs_field_says_a_curriculum_decides_the_epochs():
+    sirens = load_preset("sirens-focused")  # four one-epoch stages
+    note = tf.epochs_note(sirens)
+    assert note.startswith("Set by the curriculum below: 4 stage(s), 4 epoch(s) in all")
+    assert "train.epochs is ignored" in note
+    assert tf.epochs_note(load_preset("demo-fast")) is None  # no curriculum: the field applies
+    # The form without its curriculum rows has no curriculum: epochs apply again.
+    scalars, composition, augment, curriculum = form_of(sirens)
+    assert tf.epochs_note(tf.config_from_form(sirens, scalars, composition, augment, curriculum.iloc[0:0])) is None

@@ -31,6 +31,17 @@ def scalar_values(config: ExperimentConfig) -> dict[str, Any]:
     return {key: _get(config, key) for key in SCALAR_KEYS}
 
 
+def epochs_note(config: ExperimentConfig) -> str | None:
+    """Why the epochs field does not apply, or None when it does: a curriculum's stages decide
+    the number of epochs (train.epochs is then ignored by the trainer)."""
+    stages = config.train.curriculum
+    if not stages:
+        return None
+    total = sum(stage.epochs for stage in stages)
+    return (f"Set by the curriculum below: {len(stages)} stage(s), {total} epoch(s) in all; edit the stages' "
+            "epochs instead (train.epochs is ignored while a curriculum is given).")
+
+
 def composition_table(config: ExperimentConfig, classes: list[str]) -> pd.DataFrame:
     """One row per class (the session's, then any the preset names); 0 = not in composed batches."""
     wanted = config.train.batch_composition or {}

@@ -19,7 +19,8 @@ from core.augment import TRANSFORMS
 from core.config import ConfigError, ExperimentConfig, list_presets, load_preset
 from core.models import available_models
 from workbench import gate_panel, train_form
-from workbench.context import Workbench, require_annotator, safe
+from workbench.common import WIDE
+from workbench.context import Workbench, current_tab, require_annotator, safe
 from workbench.job_queue import PHASES, Job
 
 SIREN_PRESET, SIREN_CLASS = "sirens-focused", "emergency_sirens"
@@ -33,6 +34,11 @@ OPTIONAL_KEYS = {"train.backbone_lr"}
 INTEGER_KEYS = {"train.epochs", "train.batch_size", "train.warmup_steps", "train.early_stopping_patience"}
 JOB_COLUMNS = ["run", "job", "state", "preset", "changed settings", "by", "frozen at decision"]
 MAX_CURVE_POINTS = 400
+CURVE_HEIGHT = 360
+LOADING = '<div class="em-job" data-status="loading"><div class="em-job-status">Reading the job queue&hellip;</div></div>'
+# After Fine-tune: bring the job's progress, curves and log into view (they sit below the form).
+SHOW_PROGRESS_JS = """() => { if (document.querySelector('#em-train-message')?.innerText.includes('queued')) {
+  document.querySelector('#em-train-progress')?.scrollIntoView({behavior: 'smooth', block: 'start'}); } }"""
 LOG_TAIL = 14
 LOSS_SERIES = ("train loss (per step)", "validation loss")
 SCORE_SERIES = ("validation accuracy", "validation F1 macro")
@@ -52,6 +58,7 @@ def default_preset(classes: list[str], presets: list[str]) -> str:
 
 
 def build(wb: Workbench, *, annotator: gr.Component) -> None:
+    tab = current_tab()
     classes = wb.labels()
     presets = list_presets()
     help_text = ExperimentConfig.field_help()
@@ -64,24 +71,25 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
     with gr.Row(equal_height=True):
         preset = gr.Dropdown(presets, value=first, label="preset", elem_id="em-train-preset", scale=1,
                              info="sirens-focused is plan A's focused fine-tune; every preset lives in data/presets/")
-        init_from = gr.Dropdown(_init_choices(wb), value="production", label="start from", scale=1,
+        init_from = gr.Dropdown(_init_choices(wb), value="production", label="start from", scale=1, elem_id="em-train-init",
                                 info="the weights the fine-tune starts from (production = the promoted model)")
         description = gr.Markdown(_describe(config), elem_classes="em-preset-description")
     fields: dict[str, gr.Component] = {}
     for row_keys in (train_form.SCALAR_KEYS[:6], train_form.SCALAR_KEYS[6:]):
         with gr.Row(equal_height=True):
             for key in row_keys:
-                fields[key] = _field(key, values[key], help_text.get(key, ""))
+                fields[key] = _field(key, values[key], help_text.get(key, ""), config)
+    epochs, epochs_help = fields["train.epochs"], help_text.get("train.epochs", "")
     with gr.Row():
         composition = gr.Dataframe(train_form.composition_table(config, classes), label="batch composition (train.batch_composition)",
                                    interactive=True, static_columns=[0], datatype=["str", "number"], scale=2,
-                                   elem_id="em-train-composition", max_height=260)
+                                   elem_id="em-train-composition", max_height=260, **WIDE)
         augment = gr.Dataframe(train_form.augment_table(config), label=f"augmentations with probabilities (augment): "
                                f"{', '.join(sorted(TRANSFORMS))}",
-                               interactive=True, datatype=["str", "number", "str"], scale=3, max_height=260)
+                               interactive=True, datatype=["str", "number", "str"], scale=3, max_height=260, **WIDE)
         curriculum = gr.Dataframe(train_form.curriculum_table(config), label="curriculum stages (train.curriculum)",
                                   interactive=True, datatype=["number", "bool", "number", "number", "str", "str"],
-                                  scale=4, max_height=260)
+                                  scale=4, max_height=260, **WIDE)
     gr.Markdown(f"<span style='font-size:12px;color:#666'>Batch composition: clips of each class per batch, all 0 = plain shuffled batches. "
                 f"Augmentations: {html.escape(help_text.get('augment', ''))} Curriculum: "
                 f"{html.escape(help_text.get('train.curriculum', ''))} A curriculum decides the number of epochs.</span>")
@@ -94,16 +102,16 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         cancel = gr.Button("Cancel job", variant="stop", elem_id="em-train-cancel", scale=1, interactive=False)
         message = gr.HTML(elem_id="em-train-message")
 
-    progress = gr.HTML(_progress_html(None), elem_id="em-train-progress")
+    progress = gr.HTML(LOADING, elem_id="em-train-progress")  # the page load fills in the real job state
     jobs_table = gr.Dataframe(headers=JOB_COLUMNS, label="jobs of this server, newest first: they run one at a time (select one to show it)",
-                              interactive=False, max_height=200, elem_id="em-train-jobs")
+                              interactive=False, max_height=200, elem_id="em-train-jobs", **WIDE)
     with gr.Row(equal_height=True):
         loss_plot = gr.LinePlot(_curve([], LOSS_SERIES), x="step", y="value", color="series", color_map=CURVE_COLOURS,
-                                title="loss", x_title="training step", y_title="loss", color_title="", height=260,
+                                title="loss", x_title="training step", y_title="loss", color_title="", height=CURVE_HEIGHT,
                                 elem_id="em-train-loss")
         metric_plot = gr.LinePlot(_curve([], SCORE_SERIES), x="step", y="value", color="series", color_map=CURVE_COLOURS,
                                   title="validation, at the end of each epoch", x_title="training step", y_title="score",
-                                  color_title="", y_lim=[0, 1], height=260, elem_id="em-train-metrics")
+                                  color_title="", y_lim=[0, 1], height=CURVE_HEIGHT, elem_id="em-train-metrics")
     log_tail = gr.Textbox(label=f"log, last {LOG_TAIL} lines (the trainer's own output is in the run folder's job.log)",
                           lines=LOG_TAIL, max_lines=LOG_TAIL, interactive=False, elem_id="em-train-log")
     panel = gate_panel.build(wb, annotator=annotator, prefix="em-train")
@@ -128,19 +136,21 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         try:
             chosen, overrides = resolve(preset_name, yaml_mode, yaml_text, *form)
         except ConfigError as exc:
-            return gr.skip(), _message(f"{exc}", error=True)
+            return gr.skip(), _message(f"{exc}", error=True), gr.skip()
         note = f"changed from the preset: {', '.join(overrides)}" if overrides else "the preset as it is"
-        return (gr.skip() if yaml_mode else train_form.to_yaml(chosen)), _message(note)
+        return (gr.skip() if yaml_mode else train_form.to_yaml(chosen)), _message(note), _epochs_field(chosen, epochs_help)
 
     preview_inputs = [preset, use_yaml, yaml_view, *form_inputs]
+    preview_outputs = [yaml_view, message, epochs]
     for component in form_inputs:
-        component.input(preview, preview_inputs, [yaml_view, message], show_progress="hidden")
-    use_yaml.input(preview, preview_inputs, [yaml_view, message], show_progress="hidden")
+        component.input(preview, preview_inputs, preview_outputs, show_progress="hidden")
+    use_yaml.input(preview, preview_inputs, preview_outputs, show_progress="hidden")
 
     @safe
     def choose_preset(preset_name):
         chosen = load_preset(preset_name)
         scalars = train_form.scalar_values(chosen)
+        scalars["train.epochs"] = _epochs_field(chosen, epochs_help, value=scalars["train.epochs"])
         return [_describe(chosen), *(scalars[key] for key in train_form.SCALAR_KEYS),
                 train_form.composition_table(chosen, classes), train_form.augment_table(chosen),
                 train_form.curriculum_table(chosen), train_form.to_yaml(chosen), False, _message(f"preset {preset_name} loaded")]
@@ -166,7 +176,8 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         return None, _message(f"run {job.run_id} queued{where}. The manifest was frozen at decision {job.frozen_at_decision}. "
                               f"It {job.start_note}.")
 
-    launch.click(start, [annotator, preset, init_from, use_yaml, yaml_view, *form_inputs], [shown_job, message])
+    launch.click(start, [annotator, preset, init_from, use_yaml, yaml_view, *form_inputs], [shown_job, message]
+                 ).then(None, None, None, js=SHOW_PROGRESS_JS)
 
     @safe
     def stop(shown):
@@ -199,6 +210,17 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         return job_view(_pick(wb, shown), version, rendered)
 
     timer.tick(refresh, [shown_job, seen_version, panel_for], job_outputs, show_progress="hidden")
+    # At once on page load, not at the timer's first tick behind the other tabs' loads.
+    gr.context.Context.root_block.load(refresh, [shown_job, seen_version, panel_for], job_outputs, show_progress="hidden")
+
+    @safe
+    def shown(rendered):
+        """When the tab is shown: the gate panel and the runs to start from as the store has them
+        now (a promotion or a rollback in the Runs tab moves production)."""
+        panel_values = gate_panel.render(wb, rendered) if rendered else [gr.skip()] * len(panel.outputs)
+        return [*panel_values, gr.Dropdown(choices=_init_choices(wb))]
+
+    tab.select(shown, panel_for, [*panel.outputs, init_from], show_progress="hidden")
 
     @safe
     def show_job(rendered, event: gr.SelectData):
@@ -210,8 +232,11 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
 
 # --- components and views ------------------------------------------------------------------
 
-def _field(key: str, value: Any, help_text: str) -> gr.Component:
+def _field(key: str, value: Any, help_text: str, config: ExperimentConfig) -> gr.Component:
     label = f"{LABELS[key]} ({key})"
+    if key == "train.epochs":
+        editable, info = _epochs_state(config, help_text)
+        return gr.Number(value, label=label, info=info, interactive=editable, precision=0, elem_id=_elem(key))
     choices = available_models() if key == "model.name" else _literal_choices(key)
     if choices:
         return gr.Dropdown(choices, value=value, label=label, info=help_text, elem_id=_elem(key))
@@ -241,8 +266,23 @@ def _describe(config: ExperimentConfig) -> str:
 
 def _init_choices(wb: Workbench) -> list[tuple[str, str]]:
     runs = wb.store.runs(kind="train")
-    done = [(f"run {r.id}", r.id) for r in runs.itertuples() if r.status == "succeeded"]
-    return [("production model", "production"), ("scratch (the preset's own start)", "none"), *done]
+    production = wb.store.production_run()
+    done = [(f"run {r.id}{' (production)' if r.id == production else ''}", r.id)
+            for r in runs.itertuples() if r.status == "succeeded"]
+    now = f"run {production}" if production else "none yet"
+    return [(f"production model ({now})", "production"), ("scratch (the preset's own start)", "none"), *done]
+
+
+def _epochs_state(config: ExperimentConfig, help_text: str) -> tuple[bool, str]:
+    """(editable, info line) of the epochs field: a curriculum decides the epochs, so the field
+    is then read-only and says why."""
+    note = train_form.epochs_note(config)
+    return note is None, note or help_text
+
+
+def _epochs_field(config: ExperimentConfig, help_text: str, **value: Any) -> Any:
+    editable, info = _epochs_state(config, help_text)
+    return gr.Number(interactive=editable, info=info, **value)
 
 
 def _message(text: str, *, error: bool = False) -> str:
