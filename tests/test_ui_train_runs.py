@@ -6,31 +6,37 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import LENIENT_GATES, copy_session
 from core import review
+from core.run_folder import LOG_FILE
 from core.store import Store
 from pipelines.audit import audit
+from pipelines.demo import build_demo_session
 from pipelines.finetune import finetune
 from pipelines.promotion import promote
 from ui_support import browser_page, needs_chromium, open_tab, real_errors, running_server, screenshot, set_annotator
 
 pytestmark = [pytest.mark.browser, needs_chromium]
+# Gates anyone passes: the baseline is the model a person may promote with the ordinary button.
+LENIENT_GATES = ["gates.min_key_class_accuracy=0", "gates.min_class_accuracy=0", "gates.max_relative_regression=1"]
 JOB_TIMEOUT_MS = 300_000
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory, trained_demo_session) -> Path:
-    """A small demo session with an audited baseline run (demo-fast, 2 epochs, lenient gates, not
-    yet promoted) and three clips relabelled after the baseline froze its labels (for the spot-check)."""
-    session = copy_session(trained_demo_session, tmp_path_factory.mktemp("train-runs") / "session")
+def session(tmp_path_factory) -> Path:
+    """A small demo session with an audited baseline run (lenient gates, not yet promoted) and
+    three clips relabelled after the baseline froze its labels (for the spot-check)."""
+    root = tmp_path_factory.mktemp("train-runs")
+    session = root / "session"
+    build_demo_session(session_dir=session, audio_dir=root / "audio", clips_per_class=12, progress=False)
     with Store.open(session) as store:
-        baseline = store.runs(kind="train").id.iloc[0]
-        assert store.run(baseline)["config"]["gates"]["min_class_accuracy"] == 0  # LENIENT_GATES
+        baseline = finetune(store, preset="demo-fast", overrides=["train.epochs=2", *LENIENT_GATES], init_from="none",
+                            progress=False).run_id
         assert audit(store, run_id=baseline, progress=False).status == "succeeded"
         state = store.labels()
         for clip_id in state[(state.split == "train") & (state.label != "emergency_sirens")].clip_id.head(3):
@@ -56,6 +62,25 @@ def job_status(page) -> str:
 def wait_status(page, status: str, *, timeout_ms: int = JOB_TIMEOUT_MS) -> None:
     page.wait_for_function(f"document.querySelector('#em-train-progress .em-job')?.dataset.status === '{status}'",
                            timeout=timeout_ms)
+
+
+def dropdown_options(page, elem_id: str) -> list[str]:
+    """The choices a dropdown offers now (opened, read, closed again)."""
+    page.locator(f"#{elem_id} input").click()
+    options = page.locator(f"#{elem_id}").get_by_role("option")
+    options.first.wait_for(timeout=30000)
+    texts = options.all_inner_texts()
+    page.keyboard.press("Escape")
+    return [t.replace("\u2713", "").strip() for t in texts]  # the chosen one is ticked
+
+
+def wait_for_options(page, elem_id: str, until, *, timeout_s: float = 30) -> list[str]:
+    """The dropdown's choices once until(choices) holds (a tab select refreshes them in the background)."""
+    deadline = time.monotonic() + timeout_s
+    while not until(choices := dropdown_options(page, elem_id)):
+        assert time.monotonic() < deadline, f"#{elem_id} still offers {choices}"
+        page.wait_for_timeout(500)
+    return choices
 
 
 def run_cell(page, row: int, column: int) -> str:
@@ -111,6 +136,9 @@ def test_fine_tune_to_gate_report_promote_compare_and_roll_back(session):
         screenshot(page, "train_tab_form")
         page.locator("#em-train-launch").click()
         page.locator("#em-train-message").get_by_text("queued").wait_for(timeout=30000)
+        # The job's progress is brought into view (it sits below the form, under the fold).
+        page.wait_for_function("(() => { const box = document.querySelector('#em-train-progress').getBoundingClientRect();"
+                               " return box.top >= 0 && box.bottom <= window.innerHeight; })()", timeout=30000)
         queued = page.locator("#em-train-message").inner_text()
         run_id = re.search(r"run (\S+-train-\S+) queued", queued).group(1)
         assert f"It starts from production run {baseline}, whose architecture and features match the preset." in queued
@@ -119,7 +147,11 @@ def test_fine_tune_to_gate_report_promote_compare_and_roll_back(session):
         wait_status(page, "succeeded")
         # The curves keep the training loss of every step; the log ends with the audit's gate verdict.
         assert page.locator("#em-train-loss").get_by_text("train loss (per step)").count() >= 1
-        assert re.search(r"every gate passes|gate\(s\) failed", page.locator("#em-train-log textarea").input_value())
+        shown_log = page.locator("#em-train-log textarea").input_value()
+        assert re.search(r"every gate passes|gate\(s\) failed", shown_log)
+        with Store.open_snapshot(session) as store:  # the file the log's label points to holds every line shown
+            written = (Path(store.run(run_id)["run_dir"]) / LOG_FILE).read_text()
+        assert all(line in written for line in shown_log.splitlines()), (shown_log, written[-2000:])
 
         # The gate report, criterion by criterion, the A8 checklist, the spot-check players, the regressions.
         verdict = page.locator("#em-train-verdict")
@@ -215,6 +247,16 @@ def test_fine_tune_to_gate_report_promote_compare_and_roll_back(session):
         history = page.locator("#em-runs-history").inner_text()
         assert "rollback" in history and ("override" in history or "promote" in history)
         screenshot(page, "runs_tab_history")
+
+        # Without a reload, Review's runs and Train's verdict follow the rollback.
+        open_tab(page, "Review")
+        runs = wait_for_options(page, "em-review-run", lambda runs: f"{baseline} (train, production)" in runs)
+        assert f"{run_id} (train)" in runs, runs
+        open_tab(page, "Train")
+        page.locator("#em-train-verdict").get_by_text("production stays run" if not passed else "may be promoted"
+                                                      ).wait_for(timeout=30000)
+        assert "This run is the production model." not in page.locator("#em-train-verdict").inner_text()
+        wait_for_options(page, "em-train-init", lambda runs: f"production model (run {baseline})" in runs)
         assert real_errors(errors) == []
 
     with Store.open(session) as store:
@@ -261,7 +303,8 @@ def test_jobs_queue_survive_the_tab_closing_and_cancel(session):
             assert real_errors(errors) == []
         # The tab is closed; the job goes on. A new visitor sees it training and the queue behind it.
         with browser_page(url) as (page, errors):
-            open_tab(page, "Train")
+            open_tab(page, "Train")  # from the first paint: the job (or a neutral "reading"), never "no fine-tune"
+            assert job_status(page) in ("loading", "running", "queued"), job_status(page)
             page.wait_for_function("document.querySelector('#em-train-progress .em-job')?.dataset.phase === 'training'",
                                    timeout=JOB_TIMEOUT_MS)
             assert f"run {first}" in page.locator("#em-train-progress").inner_text()
@@ -290,6 +333,7 @@ def test_a_run_trained_outside_the_workbench_is_audited_from_the_runs_tab(sessio
         trained = finetune(store, preset="demo-fast", overrides=["train.epochs=1", *LENIENT_GATES], init_from="none",
                            progress=False).run_id
     with running_server(session) as url, browser_page(url) as (page, errors):
+        audits_listed = sum("(audit)" in run for run in dropdown_options(page, "em-review-run"))
         open_tab(page, "Runs")
         page.locator('#em-runs-table [data-testid="cell-0-0"]').get_by_text(trained).wait_for(timeout=30000)
         select_run(page, trained)
@@ -303,6 +347,9 @@ def test_a_run_trained_outside_the_workbench_is_audited_from_the_runs_tab(sessio
         while not re.fullmatch(r"pass|fail \(\d+\)", gates_of(page, trained)):
             assert time.monotonic() < deadline, f"run {trained} still shows gates {gates_of(page, trained)!r}"
             page.wait_for_timeout(1000)
+        # Review lists the new audit run (its predictions can be reviewed) without a reload.
+        open_tab(page, "Review")
+        wait_for_options(page, "em-review-run", lambda runs: sum("(audit)" in run for run in runs) == audits_listed + 1)
         open_tab(page, "Train")
         page.locator("#em-train-progress").get_by_text(f"audit of run {trained}").wait_for(timeout=30000)
         wait_status(page, "succeeded", timeout_ms=60_000)
@@ -322,11 +369,33 @@ def test_the_runs_tab_opens_on_the_production_run(session):
             outcome = promote(store, run_id=store.runs(kind="train").id.iloc[-1], actor="ana")
             assert outcome.promoted, outcome.lines()
             production = outcome.run_id
-    with running_server(session) as url, browser_page(url) as (page, errors):
+    with running_server(session) as url, browser_page(url, width=1440, height=1000) as (page, errors):
+        with urllib.request.urlopen(url + "/config") as response:  # the runs table comes with the page itself
+            served = json.load(response)
+        table = next(c["props"] for c in served["components"] if c.get("props", {}).get("elem_id") == "em-runs-table")
+        assert [production, "\u2605 production"] in [row[0:4:3] for row in table["value"]["data"]]
         open_tab(page, "Runs")  # nothing selected: the page load filled it
         page.locator("#em-runs-title").get_by_text(f"run {production}").wait_for(timeout=30000)
         page.wait_for_function("document.querySelectorAll('#em-runs-plots img').length === 3", timeout=30000)
         assert "emergency_sirens" in page.locator("#em-runs-metrics").inner_text()
         page.locator("#em-runs-production").get_by_text(f"Production: run {production}").wait_for(timeout=30000)
         screenshot(page, "runs_tab_first_view")
+        screenshot(page, "runs_tab_1440", full_page=False)
+        open_tab(page, "Train")
+        page.wait_for_function("document.querySelector('#em-train-progress .em-job')?.dataset.status !== 'loading'",
+                               timeout=30000)
+        screenshot(page, "train_tab_1440", full_page=False)
+        assert real_errors(errors) == []
+
+
+def test_the_epochs_field_is_read_only_while_a_curriculum_decides(session):
+    with running_server(session) as url, browser_page(url) as (page, errors):
+        open_tab(page, "Train")
+        epochs = page.locator("#em-train-train-epochs")
+        pick_preset(page, "sirens-focused")  # four curriculum stages
+        page.wait_for_function("document.querySelector('#em-train-train-epochs input').disabled", timeout=30000)
+        assert "Set by the curriculum below: 4 stage(s), 4 epoch(s) in all" in epochs.inner_text()
+        pick_preset(page, "demo-fast")  # no curriculum: the field applies
+        page.wait_for_function("!document.querySelector('#em-train-train-epochs input').disabled", timeout=30000)
+        assert "Set by the curriculum" not in epochs.inner_text()
         assert real_errors(errors) == []

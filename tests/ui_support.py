@@ -90,10 +90,11 @@ def browser_page(url: str, *, width: int = 1600, height: int = 1100,
             browser.close()
 
 
-def screenshot(page, name: str) -> Path:
+def screenshot(page, name: str, *, full_page: bool = True) -> Path:
+    """The page as a PNG in tests/artifacts/; full_page=False keeps only what is above the fold."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path
 
 
