@@ -645,11 +645,15 @@ class Store:
     def set_run_status(self, run_id: str, status: str, *, error: str | None = None, summary: dict | None = None) -> None:
         _check_status(status)
         finished = _now() if status in ("succeeded", "failed", "cancelled") else None
+        # A run that starts again (a resume) sheds the error and end time of its earlier attempt.
+        restarting = status in ("queued", "running")
         with self._mutex:
             self._exec(
-                """UPDATE runs SET status = ?, error = coalesce(?, error), summary = coalesce(?, summary),
-                   finished_at = coalesce(?, finished_at) WHERE id = ?""",
-                [status, error, _json(summary), finished, run_id])
+                """UPDATE runs SET status = ?,
+                   error = CASE WHEN ? THEN ? ELSE coalesce(?, error) END,
+                   summary = coalesce(?, summary),
+                   finished_at = CASE WHEN ? THEN NULL ELSE coalesce(?, finished_at) END WHERE id = ?""",
+                [status, restarting, error, error, _json(summary), restarting, finished, run_id])
 
     def runs(self, *, kind: str | None = None) -> pd.DataFrame:
         frame = self._df("SELECT * FROM runs WHERE (?::VARCHAR IS NULL OR kind = ?) ORDER BY created_at DESC, id DESC",

@@ -110,6 +110,7 @@ def test_a_killed_run_resumes_from_the_cli_in_its_own_folder(tmp_path, dataset, 
     assert later_epochs == [2, 3, 4]  # epoch 1 is not trained again
     with Store.open(tmp_path / "session", create=False) as store:
         assert len(store.runs()) == runs_before  # the same run, not a new one
+        assert store.run(prepared.run_id)["error"] is None  # the crash's error went with the crash
         assert sorted(store.run_history(prepared.run_id).epoch.unique()) == [1.0, 2.0, 3.0, 4.0]
         assert len(store.predictions(prepared.run_id)) == len(prepared.manifest)
 

@@ -321,3 +321,16 @@ def test_a_snapshot_of_a_missing_session_is_explained(tmp_path):
     with pytest.raises(StoreError, match="no session at"):
         Store.open_snapshot(tmp_path / "nowhere")
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_run_that_starts_again_sheds_its_earlier_error_and_end_time(tmp_path):
+    with Store.open(tmp_path / "s") as store:
+        run_id = "r1"
+        store.create_run(run_id, kind="train", preset="p", config={}, parent_run_id=None, manifest_decision_id=None,
+                         run_dir=tmp_path / "s" / "runs" / run_id)
+        store.set_run_status(run_id, "failed", error="killed")
+        assert store.run(run_id)["error"] == "killed" and store.run(run_id)["finished_at"] is not None
+        store.set_run_status(run_id, "running")
+        assert store.run(run_id)["error"] is None and pd.isna(store.run(run_id)["finished_at"])
+        store.set_run_status(run_id, "succeeded")
+        assert store.run(run_id)["error"] is None
