@@ -68,12 +68,22 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
     shown_job = gr.State(None)          # None: follow the running / latest job
     seen_version = gr.State(-1)
 
-    with gr.Row(equal_height=True):
-        preset = gr.Dropdown(presets, value=first, label="preset", elem_id="em-train-preset", scale=1,
-                             info="sirens-focused is plan A's focused fine-tune; every preset lives in data/presets/")
-        init_from = gr.Dropdown(_init_choices(wb), value="production", label="start from", scale=1, elem_id="em-train-init",
-                                info="the weights the fine-tune starts from (production = the promoted model)")
-        description = gr.Markdown(_describe(config), elem_classes="em-preset-description")
+    # The preset, where to start from and the Fine-tune button come first, on the first screen;
+    # the settings to adjust follow, then the job's progress (Fine-tune scrolls to it).
+    with gr.Row():
+        with gr.Column(scale=2):
+            with gr.Row(equal_height=True):
+                preset = gr.Dropdown(presets, value=first, label="preset", elem_id="em-train-preset", scale=1,
+                                     info="sirens-focused is plan A's focused fine-tune; every preset lives in data/presets/")
+                init_from = gr.Dropdown(_init_choices(wb), value="production", label="start from", scale=1,
+                                        elem_id="em-train-init",
+                                        info="the weights the fine-tune starts from (production = the promoted model)")
+            with gr.Row(equal_height=True):
+                launch = gr.Button("Fine-tune", variant="primary", elem_id="em-train-launch", scale=1)
+                cancel = gr.Button("Cancel job", variant="stop", elem_id="em-train-cancel", scale=1, interactive=False)
+            message = gr.HTML(elem_id="em-train-message")
+        with gr.Column(scale=1):
+            description = gr.Markdown(_describe(config), elem_classes="em-preset-description")
     fields: dict[str, gr.Component] = {}
     for row_keys in (train_form.SCALAR_KEYS[:6], train_form.SCALAR_KEYS[6:]):
         with gr.Row(equal_height=True):
@@ -97,10 +107,6 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         use_yaml = gr.Checkbox(False, label="launch with this YAML instead of the form", elem_id="em-train-use-yaml")
         yaml_view = gr.Code(train_form.to_yaml(config), language="yaml", lines=18, max_lines=30, interactive=True,
                             elem_id="em-train-yaml")
-    with gr.Row(equal_height=True):
-        launch = gr.Button("Fine-tune", variant="primary", elem_id="em-train-launch", scale=1)
-        cancel = gr.Button("Cancel job", variant="stop", elem_id="em-train-cancel", scale=1, interactive=False)
-        message = gr.HTML(elem_id="em-train-message")
 
     progress = gr.HTML(LOADING, elem_id="em-train-progress")  # the page load fills in the real job state
     jobs_table = gr.Dataframe(headers=JOB_COLUMNS, label="jobs of this server, newest first: they run one at a time (select one to show it)",
