@@ -12,31 +12,27 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import LENIENT_GATES, copy_session
 from core import review
 from core.run_folder import LOG_FILE
 from core.store import Store
 from pipelines.audit import audit
-from pipelines.demo import build_demo_session
 from pipelines.finetune import finetune
 from pipelines.promotion import promote
 from ui_support import browser_page, needs_chromium, open_tab, real_errors, running_server, screenshot, set_annotator
 
 pytestmark = [pytest.mark.browser, needs_chromium]
-# Gates anyone passes: the baseline is the model a person may promote with the ordinary button.
-LENIENT_GATES = ["gates.min_key_class_accuracy=0", "gates.min_class_accuracy=0", "gates.max_relative_regression=1"]
 JOB_TIMEOUT_MS = 300_000
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory) -> Path:
-    """A small demo session with an audited baseline run (lenient gates, not yet promoted) and
-    three clips relabelled after the baseline froze its labels (for the spot-check)."""
-    root = tmp_path_factory.mktemp("train-runs")
-    session = root / "session"
-    build_demo_session(session_dir=session, audio_dir=root / "audio", clips_per_class=12, progress=False)
+def session(tmp_path_factory, trained_demo_session) -> Path:
+    """A small demo session with an audited baseline run (demo-fast, 2 epochs, lenient gates, not
+    yet promoted) and three clips relabelled after the baseline froze its labels (for the spot-check)."""
+    session = copy_session(trained_demo_session, tmp_path_factory.mktemp("train-runs") / "session")
     with Store.open(session) as store:
-        baseline = finetune(store, preset="demo-fast", overrides=["train.epochs=2", *LENIENT_GATES], init_from="none",
-                            progress=False).run_id
+        baseline = store.runs(kind="train").id.iloc[0]
+        assert store.run(baseline)["config"]["gates"]["min_class_accuracy"] == 0  # LENIENT_GATES
         assert audit(store, run_id=baseline, progress=False).status == "succeeded"
         state = store.labels()
         for clip_id in state[(state.split == "train") & (state.label != "emergency_sirens")].clip_id.head(3):
