@@ -395,3 +395,47 @@ def test_the_epochs_field_is_read_only_while_a_curriculum_decides(session):
         page.wait_for_function("!document.querySelector('#em-train-train-epochs input').disabled", timeout=30000)
         assert "Set by the curriculum" not in epochs.inner_text()
         assert real_errors(errors) == []
+
+
+def test_a_cancelled_run_resumes_from_the_runs_tab_in_the_same_run(session):
+    from test_resume import interrupted_run  # tiny clips and model, four epochs, cancelled after the first
+    with Store.open(session) as store:
+        prepared, stopped = interrupted_run(store, after_epoch=1)
+        assert stopped["status"] == "cancelled", stopped
+        cancelled = prepared.run_id
+        succeeded = store.runs(kind="train").query("status == 'succeeded'").id.iloc[0]
+        runs_before = len(store.runs(kind="train"))
+    resume = "#em-runs-resume"
+    with running_server(session) as url, browser_page(url, width=1440, height=1000) as (page, errors):
+        open_tab(page, "Runs")
+        page.locator('#em-runs-table [data-testid="cell-0-0"]').get_by_text(cancelled).wait_for(timeout=30000)
+        select_run(page, succeeded)  # a succeeded run has nothing to resume: no button
+        assert not page.locator(resume).is_visible()
+        select_run(page, cancelled)
+        page.locator(resume).wait_for(state="visible", timeout=30000)
+        assert "cancelled" in page.locator("#em-runs-title").inner_text()
+        screenshot(page, "runs_tab_resume", full_page=False)
+        page.locator(resume).click()  # no name yet: refused in one line, the panels as they were
+        page.locator(".toast-body").get_by_text("Enter your name").wait_for(timeout=30000)
+        assert page.locator(resume).is_visible() and page.locator("#em-runs-audit-message").inner_text() == ""
+        set_annotator(page, "dee")
+        page.locator(resume).click()
+        message = page.locator("#em-runs-audit-message")
+        message.get_by_text(f"resume of run {cancelled}").wait_for(timeout=30000)
+        assert "Train tab" in message.inner_text()
+        page.locator(resume).wait_for(state="hidden", timeout=30000)  # queued: not offered twice
+        # The same run id ends succeeded; the title and the table follow without a click.
+        page.locator("#em-runs-title").get_by_text("succeeded").wait_for(timeout=JOB_TIMEOUT_MS)
+        row = next(r for r in range(50) if run_cell(page, r, 0) == cancelled)
+        page.wait_for_function(f"document.querySelector('#em-runs-table [data-testid=\"cell-{row}-2\"]')"
+                               "?.innerText.trim() === 'succeeded'", timeout=60000)
+        assert not page.locator(resume).is_visible()
+        open_tab(page, "Train")
+        page.locator("#em-train-progress").get_by_text(f"run {cancelled}", exact=True).wait_for(timeout=30000)
+        wait_status(page, "succeeded")  # then its audit and gates, as after any fine-tune
+        assert real_errors(errors) == []
+    with Store.open(session) as store:
+        run = store.run(cancelled)
+        assert run["status"] == "succeeded" and run["error"] is None
+        assert len(store.runs(kind="train")) == runs_before  # the same run, not a new one
+        assert sorted(store.run_history(cancelled).epoch.unique()) == [1.0, 2.0, 3.0, 4.0]

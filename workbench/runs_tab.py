@@ -2,7 +2,8 @@
 the production history with promote and rollback. It opens on the production run.
 
 Reads the store and the run folders; the only writes are promotion decisions (through
-pipelines/promotion.py, in this server process, the session's writer). A slow timer redraws
+pipelines/promotion.py, in this server process, the session's writer) and jobs handed to the
+queue (an audit of a run, or the resume of a cancelled or crashed one). A slow timer redraws
 the table when a run changes status or production moves, so a job finishing in the Train tab
 shows up here without a click.
 """
@@ -21,6 +22,7 @@ import gradio as gr
 import pandas as pd
 
 from core import train as trainer
+from core.checkpoint import checkpoint_dir
 from core.store import StoreError
 from pipelines.promotion import (GATE_REPORT_FILE, GATES_DIR, check_reason, compare_runs, production_history, rollback,
                                  rollback_plan)
@@ -67,8 +69,13 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
                                                  elem_id="em-runs-audit")
                         evaluate_button = gr.Button("Evaluate gates (on the run's latest audit)", size="sm",
                                                     elem_id="em-runs-evaluate")
-                    export_button = gr.Button("Prepare downloads: report (JSON), predictions (CSV), checkpoint (zip)",
-                                              size="sm", elem_id="em-runs-export")
+                    with gr.Row():
+                        # Shown only while the selected run is a cancelled or crashed training run
+                        # with no job of its own in the queue (resume_button_update).
+                        resume_button = gr.Button("Resume this run from its last finished epoch (a queued job)",
+                                                  size="sm", variant="primary", visible=False, elem_id="em-runs-resume")
+                        export_button = gr.Button("Prepare downloads: report (JSON), predictions (CSV), checkpoint (zip)",
+                                                  size="sm", elem_id="em-runs-export")
             audit_message = gr.HTML(elem_id="em-runs-audit-message")
             downloads = gr.File(label="downloads", file_count="multiple", interactive=False, visible=False,
                                 elem_id="em-runs-downloads")
@@ -139,19 +146,30 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         return overview(seen, base, cand)
 
     @safe
+    def tick(seen, base, cand, run_id):
+        """The timer: the overview when the store moved, and with it the selected run's Resume
+        button (a resumed run that starts hides it; one cancelled again shows it)."""
+        views = overview(seen, base, cand)
+        if run_id is None or not isinstance(views[0], tuple):  # nothing selected, or nothing moved (skipped)
+            return [*views, gr.skip(), gr.skip()]
+        run = wb.store.run(run_id)
+        return [*views, _title_html(run), resume_button_update(wb, run)]
+
+    @safe
     def redraw(seen, base, cand):
         return overview(seen, base, cand, force=True)
 
     overview_inputs = [signature, baseline, candidate]
-    timer.tick(redraw_if_changed, overview_inputs, overview_outputs, show_progress="hidden")
+    timer.tick(tick, [*overview_inputs, selected], [*overview_outputs, title, resume_button], show_progress="hidden")
     refresh.click(redraw, overview_inputs, overview_outputs)
 
     split_outputs = [*plots, metrics_table, breakdown_table, breakdown_plot]
-    run_outputs = [selected, title, *split_outputs, downloads, audit_message, candidate, *panel.outputs]
+    run_outputs = [selected, title, *split_outputs, downloads, audit_message, candidate, resume_button, *panel.outputs]
 
     def open_run(run_id: str, split_name: str) -> list[Any]:
         run = wb.store.run(run_id)
-        return [run_id, _title_html(run), *_split_views(wb, run, split_name), gr.File(value=None, visible=False), "", gr.Dropdown(value=run_id) if run["kind"] == "train" else gr.skip(),
+        return [run_id, _title_html(run), *_split_views(wb, run, split_name), gr.File(value=None, visible=False), "",
+                gr.Dropdown(value=run_id) if run["kind"] == "train" else gr.skip(), resume_button_update(wb, run),
                 *gate_panel.render(wb, run_id if run["kind"] == "train" else None)]
 
     @safe
@@ -180,11 +198,13 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         """When the tab is shown: the overview if the store moved (a job ended, a promotion in the
         Train tab), and the selected run's gate panel, whose production mark and buttons follow."""
         if run_id is None:  # nothing selected yet (the page load may be opening production): leave the panel be
-            return [*overview(seen, base, cand), *[gr.skip()] * len(panel.outputs)]
-        is_train = wb.store.run(run_id)["kind"] == "train"
-        return [*overview(seen, base, cand), *gate_panel.render(wb, run_id if is_train else None)]
+            return [*overview(seen, base, cand), gr.skip(), gr.skip(), *[gr.skip()] * len(panel.outputs)]
+        run = wb.store.run(run_id)
+        return [*overview(seen, base, cand), _title_html(run), resume_button_update(wb, run),
+                *gate_panel.render(wb, run_id if run["kind"] == "train" else None)]
 
-    tab.select(shown, [*overview_inputs, selected], [*overview_outputs, *panel.outputs], show_progress="hidden")
+    tab.select(shown, [*overview_inputs, selected], [*overview_outputs, title, resume_button, *panel.outputs],
+               show_progress="hidden")
 
     @safe
     def change_split(run_id, split_name):
@@ -215,6 +235,24 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
                 f'Train tab; when it ends, the runs table shows its gates (select the run again for the report).</span>')
 
     audit_button.click(queue_audit, [selected, annotator], audit_message)
+
+    @safe
+    def queue_resume(run_id, name, request: gr.Request):
+        """Queue the selected cancelled or crashed run to continue from its last finished epoch
+        (then its audit and gates); a run that cannot resume is refused in one line."""
+        if not run_id:
+            raise ValueError("Select a cancelled or failed training run in the table first.")
+        if wb.jobs is None:
+            raise ValueError("this workbench runs no jobs")
+        job = wb.jobs.submit_resume(run_id, annotator=require_annotator(name, request))
+        queue = wb.jobs.queue()
+        when = f"queued #{queue.index(job.run_id) + 1}" if job.run_id in queue else "started"
+        note = (f'<span class="em-message-ok">resume of run {html.escape(run_id)} {when}: it continues from its last '
+                f'finished epoch; its progress shows in the <a href="#" class="em-open-tab" data-tab="Train">Train tab</a>, '
+                f'then its audit and gates.</span>')
+        return [note, gr.Button(visible=False)]
+
+    resume_button.click(queue_resume, [selected, annotator], [audit_message, resume_button])
 
     @safe
     def export(run_id):
@@ -265,6 +303,17 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
     rollback_no.click(lambda: gr.update(visible=False), None, rollback_confirm)
     rollback_yes.click(roll_back, [annotator, rollback_reason, *overview_inputs],
                        [history_message, rollback_reason, rollback_confirm, *overview_outputs])
+
+
+RESUMABLE = ("cancelled", "failed")
+
+
+def resume_button_update(wb: Workbench, run: dict[str, Any]) -> gr.Button:
+    """Resume is offered for a cancelled or crashed (failed) training run that has no unfinished
+    job in the queue (one queued or resuming already); submit_resume says why any other cannot."""
+    offered = (wb.jobs is not None and run["kind"] == "train" and run["status"] in RESUMABLE
+               and not any(job.run_id == run["id"] and not job.finished for job in wb.jobs.jobs()))
+    return gr.Button(visible=offered)
 
 
 def _plot(label: str, *, height: int, **layout: Any) -> gr.Image:
@@ -461,7 +510,7 @@ def _export(wb: Workbench, run_id: str) -> list[str]:
     predictions.assign(probs=predictions.probs.map(lambda p: json.dumps([round(float(x), 6) for x in p]))).to_csv(
         folder / f"{run_id}-predictions.csv", index=False)
     paths.append(folder / f"{run_id}-predictions.csv")
-    checkpoint = Path(run["run_dir"]) / trainer.CHECKPOINT_DIR
+    checkpoint = checkpoint_dir(run["run_dir"])
     if checkpoint.is_dir():
         paths.append(Path(shutil.make_archive(str(folder / f"{run_id}-checkpoint"), "zip", checkpoint)))
     return [str(p) for p in paths]
