@@ -223,3 +223,56 @@ def test_with_a_login_the_logged_in_user_signs_and_the_name_box_shows_it_read_on
     with Store.open(review_session) as store:
         signed = store.decisions(annotator="dora")
         assert signed[["clip_id", "action"]].values.tolist() == [[shown, "exclude"]]
+
+
+def test_review_follows_relabel_rules_edited_in_the_data_tab_without_a_restart(review_session, tmp_path):
+    from ui_support import open_tab
+    session = copy_session(review_session, tmp_path / "session")  # its own rules: the module's stay as seeded
+    queue = quarantine(session, 2, score=5.0, reason="new keys")
+
+    def fill(field: str, text: str) -> None:
+        page.locator(f"#{field} textarea, #{field} input").first.fill(text)
+
+    with running_server(session) as url, browser_page(url, width=1440, height=1000) as (page, errors):
+        page.wait_for_selector("#em-review-stage .em-player", timeout=60000)
+        assert page.locator("#em-tag-8").count() == 0 and page.locator("#em-tag-3").is_visible()
+        set_annotator(page, "eve")
+        open_tab(page, "Data")  # a new rule on key 8, and ambient's key moved from 3 to 9
+        fill("em-rule-tag", "horn_like")
+        page.locator("#em-rule-target input").click()
+        page.get_by_role("option", name="alert_sounds", exact=True).click()
+        fill("em-rule-hotkey", "8")
+        page.locator("#em-rule-save").click()
+        message = page.locator("#em-rule-message")
+        message.get_by_text("rule horn_like -> relabel alert_sounds, release added").wait_for(timeout=20000)
+        page.locator("#em-rules-table").get_by_text("ambient", exact=True).click()
+        page.wait_for_function("document.querySelector('#em-rule-tag textarea, #em-rule-tag input').value === 'ambient'",
+                               timeout=20000)
+        fill("em-rule-hotkey", "9")
+        page.locator("#em-rule-save").click()
+        message.get_by_text("rule ambient -> relabel environmental_sounds, release changed").wait_for(timeout=20000)
+
+        open_tab(page, "Review")  # no restart, no reload: the buttons, legend and keys follow the store
+        page.locator("#em-tag-8").get_by_text("horn_like").wait_for(timeout=20000)
+        page.locator("#em-tag-9").get_by_text("ambient").wait_for(timeout=20000)
+        assert page.locator("#em-tag-3").count() == 0
+        legend = page.locator("#em-review-keys").inner_text()
+        assert "8" in legend and "9" in legend and "3" not in legend.split("tag")[0], legend
+        page.get_by_label("reason contains").fill("new keys")
+        page.get_by_role("button", name="Load queue").click()
+        page.wait_for_function(f"{SHOWN} == '{queue[0]}' && window.emReview.ids.length === {len(queue)}", timeout=30000)
+        page.locator("body").click(position={"x": 5, "y": 5})
+        page.keyboard.press("8")
+        page.wait_for_function(f"{SHOWN} == '{queue[1]}'", timeout=30000)
+        page.locator("#em-review-message").get_by_text(f"clip {queue[0]}: tagged horn_like").wait_for(timeout=30000)
+        page.keyboard.press("9")
+        page.locator("#em-review-message").get_by_text(f"clip {queue[1]}: tagged ambient").wait_for(timeout=30000)
+        page.wait_for_function(SETTLED, timeout=30000)
+        screenshot(page, "review_tab_rules_edited", full_page=False)
+        assert error_badges(page) == 0 and real_errors(errors) == []
+    with Store.open(session) as store:
+        tags = store.decisions(annotator="eve").sort_values("id")
+        assert tags[["clip_id", "action", "tag"]].values.tolist() == [[queue[0], "tag", "horn_like"],
+                                                                       [queue[1], "tag", "ambient"]]
+        assert store.clip_state(queue[0])["label"] == "alert_sounds"
+        assert store.clip_state(queue[1])["label"] == "environmental_sounds"

@@ -34,25 +34,40 @@ ACK_JS = "(feed) => window.emReview.receive(feed, true)"
 RECEIVE_JS = "(feed) => window.emReview.receive(feed, false)"
 
 
+HOTKEYS = [str(digit) for digit in range(10)]  # a rule's hotkey is one digit (Rule.check): one tag button each
+
+
 def keys_help(rules: list[Rule]) -> str:
-    """The keys legend; it lists only the tag keys that have a rule, so no key is advertised dead."""
+    """The keys legend; it lists only the tag keys that have a rule, so no key is advertised dead.
+    It also carries the key -> tag map earmark.js applies (data-keys), so keys and legend are
+    redrawn together when the rules change (Data tab) and the Review tab is shown again."""
+    keys = json.dumps({rule.hotkey: rule.tag for rule in rules if rule.hotkey})
     hotkeys = sorted(rule.hotkey for rule in rules if rule.hotkey)
     digits = [int(k) for k in hotkeys if k.isdigit()]
     if len(digits) == len(hotkeys) > 2 and digits == list(range(digits[0], digits[0] + len(digits))):
         tags = f"<kbd>{hotkeys[0]}</kbd>-<kbd>{hotkeys[-1]}</kbd> tag &nbsp; "
     else:
         tags = "".join(f"<kbd>{html.escape(k)}</kbd> " for k in hotkeys) + ("tag &nbsp; " if hotkeys else "")
-    return f"""<div class="em-keys">
+    keyless = sorted(rule.tag for rule in rules if not rule.hotkey)
+    unkeyed = ("" if not keyless else f"<br>No key (give one in the Data tab to tag here): "
+               f"{', '.join(html.escape(tag) for tag in keyless)}")
+    return f"""<div class="em-keys" data-keys='{html.escape(keys, quote=True)}'>
 <b>Keys</b>: {tags}<kbd>J</kbd>/<kbd>&rarr;</kbd> next &nbsp; <kbd>K</kbd>/<kbd>&larr;</kbd> previous &nbsp;
 <kbd>U</kbd> undo &nbsp; <kbd>X</kbd> exclude &nbsp; <kbd>Q</kbd> keep quarantined &nbsp; <kbd>Space</kbd> play/pause &nbsp;
-<kbd>R</kbd> replay &nbsp; <kbd>[</kbd>/<kbd>]</kbd> speed &nbsp; <kbd>L</kbd> loop &nbsp; click the spectrogram to seek</div>"""
+<kbd>R</kbd> replay &nbsp; <kbd>[</kbd>/<kbd>]</kbd> speed &nbsp; <kbd>L</kbd> loop &nbsp; click the spectrogram to seek{unkeyed}</div>"""
 
 
-def stage_html(rules: list[Rule]) -> str:
-    """The part of the tab earmark.js owns: the counter, the clip slots, and the tag of each key.
-    Gradio renders it once; the clips arrive through the hidden feed and are swapped in by JS."""
-    keys = json.dumps({rule.hotkey: rule.tag for rule in rules if rule.hotkey})
-    return (f"<div class='em-stage' data-keys='{html.escape(keys, quote=True)}'>"
+def tag_buttons(rules: list[Rule]) -> list[Any]:
+    """One update per HOTKEYS button: shown with its rule's tag, or removed when no rule has the key."""
+    by_key = {rule.hotkey: rule for rule in rules if rule.hotkey}
+    return [gr.Button(f"{key}  {by_key[key].tag}", visible=True) if key in by_key else gr.Button(visible=False)
+            for key in HOTKEYS]
+
+
+def stage_html() -> str:
+    """The part of the tab earmark.js owns: the counter and the clip slots. Gradio renders it
+    once; the clips arrive through the hidden feed and are swapped in by JS."""
+    return ("<div class='em-stage'>"
             "<div class='em-counter-box'></div><div class='em-slots'>"
             "<div class='em-slot em-loading'><p>Loading the queue&hellip;</p></div></div></div>")
 
@@ -79,12 +94,16 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         refresh = gr.Button("Load queue", variant="secondary", scale=0, min_width=110)
     with gr.Row():
         with gr.Column(scale=3):
-            gr.HTML(stage_html(rules), elem_id="em-review-stage")
+            gr.HTML(stage_html(), elem_id="em-review-stage")
         with gr.Column(scale=2):
             with gr.Row():
-                for rule in rules:  # clicks are handled by earmark.js, like the keys
-                    gr.Button(f"{rule.hotkey or ''}  {rule.tag}", elem_id=f"em-tag-{rule.hotkey}" if rule.hotkey else None,
-                              elem_classes=["em-tag"], size="sm", min_width=120)
+                # A button per digit, shown while a rule has that key: the rules are read again when
+                # the tab is shown or the page loads (rule_views), so an edit in the Data tab counts
+                # without a restart. Clicks are handled by earmark.js, like the keys.
+                by_key = {rule.hotkey: rule for rule in rules if rule.hotkey}
+                buttons = [gr.Button(f"{key}  {by_key[key].tag}" if key in by_key else key, visible=key in by_key,
+                                     elem_id=f"em-tag-{key}", elem_classes=["em-tag"], size="sm", min_width=120)
+                           for key in HOTKEYS]
             with gr.Row(equal_height=True):
                 gr.Dropdown(wb.labels(), value=None, label="relabel to", scale=3, elem_id="em-relabel-to")
                 gr.Button("Relabel", elem_id="em-relabel", size="sm", scale=1)
@@ -97,7 +116,7 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
                 gr.Button("\u2190 K  previous", elem_id="em-prev", size="sm")
                 gr.Button("next  J \u2192", elem_id="em-next", size="sm")
             gr.HTML("<div class='em-msg'></div>", elem_id="em-review-message")
-            gr.HTML(keys_help(rules))
+            legend = gr.HTML(keys_help(rules), elem_id="em-review-keys")
     queue_table = gr.Dataframe(label="queue (select a row to open it)", interactive=False, max_height=320, **WIDE)
     commands = gr.Textbox(visible="hidden", elem_id="em-review-commands")
     feed = gr.Textbox(visible="hidden", elem_id="em-review-feed")
@@ -139,6 +158,16 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
         return gr.Dropdown(choices=run_choices(wb.store))
 
     tab.select(fresh_runs, None, run, show_progress="hidden")
+
+    @safe
+    def rule_views():
+        """The tag buttons and the keys legend (with the key map earmark.js reads) as the session's
+        rules are now: a rule added or a key moved in the Data tab works here from the next show."""
+        rules = wb.store.rules()
+        return [keys_help(rules), *tag_buttons(rules)]
+
+    for trigger in (page.load, tab.select):
+        trigger(rule_views, None, [legend, *buttons], show_progress="hidden")
 
     def reshow(ids, pos, run_id, freq, src, loaded, applied_seq) -> str:
         rows = _rows(wb, ids, src, run_id)

@@ -262,7 +262,8 @@
       this.show();
     },
     tag(key) {
-      const keys = JSON.parse((this.stage() && this.stage().dataset.keys) || "{}");
+      const legend = document.querySelector("#em-review-keys .em-keys");  // redrawn when the rules change
+      const keys = JSON.parse((legend && legend.dataset.keys) || "{}");
       if (!(key in keys)) return false;
       this.decide("tag", {tag: keys[key]}, `tagged ${keys[key]}`);
       return true;
