@@ -18,7 +18,6 @@ import torchaudio
 from core.checkpoint import (WEIGHTS_FILE, checkpoint_dir, checkpoint_labels, has_checkpoint, init_from_checkpoint,
                              load_checkpoint, save_checkpoint)
 from core.config import FeatureConfig, LoraSettings, ModelConfig
-from core.models import ast as ast_module
 from core.models import available_models, build_model, count_parameters, register_model
 from core.models.lora import has_lora_adapters, merge_lora
 
@@ -241,7 +240,9 @@ def test_failed_download_becomes_the_same_clear_error(monkeypatch):
         calls.append(kwargs)
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your connection.")
 
-    monkeypatch.setattr(ast_module.AutoConfig, "from_pretrained", unreachable_hub)
+    from transformers import AutoConfig  # core.models.ast imports it only when an AST is built
+
+    monkeypatch.setattr(AutoConfig, "from_pretrained", unreachable_hub)
     with pytest.raises(ValueError, match=r"not found in the local Hugging Face cache, and it could not be "
                                          r"downloaded either \(We couldn't connect to 'https://huggingface.co'"):
         build_model(dataclasses.replace(TINY_AST, pretrained="earmark-tests/no-such-ast"),

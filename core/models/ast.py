@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub.errors import StrictDataclassError
 from torch import nn
-from transformers import ASTConfig, ASTForAudioClassification, AutoConfig
 
 from core.config import FeatureConfig, ModelConfig
 from core.models import AudioClassifier, register_model
 from core.models.lora import apply_lora
+
+if TYPE_CHECKING:
+    from transformers import ASTConfig, ASTForAudioClassification
+
+# transformers is imported where an AST is built, not here: it costs every training, audit and
+# CLI child about 3 s to import, and most runs use the CNN.
 
 AST_MODEL_TYPE = "audio-spectrogram-transformer"
 # Side of the square patches cut from the spectrogram (as in the AST paper and its checkpoints).
@@ -71,6 +75,8 @@ class ASTClassifier(AudioClassifier):
 def build_ast(model_cfg: ModelConfig, *, feature_cfg: FeatureConfig, labels: list[str],
               architecture: dict[str, Any]) -> ASTClassifier:
     """An AST for these features and labels, with LoRA adapters when model_cfg.lora.enabled."""
+    from transformers import ASTForAudioClassification
+
     _check_input_size(feature_cfg)
     if architecture:
         network = ASTForAudioClassification(_config_from_architecture(architecture, feature_cfg=feature_cfg,
@@ -97,6 +103,8 @@ def _label_maps(labels: list[str]) -> dict[str, dict]:
 
 
 def _scratch_config(model_cfg: ModelConfig, *, feature_cfg: FeatureConfig, labels: list[str]) -> ASTConfig:
+    from transformers import ASTConfig
+
     hidden, heads, layers, stride = (model_cfg.ast_hidden_size, model_cfg.ast_heads, model_cfg.ast_layers,
                                      model_cfg.ast_patch_stride)
     for name, value in (("ast_hidden_size", hidden), ("ast_heads", heads), ("ast_layers", layers)):
@@ -114,6 +122,9 @@ def _scratch_config(model_cfg: ModelConfig, *, feature_cfg: FeatureConfig, label
 
 def _config_from_architecture(architecture: dict[str, Any], *, feature_cfg: FeatureConfig,
                               labels: list[str]) -> ASTConfig:
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers import ASTConfig
+
     if set(architecture) != {"ast_config"} or not isinstance(architecture["ast_config"], dict):
         raise ValueError(f"architecture: expected {{'ast_config': <mapping>}}, got keys {sorted(architecture)}")
     try:
@@ -135,6 +146,8 @@ def _hub_offline() -> bool:
 
 def _load_pretrained(source: str, *, feature_cfg: FeatureConfig, labels: list[str]) -> ASTForAudioClassification:
     """Pretrained AST backbone from a local folder or a cached hub id, with a new head for `labels`."""
+    from transformers import ASTForAudioClassification, AutoConfig
+
     folder = Path(source).expanduser()
     is_local = folder.is_dir()
     location = str(folder) if is_local else source

@@ -7,10 +7,9 @@ outputs equal the adapted model's.
 """
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
-from peft import LoraConfig, get_peft_model
-from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from core.config import LoraSettings
@@ -48,6 +47,8 @@ def apply_lora(model: ASTClassifier, *, settings: LoraSettings) -> ASTClassifier
         raise ValueError(f"model.lora.target_modules: {targets!r} "
                          f"{'is empty' if not targets else f'has no match for {unmatched!r}'}; "
                          f"AST layers that can be adapted: {', '.join(candidates)}")
+    from peft import LoraConfig, get_peft_model
+
     config = LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
@@ -62,6 +63,10 @@ def apply_lora(model: ASTClassifier, *, settings: LoraSettings) -> ASTClassifier
 
 def has_lora_adapters(model: nn.Module) -> bool:
     """True when some layer of the model carries (unmerged) peft adapters."""
+    if "peft" not in sys.modules:  # no adapter exists before peft is loaded; importing it costs ~3 s
+        return False
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     return any(isinstance(module, BaseTunerLayer) for module in model.modules())
 
 
