@@ -51,7 +51,9 @@ def interrupted_run(store: Store, *, after_epoch: int, kill: bool = False) -> tu
             else:
                 ft.cancel(prepared.run_dir, process)
 
-    exit_code = ft.follow(prepared.run_dir, process, on_event=on_event)
+    # Read the events every 5 ms: tiny epochs on an idle machine take well under the default
+    # 0.2 s poll, and a slower reader would see the epoch only after the run had ended.
+    exit_code = ft.follow(prepared.run_dir, process, on_event=on_event, poll_s=0.005)
     return prepared, ft.ingest(store, prepared.run_id, exit_code=exit_code)
 
 
