@@ -81,7 +81,7 @@ def test_a_cancelled_run_resumed_from_the_job_queue_ends_as_an_uninterrupted_run
 
     manager = JobManager(session, after_training=None, poll_s=0.1)
     try:
-        queued = manager.submit_resume(prepared.run_id, annotator="ann")
+        queued = manager.submit_resume(prepared.run_id, submitted_by="ann")
         assert queued.run_dir == prepared.run_dir and queued.curve  # the curves so far come with it
         job = manager.wait(prepared.run_id, timeout_s=300)
     finally:
@@ -139,6 +139,6 @@ def test_resume_is_refused_in_one_line_when_there_is_nothing_to_continue(tmp_pat
     assert stop.value.code == 2
     assert "argument --preset: not allowed with argument --resume" in capsys.readouterr().err
     with Store.open(tmp_path / "session", create=False) as store:
-        with pytest.raises(ValueError, match="annotator: a resumed fine-tune is signed"):
-            JobManager(store, after_training=None).submit_resume(unstarted, annotator=" ")
+        with pytest.raises(ValueError, match="submitted_by: a resumed fine-tune is signed"):
+            JobManager(store, after_training=None).submit_resume(unstarted, submitted_by=" ")
         assert store.run(done)["status"] == "succeeded" and store.run(unstarted)["status"] == "cancelled"

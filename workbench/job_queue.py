@@ -200,39 +200,40 @@ class JobManager:
 
         Raises ConfigError (naming the dotted key) for a bad value, before anything is queued.
         """
-        if not submitted_by or not submitted_by.strip():
-            raise ValueError("submitted_by: a fine-tune is signed by the person who starts it; enter your name")
-        prepared = finetune.prepare_finetune(self.store, preset=preset, overrides=list(overrides or []), init_from=init_from)
-        job = Job(run_id=prepared.run_id, run_dir=prepared.run_dir, preset=preset, overrides=list(overrides or []),
-                  submitted_by=submitted_by.strip(), frozen_at_decision=int(prepared.job.frozen_at_decision),
-                  submitted_at=time.time(), start=prepared.start, start_note=prepared.start_line())
-        self._log(job, f"queued by {job.submitted_by}: preset {preset}"
-                       + (f" with {', '.join(job.overrides)}" if job.overrides else "")
-                       + f"; {len(prepared.manifest)} clips frozen at decision {job.frozen_at_decision}")
-        self._log(job, job.start_note)
-        return self._enqueue(job)
+        signer = _signer(submitted_by, "a fine-tune")
+        overrides = list(overrides or [])
+        prepared = finetune.prepare_finetune(self.store, preset=preset, overrides=overrides, init_from=init_from)
+        job = self._training_job(prepared, submitted_by=signer, preset=preset, overrides=overrides)
+        return self._queue_training(job, prepared, what=f"preset {preset}"
+                                    + (f" with {', '.join(overrides)}" if overrides else ""))
 
-    def submit_resume(self, run_id: str, *, annotator: str) -> Job:
+    def submit_resume(self, run_id: str, *, submitted_by: str) -> Job:
         """Queue a cancelled or crashed training run to continue from its last finished epoch, in
         its own folder with the config and manifest it started with, then the same audit and
         gates as a fine-tune; returns the job. Raises StoreError, in one line, for a run that
         cannot resume (succeeded, still running, or stopped before its first epoch ended)."""
-        if not annotator or not annotator.strip():
-            raise ValueError("annotator: a resumed fine-tune is signed by the person who starts it; enter your name")
+        signer = _signer(submitted_by, "a resumed fine-tune")
         prepared = finetune.prepare_resume(self.store, run_id)
-        job = Job(run_id=run_id, run_dir=prepared.run_dir, preset=prepared.config.name, overrides=[],
-                  submitted_by=annotator.strip(), frozen_at_decision=int(prepared.job.frozen_at_decision),
-                  submitted_at=time.time(), start_note=prepared.start_line(), events_offset=prepared.events_offset)
+        job = self._training_job(prepared, submitted_by=signer, preset=prepared.config.name, overrides=[])
         job.curve = [point for event in read_events(job.run_dir)[0] for point in curve_points(event)]  # as it trained
-        self._log(job, f"queued by {job.submitted_by}: resume of run {run_id}; {len(prepared.manifest)} clips frozen at "
-                       f"decision {job.frozen_at_decision}")
+        return self._queue_training(job, prepared, what=f"resume of run {run_id}")
+
+    @staticmethod
+    def _training_job(prepared: finetune.PreparedRun, *, submitted_by: str, preset: str, overrides: list[str]) -> Job:
+        return Job(run_id=prepared.run_id, run_dir=prepared.run_dir, preset=preset, overrides=overrides,
+                   submitted_by=submitted_by, frozen_at_decision=int(prepared.job.frozen_at_decision),
+                   submitted_at=time.time(), start=prepared.start, start_note=prepared.start_line(),
+                   events_offset=prepared.events_offset)
+
+    def _queue_training(self, job: Job, prepared: finetune.PreparedRun, *, what: str) -> Job:
+        self._log(job, f"queued by {job.submitted_by}: {what}; {len(prepared.manifest)} clips frozen at decision "
+                       f"{job.frozen_at_decision}")
         self._log(job, job.start_note)
         return self._enqueue(job)
 
     def submit_audit(self, *, run_id: str, submitted_by: str) -> Job:
         """Queue an audit (then the gates) of a succeeded training run; returns the job."""
-        if not submitted_by or not submitted_by.strip():
-            raise ValueError("submitted_by: an audit is signed by the person who starts it; enter your name")
+        signer = _signer(submitted_by, "an audit")
         if self.after_training is None:
             raise ValueError("this workbench runs no audits (its job manager stops at training)")
         run = self.store.run(run_id)
@@ -240,7 +241,7 @@ class JobManager:
             raise ValueError(f"run {run_id} is a {run['status']} {run['kind']} run; only a succeeded training run "
                              "can be audited")
         job = Job(run_id=run_id, run_dir=Path(run["run_dir"]), preset=run["preset"] or "-", overrides=[],
-                  submitted_by=submitted_by.strip(), frozen_at_decision=self.store.last_decision_id(),
+                  submitted_by=signer, frozen_at_decision=self.store.last_decision_id(),
                   submitted_at=time.time(), kind="audit")
         self._log(job, f"queued by {job.submitted_by}: audit of run {run_id}, then its gates")
         job.curve = [point for event in read_events(job.run_dir)[0] for point in curve_points(event)]  # as it trained
@@ -497,6 +498,13 @@ class JobManager:
             else:
                 self.store.set_run_status(run.id, "failed", error="interrupted: the process following this run stopped before it ended")
                 log.info("marked run %s failed: it was interrupted", run.id)
+
+
+def _signer(submitted_by: str, what: str) -> str:
+    """The name a job is signed with; refused when blank, before anything is prepared."""
+    if not submitted_by or not submitted_by.strip():
+        raise ValueError(f"submitted_by: {what} is signed by the person who starts it; enter your name")
+    return submitted_by.strip()
 
 
 def curve_points(event: dict[str, Any]) -> list[dict[str, Any]]:

@@ -244,7 +244,7 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
             raise ValueError("Select a cancelled or failed training run in the table first.")
         if wb.jobs is None:
             raise ValueError("this workbench runs no jobs")
-        job = wb.jobs.submit_resume(run_id, annotator=require_annotator(name, request))
+        job = wb.jobs.submit_resume(run_id, submitted_by=require_annotator(name, request))
         queue = wb.jobs.queue()
         when = f"queued #{queue.index(job.run_id) + 1}" if job.run_id in queue else "started"
         note = (f'<span class="em-message-ok">resume of run {html.escape(run_id)} {when}: it continues from its last '
