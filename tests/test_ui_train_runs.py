@@ -413,7 +413,8 @@ def test_a_cancelled_run_resumes_from_the_runs_tab_in_the_same_run(session):
         assert not page.locator(resume).is_visible()
         select_run(page, cancelled)
         page.locator(resume).wait_for(state="visible", timeout=30000)
-        assert "cancelled" in page.locator("#em-runs-title").inner_text()
+        title = page.locator("#em-runs-title").inner_text()
+        assert "cancelled" in title and "audit the run to evaluate it; or resume it" in title, title
         screenshot(page, "runs_tab_resume", full_page=False)
         page.locator(resume).click()  # no name yet: refused in one line, the panels as they were
         page.locator(".toast-body").get_by_text("Enter your name").wait_for(timeout=30000)

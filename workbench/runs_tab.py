@@ -24,6 +24,7 @@ import pandas as pd
 from core import train as trainer
 from core.checkpoint import checkpoint_dir
 from core.store import StoreError
+from pipelines.finetune import RESUMABLE
 from pipelines.promotion import (GATE_REPORT_FILE, GATES_DIR, check_reason, compare_runs, production_history, rollback,
                                  rollback_plan)
 from workbench import gate_panel
@@ -305,13 +306,12 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
                        [history_message, rollback_reason, rollback_confirm, *overview_outputs])
 
 
-RESUMABLE = ("cancelled", "failed")
-
-
 def resume_button_update(wb: Workbench, run: dict[str, Any]) -> gr.Button:
-    """Resume is offered for a cancelled or crashed (failed) training run that has no unfinished
-    job in the queue (one queued or resuming already); submit_resume says why any other cannot."""
+    """Resume is offered for a cancelled or crashed (failed) training run that saved a resume
+    point (finished an epoch) and has no unfinished job in the queue (one queued or resuming
+    already): a button that could only be refused is not shown."""
     offered = (wb.jobs is not None and run["kind"] == "train" and run["status"] in RESUMABLE
+               and trainer.saved_progress(run["run_dir"]) is not None
                and not any(job.run_id == run["id"] and not job.finished for job in wb.jobs.jobs()))
     return gr.Button(visible=offered)
 
@@ -430,8 +430,12 @@ def _title_html(run: dict[str, Any]) -> str:
              f"labels frozen at decision {run['manifest_decision_id']}" if run["manifest_decision_id"] is not None else None]
     error = (f"<div style='color:#922b21;margin-top:4px'>{html.escape(str(run['error']))}</div>"
              if isinstance(run["error"], str) and run["error"] else "")
+    # A cancelled run is not evaluated (its plots stay empty): its own summary says what to do.
+    summary = run["summary"] or {}
+    unevaluated = (f"<div style='margin-top:4px'>{html.escape(str(summary['message']))}; or resume it.</div>"
+                   if summary.get("evaluated") is False and summary.get("message") else "")
     return (f"<div style='font-size:15px'><b>run {html.escape(run['id'])}</b> &middot; "
-            f"{' &middot; '.join(html.escape(str(f)) for f in facts if f)}</div>{error}")
+            f"{' &middot; '.join(html.escape(str(f)) for f in facts if f)}</div>{error}{unevaluated}")
 
 
 def _production_html(wb: Workbench) -> str:
