@@ -423,9 +423,16 @@ class GatePolicy(Config):
     rare_classes: list[str] = option(
         factory=list, help="Classes the rare-class gate reads; empty = the rare_class_count classes with the fewest clips in the split.")
     rare_class_count: int = option(3, "How many of the least represented classes count as rare when rare_classes is empty.")
+    min_balanced_accuracy: float | None = option(None, "Lowest balanced accuracy, the mean of the per-class accuracies "
+                                                       "(B9: a detector's headline number).")
+    max_ece: float | None = option(None, "Highest expected calibration error of the top-class probability (B9).")
+    beat_vads_at_snr_db: float | None = option(
+        None, "Speech detectors (B9): on the clips at or below this SNR (dB), the candidate's balanced accuracy must "
+              "beat the best VAD baseline's (webrtc modes, Silero), each at its dev-calibrated threshold.")
 
     def __post_init__(self) -> None:
-        for name in ("min_key_class_accuracy", "min_class_accuracy", "min_accuracy", "min_f1_macro", "min_rare_class_f1"):
+        for name in ("min_key_class_accuracy", "min_class_accuracy", "min_accuracy", "min_f1_macro", "min_rare_class_f1",
+                     "min_balanced_accuracy", "max_ece"):
             value = getattr(self, name)
             if value is not None:
                 check_range(f"gates.{name}", value, low=0, high=1)

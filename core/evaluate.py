@@ -44,6 +44,7 @@ def classification_report(*, y_true: np.ndarray, probs: np.ndarray, labels: Sequ
 
     Returns:
         labels: list[str]; n_samples: int; accuracy: float
+        balanced_accuracy: mean recall over the classes present (float)
         f1_macro, f1_weighted: float | None
         mAP: mean of the defined per-class APs (float | None)
         top_k_accuracy: {"1": float, "3": float, ...} for each k < C (k >= C is always 1.0)
@@ -89,6 +90,7 @@ def _classification_report(y_true: np.ndarray, probs: np.ndarray, labels: list[s
         "labels": labels,
         "n_samples": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(np.mean(recall[support > 0])),
         "f1_macro": _averaged_f1(y_true, y_pred, class_ids, "macro"),
         "f1_weighted": _averaged_f1(y_true, y_pred, class_ids, "weighted"),
         "mAP": float(np.mean(defined_aps)) if defined_aps else None,

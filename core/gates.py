@@ -100,7 +100,7 @@ def write_comparison(folder: str | Path, comparison: dict[str, Any], *, title: s
 # --- gates ----------------------------------------------------------------------------------------
 
 def evaluate_gates(*, policy: GatePolicy, candidate: dict[str, Any], comparison: dict[str, Any] | None = None,
-                   production_run_id: str | None = None) -> dict[str, Any]:
+                   production_run_id: str | None = None, vad_baselines: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every criterion of `policy` for a candidate.
 
     candidate: the candidate's classification_report on the policy's split (every clip, open
@@ -108,7 +108,9 @@ def evaluate_gates(*, policy: GatePolicy, candidate: dict[str, Any], comparison:
     clips both predicted. production_run_id: the production model, None when there is none
     (the regression gate is then n/a); a production model without a comparison (it predicts
     other classes) fails the regression gate: nobody can say what regressed, so a person
-    decides (override). Returns {passed: no criterion failed, failed: [names], criteria: [Criterion as
+    decides (override). vad_baselines: for `beat_vads_at_snr_db`, balanced accuracies on the
+    split's clips at or below that SNR, {"max_snr_db", "clips", "candidate", "detectors": {name:
+    value}}; missing while the policy asks for it fails that gate for the same reason. Returns {passed: no criterion failed, failed: [names], criteria: [Criterion as
     dict], policy: the policy as a dict}.
     """
     if not isinstance(policy, GatePolicy):
@@ -119,7 +121,7 @@ def evaluate_gates(*, policy: GatePolicy, candidate: dict[str, Any], comparison:
     if comparison is not None and list(comparison.get("labels", [])) != list(candidate["labels"]):
         raise ValueError(f"comparison: labels {comparison.get('labels')} differ from the candidate's {candidate['labels']}")
     criteria = [*_class_accuracy(policy, candidate), *_regression(policy, comparison, production_run_id),
-                *_overall(policy, candidate)]
+                *_overall(policy, candidate), *_beats_vads(policy, vad_baselines)]
     failed = [c.name for c in criteria if c.status == FAIL]
     return {"passed": not failed, "failed": failed, "criteria": [dataclasses.asdict(c) for c in criteria],
             "policy": policy.to_dict()}
@@ -130,6 +132,13 @@ def _at_least(name: str, value: float | None, threshold: float, what: str) -> Cr
         return Criterion(name, NOT_APPLICABLE, None, threshold, f"{what}: undefined (no clips)")
     status = PASS if value >= threshold else FAIL
     return Criterion(name, status, value, threshold, f"{what} {value:.4f} {'>=' if status == PASS else '<'} {threshold:.4f}")
+
+
+def _at_most(name: str, value: float | None, threshold: float, what: str) -> Criterion:
+    if value is None:
+        return Criterion(name, NOT_APPLICABLE, None, threshold, f"{what}: undefined (no clips)")
+    status = PASS if value <= threshold else FAIL
+    return Criterion(name, status, value, threshold, f"{what} {value:.4f} {'<=' if status == PASS else '>'} {threshold:.4f}")
 
 
 def _class_accuracy(policy: GatePolicy, report: dict[str, Any]) -> list[Criterion]:
@@ -179,6 +188,11 @@ def _overall(policy: GatePolicy, report: dict[str, Any]) -> list[Criterion]:
         criteria.append(_at_least("accuracy", report["accuracy"], policy.min_accuracy, "accuracy"))
     if policy.min_f1_macro is not None:
         criteria.append(_at_least("f1_macro", report["f1_macro"], policy.min_f1_macro, "F1-macro"))
+    if policy.min_balanced_accuracy is not None:
+        criteria.append(_at_least("balanced_accuracy", report["balanced_accuracy"], policy.min_balanced_accuracy,
+                                  "balanced accuracy"))
+    if policy.max_ece is not None:
+        criteria.append(_at_most("ece", report["calibration"]["ece"], policy.max_ece, "ECE"))
     if policy.min_rare_class_f1 is not None:
         rare = _rare_classes(policy, report)
         scores = [report["per_class"][c]["f1"] for c in rare if report["per_class"][c]["f1"] is not None]
@@ -186,6 +200,25 @@ def _overall(policy: GatePolicy, report: dict[str, Any]) -> list[Criterion]:
         criteria.append(_at_least("rare_class_f1", value, policy.min_rare_class_f1,
                                   f"mean F1 of the rare classes ({', '.join(rare) or 'none'})"))
     return criteria
+
+
+def _beats_vads(policy: GatePolicy, baselines: dict[str, Any] | None) -> list[Criterion]:
+    """The candidate must beat every VAD baseline at low SNR: value = its margin over the best."""
+    snr = policy.beat_vads_at_snr_db
+    if snr is None:
+        return []
+    if baselines is None or not baselines.get("detectors"):
+        return [Criterion("beats_vads", FAIL, None, 0.0, f"no VAD baseline measured at SNR <= {snr:g} dB "
+                                                          "(compare detectors first, or promote by override)")]
+    if not baselines.get("clips") or baselines.get("candidate") is None:
+        return [Criterion("beats_vads", NOT_APPLICABLE, None, 0.0, f"no clip at SNR <= {snr:g} dB in the split")]
+    best_name = max(baselines["detectors"], key=lambda name: baselines["detectors"][name])
+    best, candidate = baselines["detectors"][best_name], baselines["candidate"]
+    margin = candidate - best
+    status = PASS if margin > 0 else FAIL
+    return [Criterion("beats_vads", status, margin, 0.0,
+                      f"balanced accuracy at SNR <= {snr:g} dB on {baselines['clips']} clips: candidate {candidate:.4f} "
+                      f"{'>' if status == PASS else '<='} best VAD {best_name} {best:.4f}")]
 
 
 def _rare_classes(policy: GatePolicy, report: dict[str, Any]) -> list[str]:

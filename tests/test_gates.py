@@ -1,6 +1,7 @@
 """Promotion gates and comparisons: planted numbers in, exact verdicts out."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -175,3 +176,43 @@ def test_a_rollback_needs_a_reason_and_its_plan_names_both_runs_before_anything_
         assert store.production_run() == "r2" and len(store.promotions()) == 2  # refused: nothing written
         assert rollback(store, actor="ana", reason="  r2 misses sirens  ") == ("r2", "r1")
         assert store.production_run() == "r1" and store.promotions().reason.iloc[0] == "r2 misses sirens"
+
+
+def binary_report(y_true: list[int], speech_prob: list[float]) -> dict:
+    probs = np.array([[1 - p, p] for p in speech_prob])
+    return classification_report(y_true=np.array(y_true), probs=probs, labels=["NONSPEECH", "SPEECH"])
+
+
+def test_detector_gates_read_balanced_accuracy_and_ece():
+    # 90 NONSPEECH all right, 10 SPEECH of which 5 right: accuracy 0.95 hides a balanced accuracy of 0.75.
+    y = [0] * 90 + [1] * 10
+    report = binary_report(y, [0.1] * 90 + [0.9] * 5 + [0.2] * 5)
+    assert report["accuracy"] == pytest.approx(0.95) and report["balanced_accuracy"] == pytest.approx(0.75)
+    policy = GatePolicy(key_classes=[], min_class_accuracy=None, max_relative_regression=None,
+                        min_balanced_accuracy=0.8, max_ece=0.2)
+    verdict = evaluate_gates(policy=policy, candidate=report)
+    assert verdict["failed"] == ["balanced_accuracy"]
+    assert criterion(verdict, "balanced_accuracy")["detail"] == "balanced accuracy 0.7500 < 0.8000"
+    # Confidence 0.9 on 95 clips all right (gap 0.1), 0.8 on 5 all wrong (gap 0.8): ECE 0.095 + 0.04.
+    assert criterion(verdict, "ece")["value"] == pytest.approx(0.135) and criterion(verdict, "ece")["status"] == PASS
+    tight = evaluate_gates(policy=dataclasses.replace(policy, min_balanced_accuracy=None, max_ece=0.1), candidate=report)
+    assert tight["failed"] == ["ece"] and criterion(tight, "ece")["detail"] == "ECE 0.1350 > 0.1000"
+    with pytest.raises(ConfigError, match=r"gates.max_ece: 2 is out of range"):
+        GatePolicy(max_ece=2)
+
+
+def test_a_speech_detector_must_beat_the_best_vad_at_low_snr():
+    policy = GatePolicy(key_classes=[], min_class_accuracy=None, max_relative_regression=None, beat_vads_at_snr_db=0.0)
+    report = binary_report([0, 1], [0.1, 0.9])
+    missing = evaluate_gates(policy=policy, candidate=report)
+    assert missing["failed"] == ["beats_vads"] and "compare detectors first" in criterion(missing, "beats_vads")["detail"]
+    baselines = {"max_snr_db": 0.0, "clips": 40, "candidate": 0.8, "detectors": {"webrtc-3": 0.7, "silero": 0.82}}
+    lost = criterion(evaluate_gates(policy=policy, candidate=report, vad_baselines=baselines), "beats_vads")
+    assert lost["status"] == FAIL and lost["value"] == pytest.approx(-0.02)
+    assert lost["detail"] == "balanced accuracy at SNR <= 0 dB on 40 clips: candidate 0.8000 <= best VAD silero 0.8200"
+    won = evaluate_gates(policy=policy, candidate=report, vad_baselines={**baselines, "candidate": 0.9})
+    assert won["passed"] and criterion(won, "beats_vads")["value"] == pytest.approx(0.08)
+    empty = evaluate_gates(policy=policy, candidate=report, vad_baselines={**baselines, "clips": 0, "candidate": None})
+    assert criterion(empty, "beats_vads")["status"] == NOT_APPLICABLE
+    assert evaluate_gates(policy=GatePolicy(key_classes=[], min_class_accuracy=None, max_relative_regression=None),
+                          candidate=report)["criteria"] == []  # siren presets: no detector gates
