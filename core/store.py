@@ -125,6 +125,14 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             group_name VARCHAR NOT NULL, position INTEGER NOT NULL, n INTEGER NOT NULL,
             accuracy DOUBLE, f1_macro DOUBLE)""",
     ]),
+    (4, [
+        # VAD hygiene (B6): what a voice-activity detector heard in each clip, per hygiene run.
+        # frame_scores: per-frame speech (webrtc: 0/1; Silero: probability), frame_s apart.
+        """CREATE TABLE vad_measurements (
+            run_id VARCHAR NOT NULL, clip_id BIGINT NOT NULL, detector VARCHAR NOT NULL,
+            fraction DOUBLE NOT NULL, frame_s DOUBLE NOT NULL, frame_scores FLOAT[])""",
+        "CREATE INDEX vad_measurements_clip ON vad_measurements (clip_id)",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -673,15 +681,18 @@ class Store:
 
     def ingest_run_results(self, run_id: str, *, history: pd.DataFrame | None = None,
                            metrics: pd.DataFrame | None = None, predictions: pd.DataFrame | None = None,
-                           breakdowns: pd.DataFrame | None = None) -> None:
+                           breakdowns: pd.DataFrame | None = None,
+                           vad_measurements: pd.DataFrame | None = None) -> None:
         """Replace a run's curves (step, epoch, name, value), metrics (split, name, class_label,
-        value), predictions (clip_id, split, label, predicted, confidence, probs) and breakdowns
-        (split, column_name, group_name, position, n, accuracy, f1_macro) in one transaction, so
-        ingesting twice leaves one copy."""
+        value), predictions (clip_id, split, label, predicted, confidence, probs), breakdowns
+        (split, column_name, group_name, position, n, accuracy, f1_macro) and VAD measurements
+        (clip_id, detector, fraction, frame_s, frame_scores) in one transaction, so ingesting
+        twice leaves one copy."""
         tables = [("run_metrics", history, ["step", "epoch", "name", "value"]),
                   ("metrics", metrics, ["split", "name", "class_label", "value"]),
                   ("predictions", predictions, ["clip_id", "split", "label", "predicted", "confidence", "probs"]),
-                  ("breakdowns", breakdowns, ["split", "column_name", "group_name", "position", "n", "accuracy", "f1_macro"])]
+                  ("breakdowns", breakdowns, ["split", "column_name", "group_name", "position", "n", "accuracy", "f1_macro"]),
+                  ("vad_measurements", vad_measurements, ["clip_id", "detector", "fraction", "frame_s", "frame_scores"])]
         present = [(table, frame, columns) for table, frame, columns in tables if frame is not None]
         for table, frame, columns in present:
             missing = sorted(set(columns) - set(frame.columns))
@@ -706,6 +717,15 @@ class Store:
         return self._df("""SELECT split, column_name, group_name, n, accuracy, f1_macro FROM breakdowns
                            WHERE run_id = ? AND (?::VARCHAR IS NULL OR split = ?)
                            ORDER BY split, column_name, position""", [run_id, split, split])
+
+    def vad_measurements(self, *, clip_id: int | None = None, detector: str | None = None) -> pd.DataFrame:
+        """The latest measurement of each (clip, detector) over all hygiene runs: run_id, clip_id,
+        detector, fraction (speech frames / frames, in [0, 1]), frame_s, frame_scores."""
+        return self._df("""SELECT v.* FROM vad_measurements v JOIN runs r ON r.id = v.run_id
+                           WHERE (?::BIGINT IS NULL OR v.clip_id = ?) AND (?::VARCHAR IS NULL OR v.detector = ?)
+                           QUALIFY row_number() OVER (PARTITION BY v.clip_id, v.detector
+                                                      ORDER BY r.created_at DESC, r.id DESC) = 1
+                           ORDER BY v.clip_id, v.detector""", [clip_id, clip_id, detector, detector])
 
     # --- promotions ---------------------------------------------------------------------------
     def record_promotion(self, run_id: str | None, *, action: str, actor: str, reason: str | None = None,

@@ -39,7 +39,7 @@ def test_new_session_has_every_table_at_the_latest_schema(store):
     assert store.schema_version == SCHEMA_VERSION
     tables = set(store._df("SELECT table_name FROM information_schema.tables").table_name)
     assert {"datasets", "clips", "decisions", "relabel_rules", "quarantine", "runs", "run_metrics",
-            "predictions", "metrics", "breakdowns", "promotions", "current_labels", "schema_version"} <= tables
+            "predictions", "metrics", "breakdowns", "vad_measurements", "promotions", "current_labels", "schema_version"} <= tables
 
 
 def test_reimport_adds_nothing_twice(store):
@@ -211,6 +211,33 @@ def test_a_version_2_session_gains_breakdowns_and_keeps_one_copy_per_ingest(tmp_
         stored = store.run_breakdowns("r1")
     assert list(stored.group_name) == ["0-5 dB", "5-10 dB", "(none)"]  # in reading order
     assert list(stored.n) == [6, 16, 29] and pd.isna(stored.f1_macro.iloc[1])
+
+
+def test_a_version_3_session_gains_vad_measurements_and_reads_the_latest_per_clip_and_detector(tmp_path, monkeypatch):
+    session = tmp_path / "session"
+    with monkeypatch.context() as before_vad:
+        before_vad.setattr("core.store.MIGRATIONS", MIGRATIONS[:3])
+        before_vad.setattr("core.store.SCHEMA_VERSION", 3)
+        with Store.open(session) as old:
+            add_three_clips(old)
+    with Store.open(session) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        a, b, _ = store.clips().id.tolist()
+        for run_id in ("h1", "h2"):
+            store.create_run(run_id, kind="hygiene", preset=None, config={}, parent_run_id=None,
+                             manifest_decision_id=0, run_dir=tmp_path / run_id)
+        first = pd.DataFrame({"clip_id": [a, a, b], "detector": ["webrtc", "silero", "webrtc"],
+                              "fraction": [0.2, 0.25, 0.9], "frame_s": [0.03, 0.032, 0.03],
+                              "frame_scores": [[0, 1, 0, 0, 0], [0.1, 0.6, 0.2, 0.1], [1, 1, 1, 0, 1]]})
+        store.ingest_run_results("h1", vad_measurements=first)
+        store.ingest_run_results("h1", vad_measurements=first)  # ingesting again replaces
+        store.ingest_run_results("h2", vad_measurements=first.iloc[:1].assign(fraction=0.8, frame_scores=[[1, 1, 1, 1, 0]]))
+        latest = store.vad_measurements()
+        assert list(zip(latest.clip_id, latest.detector, latest.run_id, latest.fraction)) == [
+            (a, "silero", "h1", 0.25), (a, "webrtc", "h2", 0.8), (b, "webrtc", "h1", 0.9)]
+        one = store.vad_measurements(clip_id=a, detector="silero")
+        assert len(one) == 1 and list(one.frame_scores.iloc[0]) == pytest.approx([0.1, 0.6, 0.2, 0.1])
+        assert store._scalar("SELECT count(*) FROM vad_measurements WHERE run_id = 'h1'") == 3
 
 
 def test_a_copied_session_finds_its_own_run_folders(tmp_path):
