@@ -36,12 +36,12 @@ from core.config import AuditConfig, ConfigError, load_preset
 from core.label_issues import estimate_label_noise, label_issue_proposals, label_issue_queue_size, label_quality
 from core.model_trust import trust_lines, trust_report, trusted_mask
 from core.review_sampling import sample_spot_check
-from core.run_folder import LOG_FILE, MANIFEST_FILE, METRICS_FILE, PREDICTIONS_FILE, RESULT_FILE
+from core.run_folder import MANIFEST_FILE, METRICS_FILE, PREDICTIONS_FILE
 from core.split_report import headline_accuracy
 from core.store import Store, StoreError
 from pipelines.crossval import CrossvalCancelled, cross_validate
 from pipelines.finetune import breakdown_rows, freeze_manifest, metric_rows, new_run_id
-from pipelines.child_process import cancel, follow, launch
+from pipelines.child_process import run_child
 
 AUDIT_ANNOTATOR = "audit"
 SPLITS = ("train", "val", "test")
@@ -142,7 +142,8 @@ def audit(store: Store, *, run_id: str | None = None, splits: Sequence[str] = DE
     store.set_run_status(job.run_id, "running")
     outcome = AuditOutcome(run_id=job.run_id, run_dir=run_dir, model_run_id=model_run_id, status="running")
     try:
-        result = _run_child(run_dir, progress=progress, on_event=on_event)
+        result = run_child(run_dir, module="core.audit_child", desc="audit: predicting", progress=progress,
+                           on_event=on_event)
         if result["status"] == "succeeded":
             _ingest(store, job, outcome)
             model_freeze = _decision_id(store.run(model_run_id)["manifest_decision_id"])
@@ -222,37 +223,6 @@ def _prepare(store: Store, *, model_run_id: str, splits: list[str], settings: Au
     store.create_run(run_id, kind="audit", preset=None, config=config, parent_run_id=model_run_id,
                      manifest_decision_id=as_of, run_dir=run_dir)
     return job, run_dir, manifest
-
-
-def _run_child(run_dir: Path, *, progress: bool, on_event: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
-    process = launch(run_dir, module="core.audit_child")
-    bar = tqdm(total=None, desc="audit: predicting", unit="clip", disable=not progress)
-
-    def show(event: dict[str, Any]) -> None:
-        if on_event is not None:
-            on_event(event)
-        if event["type"] == "start":
-            bar.reset(total=event["clips"])
-        elif event["type"] == "progress":
-            bar.n = event["done"]
-            bar.refresh()
-        elif event["type"] in ("warning", "error"):
-            bar.write(f"{event['type']}: {event['message']}")
-
-    try:
-        exit_code = follow(run_dir, process, on_event=show)
-    except KeyboardInterrupt:
-        bar.write("cancelling the audit ...")
-        cancel(run_dir, process)
-        exit_code = follow(run_dir, process, on_event=show)
-    finally:
-        bar.close()
-    result_file = run_dir / RESULT_FILE
-    if not result_file.exists():
-        tail = (run_dir / LOG_FILE).read_text(errors="replace").strip().splitlines()[-5:] if (run_dir / LOG_FILE).exists() else []
-        return {"status": "failed", "error": f"the audit process ended (exit code {exit_code}) without a result; "
-                                             f"last log lines: {' | '.join(tail) or '(no log)'}"}
-    return json.loads(result_file.read_text())
 
 
 def _ingest(store: Store, job: AuditJob, outcome: AuditOutcome) -> None:

@@ -16,7 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.run_folder import CANCEL_FILE, EVENTS_FILE, LOG_FILE
+from tqdm.auto import tqdm
+
+from core.run_folder import CANCEL_FILE, EVENTS_FILE, LOG_FILE, RESULT_FILE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,3 +72,39 @@ def cancel(run_dir: Path, process: subprocess.Popen | None = None) -> None:
     (Path(run_dir) / CANCEL_FILE).touch()
     if process is not None and process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
+
+
+def run_child(run_dir: Path, *, module: str, desc: str, unit: str = "clip", progress: bool = True,
+              on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Launch `module` on run_dir and follow it to the end with a tqdm bar (its "start" event
+    gives the total as "clips", "progress" events the count "done"); Ctrl-C cancels it. Returns
+    its result.json, or a failed result quoting job.log's last lines when it wrote none."""
+    process = launch(run_dir, module=module)
+    bar = tqdm(total=None, desc=desc, unit=unit, disable=not progress)
+
+    def show(event: dict[str, Any]) -> None:
+        if on_event is not None:
+            on_event(event)
+        if event["type"] == "start":
+            bar.reset(total=event.get("clips"))
+        elif event["type"] == "progress":
+            bar.n = event["done"]
+            bar.refresh()
+        elif event["type"] in ("warning", "error"):
+            bar.write(f"{event['type']}: {event['message']}")
+
+    try:
+        exit_code = follow(run_dir, process, on_event=show)
+    except KeyboardInterrupt:
+        bar.write(f"cancelling {desc.split(':')[0]} ...")
+        cancel(run_dir, process)
+        exit_code = follow(run_dir, process, on_event=show)
+    finally:
+        bar.close()
+    result_file = Path(run_dir) / RESULT_FILE
+    if not result_file.exists():
+        log = Path(run_dir) / LOG_FILE
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.exists() else []
+        return {"status": "failed", "error": f"the {module} process ended (exit code {exit_code}) without a result; "
+                                             f"last log lines: {' | '.join(tail) or '(no log)'}"}
+    return json.loads(result_file.read_text())
