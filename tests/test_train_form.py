@@ -10,7 +10,8 @@ import pytest
 from core.config import ConfigError, load_preset
 from workbench import train_form as tf
 from workbench.job_queue import Job
-from workbench.train_tab import BAR_COLOURS, _jobs_frame, _progress_html, default_preset
+from workbench.train_progress import BAR_COLOURS, jobs_frame, progress_html
+from workbench.train_tab import default_preset
 
 CLASSES = ["alert_sounds", "collision_sounds", "emergency_sirens", "environmental_sounds", "human_scream", "road_traffic"]
 
@@ -104,10 +105,10 @@ def test_a_finished_job_says_whether_its_gates_passed_and_is_coloured_by_the_ver
     jobs = [finished_job("a", gates_passed=True), finished_job("b", gates_passed=False), finished_job("c"),
             finished_job("d", status="failed", gates_passed=False)]
     manager = SimpleNamespace(current=lambda: None, queue=lambda: [], jobs=lambda: jobs)
-    assert _jobs_frame(SimpleNamespace(jobs=manager)).state.tolist() == [
+    assert jobs_frame(SimpleNamespace(jobs=manager)).state.tolist() == [
         "failed", "succeeded", "trained, gates failed", "trained, gates passed"]  # newest first
 
-    passed, failed = _progress_html(jobs[0]), _progress_html(jobs[1])
+    passed, failed = progress_html(jobs[0]), progress_html(jobs[1])
     assert 'data-status="succeeded" data-gates="passed"' in passed and 'data-gates="failed"' in failed
     assert f"background:{BAR_COLOURS['succeeded']}" in passed and f"background:{BAR_COLOURS['failed']}" in failed
     assert "trained, gates failed &middot; started from production run P: 26 of 26 tensors copied" in failed

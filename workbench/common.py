@@ -1,6 +1,6 @@
 """Pieces more than one tab shows: the clip side panel (probabilities, facts), the decision
-history, the frequency-range choices of the spectrogram, the list of runs to pick from, and the
-options of a wide table."""
+history, the frequency-range choices of the spectrogram, the list of runs to pick from, the
+options of a wide table, a one-line message, and a job's place in the queue."""
 from __future__ import annotations
 
 import html
@@ -8,6 +8,7 @@ import html
 import pandas as pd
 
 from core.store import Store
+from workbench.job_queue import JobManager
 from workbench.renderer import ClipView
 
 FREQUENCY_RANGES = {"0-4 kHz": 4000.0, "0-8 kHz": 8000.0, "full": None}
@@ -49,3 +50,14 @@ def run_choices(store: Store) -> list[tuple[str, str]]:
     production = store.production_run()
     return [(f"{r.id} ({r.kind}{', production' if r.id == production else ''})", r.id)
             for r in runs.itertuples() if r.status in ("succeeded", "cancelled")]
+
+
+def message_html(text: str, *, error: bool = False) -> str:
+    """One line beside the button that caused it: green when done, red when refused."""
+    return f'<span class="{"em-message-error" if error else "em-message-ok"}">{html.escape(text)}</span>'
+
+
+def queue_place(jobs: JobManager, run_id: str) -> int | None:
+    """A job's place among the jobs waiting to start (1 = next), or None when it is not waiting."""
+    queue = jobs.queue()
+    return queue.index(run_id) + 1 if run_id in queue else None

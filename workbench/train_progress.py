@@ -1,0 +1,104 @@
+"""A job as the Train tab draws it: the progress bar with its status line, the loss and validation
+curves, the log tail, and the table of this server's jobs. Plain values from a job snapshot
+(workbench/job_queue.py); no store reads, so the 1 s timer stays cheap."""
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import pandas as pd
+
+from workbench.common import queue_place
+from workbench.context import Workbench
+from workbench.job_queue import PHASES, Job
+
+JOB_COLUMNS = ["run", "job", "state", "preset", "changed settings", "by", "frozen at decision"]
+LOADING = '<div class="em-job" data-status="loading"><div class="em-job-status">Reading the job queue&hellip;</div></div>'
+LOG_TAIL = 14
+MAX_CURVE_POINTS = 400
+LOSS_SERIES = ("train loss (per step)", "validation loss")
+SCORE_SERIES = ("validation accuracy", "validation F1 macro")
+CURVE_COLOURS = {"train loss (per step)": "#4f46e5", "validation loss": "#e67e22",
+                 "validation accuracy": "#1e8449", "validation F1 macro": "#8e44ad"}
+ERROR_STYLE = "margin-top:6px;padding:6px 10px;border-left:4px solid #c0392b;background:#fdecea;color:#922b21;white-space:pre-wrap"
+BAR_COLOURS = {"succeeded": "#1e8449", "failed": "#c0392b", "cancelled": "#7f8c8d",
+               "trained, gates passed": "#1e8449", "trained, gates failed": "#c0392b",
+               "audited, gates passed": "#1e8449", "audited, gates failed": "#c0392b"}
+
+
+def job_views(job: Job | None) -> list[Any]:
+    """Progress bar, the two curves and the log tail of one job (or of none yet)."""
+    if job is None:
+        return [progress_html(None), curve([], LOSS_SERIES), curve([], SCORE_SERIES), ""]
+    losses = [p for p in job.curve if p["series"] in LOSS_SERIES]
+    per_step = [p for p in losses if p["series"] == LOSS_SERIES[0]]
+    if len(per_step) > MAX_CURVE_POINTS:  # thin the per-step loss; keep every validation point
+        losses = per_step[::-(-len(per_step) // MAX_CURVE_POINTS)] + [p for p in losses if p["series"] != LOSS_SERIES[0]]
+    return [progress_html(job), curve(losses, LOSS_SERIES), curve(job.curve, SCORE_SERIES),
+            "\n".join(list(job.log)[-LOG_TAIL:])]
+
+
+def jobs_frame(wb: Workbench) -> pd.DataFrame:
+    """Every job of this server, newest first (JOB_COLUMNS), with its place in the queue or phase."""
+    current = wb.jobs.current()
+    rows = []
+    for job in reversed(wb.jobs.jobs()):
+        place = queue_place(wb.jobs, job.run_id)
+        state = (f"queued #{place}" if place else f"running: {job.phase}" if job.run_id == current else job.state)
+        rows.append([job.run_id, job.kind, state, job.preset, ", ".join(job.overrides) or "-", job.submitted_by,
+                     job.frozen_at_decision])
+    return pd.DataFrame(rows, columns=JOB_COLUMNS)
+
+
+def curve(points: list[dict[str, Any]], series: tuple[str, ...]) -> pd.DataFrame:
+    """Points of the named series, plus one empty (NaN) point per series.
+
+    Why the empty points: Gradio's plot fixes its colour legend from the first data it draws,
+    so every series must be named from the start, or the validation curves added after the
+    first epoch would never get a line.
+    """
+    frame = pd.DataFrame([p for p in points if p["series"] in series], columns=["step", "series", "value"])
+    placeholders = pd.DataFrame({"step": 0, "series": list(series), "value": float("nan")})
+    return pd.concat([placeholders, frame], ignore_index=True).astype({"step": "int64", "value": "float64"})
+
+
+def progress_html(job: Job | None) -> str:
+    """The job's title, bar (coloured by its outcome) and status line; its error when it failed."""
+    if job is None:
+        return ('<div class="em-job" data-status="none"><div class="em-job-status">No fine-tune has run in this server yet. '
+                'Choose a preset, adjust the settings, and press Fine-tune.</div></div>')
+    percent = 100 * job.fraction_done()
+    what = (f"<b>run {html.escape(job.run_id)}</b> &middot; {html.escape(job.preset)}" if job.kind == "fine-tune" else
+            f"<b>audit of run {html.escape(job.run_id)}</b>")
+    title = (f"{what} &middot; started by {html.escape(job.submitted_by)} &middot; labels frozen at decision "
+             f"{job.frozen_at_decision}")
+    error = (f'<div class="em-job-error" style="{ERROR_STYLE}">{html.escape(job.error)}</div>'
+             if job.error and job.status == "failed" else "")
+    note = f'<div style="margin-top:4px">{html.escape(job.error)}</div>' if job.error and job.status == "cancelled" else ""
+    gates = "none" if job.gates_passed is None else "passed" if job.gates_passed else "failed"
+    return (f'<div class="em-job" data-status="{job.status}" data-gates="{gates}" data-phase="{job.phase}">'
+            f'<div style="margin-bottom:4px">{title}</div>'
+            f'<div class="em-progress"><div style="width:{percent:.1f}%;background:{BAR_COLOURS.get(job.state, "")}"></div></div>'
+            f'<div class="em-job-status" style="margin-top:4px">{" &middot; ".join(html.escape(p) for p in _status(job))}</div>'
+            f'{error}{note}</div>')
+
+
+def _status(job: Job) -> list[str]:
+    """The parts of the status line: phase or outcome, epoch, step, clips audited, start, time left."""
+    parts = [PHASES.get(job.phase, job.phase) if not job.finished else job.state]
+    if job.epochs and job.phase == "training":
+        parts.append(f"epoch {min(job.epoch, job.epochs):.1f} / {job.epochs}")
+    if job.total_steps:
+        parts.append(f"step {job.step} / {job.total_steps}")
+    if job.phase == "auditing" and job.audit_total:
+        parts.append(f"{job.audit_done} / {job.audit_total} clips predicted")
+    if job.start_line():
+        parts.append(job.start_line())
+    if job.eta_s is not None and not job.finished and job.phase == "training":
+        parts.append(f"about {_duration(job.eta_s)} left in training")
+    return parts
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
