@@ -1,0 +1,213 @@
+"""The Runs tab's handlers: plain values in, the outputs' new values out; a refusal raises.
+
+The only writes are promotion decisions (pipelines/promotion.py, in this server process, the
+session's writer) and jobs handed to the queue (an audit of a run, or the resume of a cancelled
+or crashed one). Lists skip the gate panel's outputs (panel_size of them) where the panel is
+left as it is.
+"""
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from core import train as trainer
+from core.checkpoint import checkpoint_dir
+from core.store import StoreError
+from pipelines.finetune import RESUMABLE
+from pipelines.promotion import check_reason, compare_runs, rollback, rollback_plan
+from workbench import gate_panel
+from workbench.common import message_html, queue_place
+from workbench.context import Workbench, require_annotator
+from workbench.gate_panel import SPOT_CHECK_FMAX_HZ
+from workbench.runs_views import (comparison_views, compare_choices, history_frame, production_html, runs_frame,
+                                  signature, split_views, title_html)
+
+
+# --- the overview: table, production line, history, compare choices --------------------------------
+def overview(wb: Workbench, seen: Any, base: str | None, cand: str | None, *, force: bool = False) -> list[Any]:
+    """[signature, production line, runs table, history, baseline, candidate]; all skipped when
+    the store's signature is still `seen` (unless forced). The compared runs stay as chosen while
+    they exist; the baseline falls back to production, the candidate to none."""
+    now = signature(wb)
+    if now == seen and not force:
+        return [gr.skip()] * 6
+    choices = compare_choices(wb)
+    ids = {run_id for _, run_id in choices}
+    return [now, production_html(wb), runs_frame(wb), history_frame(wb),
+            gr.Dropdown(choices=choices, value=base if base in ids else wb.store.production_run()),
+            gr.Dropdown(choices=choices, value=cand if cand in ids else None)]
+
+
+def tick(wb: Workbench, seen: Any, base: str | None, cand: str | None, run_id: str | None) -> list[Any]:
+    """The timer: overview when the store moved, and with it the selected run's title and Resume
+    button (a resumed run that starts hides it; one cancelled again shows it)."""
+    views = overview(wb, seen, base, cand)
+    if run_id is None or not isinstance(views[0], tuple):  # nothing selected, or nothing moved (skipped)
+        return [*views, gr.skip(), gr.skip()]
+    run = wb.store.run(run_id)
+    return [*views, title_html(run), resume_button(wb, run)]
+
+
+def tab_shown(wb: Workbench, seen: Any, base: str | None, cand: str | None, run_id: str | None, *,
+              panel_size: int) -> list[Any]:
+    """When the tab is shown: overview if the store moved (a job ended, a promotion in the Train
+    tab), and the selected run's title, Resume button and gate panel, whose production mark and
+    buttons follow. With nothing selected (the page load may be opening production) the panel is left be."""
+    if run_id is None:
+        return [*overview(wb, seen, base, cand), gr.skip(), gr.skip(), *[gr.skip()] * panel_size]
+    run = wb.store.run(run_id)
+    return [*overview(wb, seen, base, cand), title_html(run), resume_button(wb, run),
+            *gate_panel.render(wb, run_id if run["kind"] == "train" else None)]
+
+
+# --- one run ------------------------------------------------------------------------------------
+def open_run(wb: Workbench, run_id: str, split_name: str, *, as_candidate: bool = True) -> list[Any]:
+    """[selected, title, *split views, downloads (emptied), message (emptied), compare candidate,
+    Resume button, *gate panel] for a run; a training run becomes the compare tab's candidate."""
+    run = wb.store.run(run_id)
+    trained = run["kind"] == "train"
+    return [run_id, title_html(run), *split_views(wb, run, split_name), gr.File(value=None, visible=False), "",
+            gr.Dropdown(value=run_id) if trained and as_candidate else gr.skip(), resume_button(wb, run),
+            *gate_panel.render(wb, run_id if trained else None)]
+
+
+def first_view(wb: Workbench, split_name: str) -> Any:
+    """On page load: the production run opened (plots, tables and gates filled, not empty boxes),
+    the compare tab keeping production as its baseline with no candidate yet; without production,
+    one skip of every output."""
+    production = wb.store.production_run()
+    return gr.skip() if production is None else open_run(wb, production, split_name, as_candidate=False)
+
+
+def change_split(wb: Workbench, run_id: str | None, split_name: str) -> Any:
+    """The selected run's split views on another split (one skip with nothing selected)."""
+    return split_views(wb, wb.store.run(run_id), split_name) if run_id else gr.skip()
+
+
+def resume_button(wb: Workbench, run: dict[str, Any]) -> gr.Button:
+    """Resume is offered for a cancelled or crashed (failed) training run that saved a resume
+    point (finished an epoch) and has no unfinished job in the queue (one queued or resuming
+    already): a button that could only be refused is not shown."""
+    offered = (wb.jobs is not None and run["kind"] == "train" and run["status"] in RESUMABLE
+               and trainer.saved_progress(run["run_dir"]) is not None
+               and not any(job.run_id == run["id"] and not job.finished for job in wb.jobs.jobs()))
+    return gr.Button(visible=offered)
+
+
+def evaluate_gates(wb: Workbench, run_id: str | None) -> list[Any]:
+    """The gate panel after evaluating the selected training run's gates on its latest audit."""
+    if not run_id:
+        raise ValueError("Select a training run in the table first.")
+    if wb.store.run(run_id)["kind"] != "train":
+        raise ValueError(f"Run {run_id} is an audit; gates are evaluated for training runs (select the run it audited).")
+    return gate_panel.evaluate(wb, run_id)
+
+
+def queue_audit(wb: Workbench, request: gr.Request | None, name: str | None, run_id: str | None) -> str:
+    """Queue an audit-then-gates job of the selected run, signed; the message says where it waits."""
+    if not run_id:
+        raise ValueError("Select a training run in the table first.")
+    job = wb.jobs.submit_audit(run_id=run_id, submitted_by=require_annotator(name, request))
+    return message_html(f"audit of run {run_id} {_when(wb, job.run_id)}: its progress shows in the Train tab; when it "
+                        "ends, the runs table shows its gates (select the run again for the report).")
+
+
+def queue_resume(wb: Workbench, request: gr.Request | None, name: str | None, run_id: str | None) -> list[Any]:
+    """Queue the selected cancelled or crashed run to continue from its last finished epoch (then
+    its audit and gates): [message, Resume hidden]; a run that cannot resume is refused in one line."""
+    if not run_id:
+        raise ValueError("Select a cancelled or failed training run in the table first.")
+    if wb.jobs is None:
+        raise ValueError("this workbench runs no jobs")
+    job = wb.jobs.submit_resume(run_id, submitted_by=require_annotator(name, request))
+    note = (f'<span class="em-message-ok">resume of run {html.escape(run_id)} {_when(wb, job.run_id)}: it continues '
+            f'from its last finished epoch; its progress shows in the <a href="#" class="em-open-tab" '
+            f'data-tab="Train">Train tab</a>, then its audit and gates.</span>')
+    return [note, gr.Button(visible=False)]
+
+
+def _when(wb: Workbench, run_id: str) -> str:
+    place = queue_place(wb.jobs, run_id)
+    return f"queued #{place}" if place else "started"
+
+
+def prepare_downloads(wb: Workbench, run_id: str | None) -> gr.File:
+    """The run's report (JSON), predictions (CSV) and, when it has one, checkpoint (zip), written
+    to a fresh temporary folder (Gradio serves downloads from there, never from the session)."""
+    if not run_id:
+        raise ValueError("Select a run in the table first.")
+    run = wb.store.run(run_id)
+    predictions = wb.store.predictions(run_id)
+    if predictions.empty:
+        raise StoreError(f"run {run_id} has no predictions to download (status {run['status']})")
+    target = Path(tempfile.mkdtemp(prefix=f"earmark-{run_id}-"))
+    report = {"run": run, "metrics": wb.store.run_metrics(run_id).to_dict(orient="records"),
+              "breakdowns": wb.store.run_breakdowns(run_id).to_dict(orient="records"),
+              "gate_report": gate_panel.load_report(wb, run_id) if run["kind"] == "train" else None,
+              "promotions": history_frame(wb).query("run_id == @run_id").to_dict(orient="records")}
+    paths = [target / f"{run_id}-report.json", target / f"{run_id}-predictions.csv"]
+    paths[0].write_text(json.dumps(_plain(report), indent=2))
+    predictions.assign(probs=predictions.probs.map(lambda p: json.dumps([round(float(x), 6) for x in p]))).to_csv(
+        paths[1], index=False)
+    checkpoint = checkpoint_dir(run["run_dir"])
+    if checkpoint.is_dir():
+        paths.append(Path(shutil.make_archive(str(target / f"{run_id}-checkpoint"), "zip", checkpoint)))
+    return gr.File(value=[str(p) for p in paths], visible=True)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: missing values (NaN, NaT, None) become null, times and numpy scalars plain."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or (not isinstance(value, str) and pd.api.types.is_scalar(value) and pd.isna(value)):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value.item() if hasattr(value, "item") else value
+
+
+# --- two runs compared, and production --------------------------------------------------------------
+def compare(wb: Workbench, base: str | None, cand: str | None, split_name: str) -> list[Any]:
+    """runs_views.comparison_views of two different runs on a split."""
+    if not base or not cand:
+        raise ValueError("Choose a baseline and a candidate run to compare.")
+    if base == cand:
+        raise ValueError("Choose two different runs to compare.")
+    comparison, paths = compare_runs(wb.store, baseline=base, candidate=cand, split=split_name)
+    return comparison_views(comparison, Path(paths["png"]))
+
+
+def play_flip(wb: Workbench, cand: str | None, row: list[Any]) -> str:
+    """A row of the flipped clips (flip, clip, label, baseline said, candidate says) as a captioned player."""
+    _, clip_id, label, before, now = row
+    view = wb.views.get(int(clip_id), run_id=cand, fmax_hz=SPOT_CHECK_FMAX_HZ)
+    caption = (f"clip {clip_id}: label {html.escape(str(label))}; baseline said {html.escape(str(before))}, "
+               f"candidate says {html.escape(str(now))}")
+    return f"<div style='margin-bottom:4px'>{caption}</div>{view.html}"
+
+
+def ask_rollback(wb: Workbench, request: gr.Request | None, name: str | None, why: str | None) -> list[Any]:
+    """First step of a rollback: [the confirm row shown, the change in words]; nothing is written
+    until confirmed. Refused without a signer, a reason, or a model to go back to."""
+    require_annotator(name, request)
+    check_reason(why, action="a rollback")
+    _, _, change = rollback_plan(wb.store)
+    return [gr.update(visible=True), f"<b>{html.escape(change)}.</b> Confirm to roll back."]
+
+
+def roll_back(wb: Workbench, request: gr.Request | None, name: str | None, why: str | None, seen: Any,
+              base: str | None, cand: str | None) -> list[Any]:
+    """Confirmed: production back to the run before, signed with the reason. [message, reason
+    emptied, confirm row hidden, *overview]."""
+    was, now = rollback(wb.store, actor=require_annotator(name, request), reason=why)
+    note = message_html(f"production rolled back from run {was} to run {now}")
+    return [note, "", gr.update(visible=False), *overview(wb, seen, base, cand, force=True)]
