@@ -295,18 +295,17 @@ def test_two_cpu_processes_with_accelerate(session):
     assert len(session.predictions(outcome.run_id)) > 0
 
 
-def test_cli_train_json_summary_and_one_line_errors(tmp_path, dataset):
+def test_cli_train_json_summary_and_one_line_errors(tmp_path, dataset, capsys):
+    import app  # import and the refusal run in-process; the training runs the real entry point
     session_dir = tmp_path / "session"
+    assert app.main(["import", "--session", str(session_dir), str(dataset), "--group-pattern", r"^(rec\d+)-", "--quiet"]) == 0
     cli = [sys.executable, str(REPO / "app.py")]
-    subprocess.run(cli + ["import", "--session", str(session_dir), str(dataset), "--group-pattern", r"^(rec\d+)-", "--quiet"],
-                   check=True, cwd=REPO, capture_output=True)
     sets = [arg for item in FAST + ["train.epochs=1"] for arg in ("--set", item)]
     done = subprocess.run(cli + ["train", "--session", str(session_dir), "--json"] + sets, capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     line = json.loads(done.stdout)  # stdout is the JSON object and nothing else
     assert line["status"] == "succeeded" and line["val_accuracy"] > 0.5 and line["run_id"]
     assert "epoch 1: train loss" in done.stderr  # the per-epoch lines go to stderr
-    bad = subprocess.run(cli + ["train", "--session", str(session_dir), "--set", "train.epochs=many"],
-                         capture_output=True, text=True, cwd=REPO)
-    assert bad.returncode == 2
-    assert bad.stderr.strip() == "earmark: error: train.epochs: expected an integer, got 'many'"
+    capsys.readouterr()
+    assert app.main(["train", "--session", str(session_dir), "--set", "train.epochs=many"]) == 2
+    assert capsys.readouterr().err.strip() == "earmark: error: train.epochs: expected an integer, got 'many'"
