@@ -24,7 +24,7 @@ from core import review
 from core.plots import plot_confusion
 from pipelines.confusions import CELL_COLUMNS, SPLITS, Confusion, class_metrics, confusion, overall_metrics
 from pipelines.review_queue import default_run
-from workbench.common import FREQUENCY_RANGES, history_html, run_choices, side_panel_html
+from workbench.common import FREQUENCY_RANGES, history_html, message_html, run_choices, side_panel_html
 from workbench.context import Workbench, require_annotator, safe
 
 HEAT_MODES = {"clips": False, "share of true class": True}
@@ -266,7 +266,7 @@ def _signer(request: gr.Request | None, name: str | None, clip_id: int | None) -
 def _decided(wb: Workbench, text: str, run_id: str, split_name: str, chosen: tuple[str, str] | None, clip_id: int,
              freq: str) -> list[Any]:
     conf = confusion(wb.store, run_id, split=split_name)
-    return [f'<span class="em-message-ok">{html.escape(text)}</span>', "", _matrix_table(conf),
+    return [message_html(text), "", _matrix_table(conf),
             *cell_outputs(conf, chosen), *clip_outputs(wb, run_id, clip_id, freq)]
 
 

@@ -23,7 +23,7 @@ from core.store import StoreError
 from pipelines.audit import latest_audit, spot_check
 from pipelines.finetune import describe_transfer
 from pipelines.promotion import GATE_REPORT_FILE, GATES_DIR, gate_report, promote
-from workbench.common import WIDE
+from workbench.common import WIDE, message_html
 from workbench.context import Workbench, require_annotator, safe
 
 SPOT_CHECK_CLIPS = 5
@@ -101,7 +101,7 @@ def build(wb: Workbench, *, annotator: gr.Component, prefix: str) -> GatePanel:
         if not (why or "").strip():  # refused in place: the panel stays as it is, with the reason asked for
             text = "An override needs a reason: say why this run should replace production despite its failing gates."
             gr.Warning(text)
-            return render(wb, run, message=f'<span class="em-message-error">{html.escape(text)}</span>')
+            return render(wb, run, message=message_html(text, error=True))
         outcome = promote(wb.store, run_id=run, actor=who, override=True, reason=why.strip())
         return _after_decision(wb, run, outcome.lines())
 
@@ -148,7 +148,7 @@ def _after_decision(wb: Workbench, run_id: str, lines: list[str]) -> list[Any]:
 
 
 def _note(text: str) -> str:
-    return f'<span class="em-message-ok">{html.escape(text)}</span>'
+    return message_html(text)
 
 
 # --- the parts ------------------------------------------------------------------------------
