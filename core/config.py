@@ -482,6 +482,40 @@ class AuditConfig(Config):
 
 
 @dataclasses.dataclass
+class HygieneConfig(Config):
+    """VAD hygiene (B6): which labelled clips a voice-activity detector contradicts, validated
+    here once for the CLI, the UI and the pipeline. Fractions are the share of a clip's frames
+    the detector calls speech, in [0, 1]."""
+    vad: Literal["webrtc", "silero"] = option("webrtc", "The detector: webrtc (WebRTC VAD, frame by frame) or silero "
+                                                        "(Silero VAD, a speech probability per 32 ms frame).")
+    mode: int = option(3, "WebRTC aggressiveness, 0 (calls the most frames speech) to 3 (the fewest).")
+    frame_ms: int = option(30, "WebRTC frame length: 10, 20 or 30 ms.")
+    threshold: float = option(0.5, "Silero: a frame is speech when its probability is at least this.")
+    speech_min: float = option(0.70, "A speech clip fails when less than this share of its frames is speech (B6: 0.70).")
+    nonspeech_max: float = option(0.05, "A non-speech clip fails when more than this share of its frames is speech "
+                                        "(B6: 0.05).")
+    speech_label: str = option("SPEECH", "The label of speech clips.")
+    nonspeech_label: str = option("NONSPEECH", "The label of non-speech clips.")
+    min_pass_rate: float = option(
+        0.5, "Trust check: in a group of clips (one label at one SNR, when clips carry snr_db) where fewer than this "
+             "share pass, the detector cannot judge that condition; none of the group's clips is queued.")
+
+    def __post_init__(self) -> None:
+        if self.mode not in (0, 1, 2, 3):
+            raise ConfigError(f"hygiene.mode: {self.mode!r} must be 0, 1, 2 or 3")
+        if self.frame_ms not in (10, 20, 30):
+            raise ConfigError(f"hygiene.frame_ms: {self.frame_ms!r} must be 10, 20 or 30")
+        for name in ("threshold", "speech_min", "nonspeech_max", "min_pass_rate"):
+            check_range(f"hygiene.{name}", getattr(self, name), low=0, high=1)
+        if self.speech_label == self.nonspeech_label:
+            raise ConfigError(f"hygiene.nonspeech_label: {self.nonspeech_label!r} must differ from speech_label")
+
+    def vad_options(self) -> dict[str, Any]:
+        """The chosen detector's own options (core.vad.measure)."""
+        return {"mode": self.mode, "frame_ms": self.frame_ms} if self.vad == "webrtc" else {"threshold": self.threshold}
+
+
+@dataclasses.dataclass
 class BreakdownBins(Config):
     """Cut points that group one numeric metadata column for breakdowns, e.g. SNR at 0/5/10/20 dB."""
     column: str = option(help="Metadata column (duration_s, snr_db, or a key the dataset's manifest brought).")

@@ -33,7 +33,7 @@ import webrtcvad
 from core.audio import resample
 
 __all__ = ["SILERO_BATCH", "SILERO_FRAME_SAMPLES", "SILERO_RATE_HZ", "STAGES", "VAD_NAMES", "WEBRTC_FRAME_MS",
-           "WEBRTC_MODES", "WEBRTC_RATES_HZ", "StageTimer", "VadMeasurement", "check_options", "check_wave", "measure",
+           "WEBRTC_MODES", "WEBRTC_RATES_HZ", "StageTimer", "VadMeasurement", "check_options", "check_wave", "measure", "measure_batch",
            "silero_fraction", "silero_probabilities", "silero_probabilities_batch", "webrtc_fraction", "webrtc_frames"]
 
 WEBRTC_RATES_HZ = (8000, 16000, 32000, 48000)
@@ -267,9 +267,23 @@ def _measure_webrtc(wave: np.ndarray, sample_rate_hz: int, *, mode: int = 3, fra
                           frame_scores=frames.astype(np.float32), threshold=0.5)
 
 
+def measure_batch(waves: Sequence[np.ndarray], sample_rate_hz: int, *, vad: str, timer: StageTimer | None = None,
+                  **options) -> list[VadMeasurement]:
+    """measure() of many clips at one rate, in input order; Silero runs them side by side
+    (silero_probabilities_batch), WebRTC one after another."""
+    check_options(vad, **options)
+    if vad != "silero":
+        return [_MEASURES[vad](wave, sample_rate_hz, timer=timer, **options) for wave in waves]
+    threshold = options.get("threshold", 0.5)
+    return [_silero_measurement(p, threshold) for p in silero_probabilities_batch(waves, sample_rate_hz, timer=timer)]
+
+
 def _measure_silero(wave: np.ndarray, sample_rate_hz: int, *, threshold: float = 0.5,
                     timer: StageTimer | None = None) -> VadMeasurement:
-    probabilities = silero_probabilities(wave, sample_rate_hz, timer=timer)
+    return _silero_measurement(silero_probabilities(wave, sample_rate_hz, timer=timer), threshold)
+
+
+def _silero_measurement(probabilities: np.ndarray, threshold: float) -> VadMeasurement:
     return VadMeasurement(detector="silero", fraction=_fraction(probabilities >= threshold),
                           frame_s=SILERO_FRAME_SAMPLES / SILERO_RATE_HZ, frame_scores=probabilities,
                           threshold=threshold)

@@ -104,3 +104,13 @@ def test_bad_options_and_audio_are_refused_by_name():
         webrtc_frames(wave.reshape(2, 400), 8000)
     with pytest.raises(ValueError, match=r"^sample_rate_hz: 0 must be a positive integer"):
         webrtc_frames(wave, 0)
+
+
+def test_measure_batch_gives_what_measure_gives_clip_by_clip(rng):
+    from core.vad import measure_batch
+    waves = [speech(sample_rate_hz=16000)[:16000], white_noise(rng, seconds=0.4, sample_rate_hz=16000)]
+    for vad, options in (("silero", {"threshold": 0.4}), ("webrtc", {"mode": 1, "frame_ms": 20})):
+        batched = measure_batch(waves, 16000, vad=vad, **options)
+        single = [measure(w, 16000, vad=vad, **options) for w in waves]
+        assert [m.fraction for m in batched] == pytest.approx([m.fraction for m in single], abs=1e-6)
+        assert [m.detector for m in batched] == [m.detector for m in single]
