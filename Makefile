@@ -38,6 +38,8 @@ bench: install
 	$(PY) bench/features.py
 	$(PY) bench/augment.py
 	$(PY) bench/review_latency.py
+	$(PY) bench/vad.py
+	$(PY) bench/factorial.py
 	$(PY) bench/review_browser.py
 
 clean-demo:

@@ -112,8 +112,33 @@ def _time_ticks(duration_s: float) -> list[tuple[float, str]]:
     return [(t / duration_s, f"{t:g}") for t in np.arange(0, duration_s + 1e-9, step)]
 
 
-def player_html(*, clip_id: int, audio_url: str, image: bytes, duration_s: float, fmax_hz: float) -> str:
-    """The audio element and the spectrogram with axes; earmark.js drives speed, loop, playhead."""
+def vad_strips_html(measurements: pd.DataFrame, *, duration_s: float) -> str:
+    """One strip per voice-activity detector under the spectrogram, on its time axis: each frame
+    is shaded by its speech score (white = none, green = speech), so an annotator sees where
+    speech was heard. measurements: Store.vad_measurements rows of one clip."""
+    rows = []
+    for row in measurements.itertuples():
+        scores = np.asarray(row.frame_scores, dtype=float)
+        if not len(scores) or duration_s <= 0:
+            continue
+        stops = []
+        for i, score in enumerate(scores):
+            left = min(100.0, 100 * i * row.frame_s / duration_s)
+            right = min(100.0, 100 * (i + 1) * row.frame_s / duration_s)
+            green = f"rgba(30,132,73,{0.1 + 0.9 * min(max(score, 0.0), 1.0):.2f})" if score > 0 else "transparent"
+            stops.append(f"{green} {left:.2f}% {right:.2f}%")
+        title = f"{row.detector}: {row.fraction:.0%} of frames speech"
+        rows.append(f'<div class="em-vad-row" title="{html.escape(title)}">'
+                    f'<span class="em-vad-name">{html.escape(str(row.detector))}</span>'
+                    f'<div class="em-vad-strip" style="background:linear-gradient(to right,{",".join(stops)})">'
+                    f'<span class="em-vad-share">{row.fraction:.0%} speech</span></div></div>')
+    return f'<div class="em-vad">{"".join(rows)}</div>' if rows else ""
+
+
+def player_html(*, clip_id: int, audio_url: str, image: bytes, duration_s: float, fmax_hz: float,
+                vad_strips: str = "") -> str:
+    """The audio element and the spectrogram with axes (and VAD strips under it, when the clip
+    was measured); earmark.js drives speed, loop, playhead."""
     freq_ticks = "".join(f'<span class="em-ftick" style="bottom:{100 * y:.2f}%">{html.escape(label)}</span>'
                          for y, label in _frequency_ticks(fmax_hz))
     time_ticks = "".join(f'<span class="em-ttick" style="left:{100 * x:.2f}%">{html.escape(label)}</span>'
@@ -128,6 +153,7 @@ def player_html(*, clip_id: int, audio_url: str, image: bytes, duration_s: float
       <div class="em-playhead"></div>
     </div>
   </div>
+  {vad_strips}
   <div class="em-taxis">{time_ticks}<span class="em-axis-title em-taxis-title">time (s)</span></div>
   <div class="em-controls">
     <audio class="em-audio" controls preload="auto" src="{html.escape(audio_url)}"></audio>
@@ -175,8 +201,9 @@ def render_clip_view(store: Store, clip_id: int, *, run_id: str | None = None, f
             details["predicted"] = row["predicted"]
             details["confidence"] = round(float(row["confidence"]), 3)
     history = store.decisions(clip_id=clip_id)[["id", "created_at", "annotator", "action", "tag", "new_label", "note", "undone"]]
+    strips = vad_strips_html(store.vad_measurements(clip_id=clip_id), duration_s=duration)
     return ClipView(clip_id=clip_id, html=player_html(clip_id=clip_id, audio_url=audio_url(audio.path), image=image,
-                                                       duration_s=duration, fmax_hz=fmax),
+                                                       duration_s=duration, fmax_hz=fmax, vad_strips=strips),
                     details=details, probabilities=probabilities, history=history,
                     last_decision_id=int(history.id.max()) if len(history) else 0)
 
