@@ -23,18 +23,81 @@ SharedOptions = dict[str, argparse.ArgumentParser]  # option name -> parent pars
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    wrong = "--clips-per-class" if args.task == "speech" else "--clips-per-cell"
+    if getattr(args, wrong.lstrip("-").replace("-", "_")) is not None:
+        print(f"earmark: error: {wrong} does not apply to the {args.task} demo", file=sys.stderr)
+        return 2
+    if args.task == "speech":
+        return _speech_demo(args)
     from pipelines.demo import build_demo_session
-    summary = build_demo_session(session_dir=args.session, seed=args.seed, clips_per_class=args.clips_per_class,
+    summary = build_demo_session(session_dir=args.session, seed=args.seed, clips_per_class=args.clips_per_class or 100,
                                  progress=not args.quiet)
     print("\n".join(summary.lines()))
     return 0
 
 
+def _speech_demo(args: argparse.Namespace) -> int:
+    from pipelines.factorial_config import FactorialConfig
+    from pipelines.speech_demo import DEFAULT_SPEECH_SESSION, build_speech_demo_session
+    session = DEFAULT_SPEECH_SESSION if args.session == str(DEFAULT_SESSION) else args.session  # never the siren demo's
+    config = FactorialConfig(seed=args.seed, **({"clips_per_cell": args.clips_per_cell} if args.clips_per_cell else {}))
+    summary = build_speech_demo_session(session_dir=session, config=config, progress=not args.quiet)
+    print("\n".join(summary.lines()))
+    return 0
+
+
 def _register_demo(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
-    p = sub.add_parser("demo", help="build the demo session (synthetic siren-task audio) if missing",
+    p = sub.add_parser("demo", help="build a demo session if missing: the siren task (sessions/demo) or the speech / "
+                                    "non-speech task (--task speech: sessions/speech)",
                        parents=_parents(shared, "session", "seed", "quiet"))
-    p.add_argument("--clips-per-class", type=int, default=100, help="clips per class (default 100)")
+    p.add_argument("--task", choices=["sirens", "speech"], default="sirens",
+                   help="sirens: 600 synthetic siren-task clips (default); speech: a factorial SPEECH / NONSPEECH set "
+                        "of 1,000 short clips (4 durations x 5 SNRs x 2 classes x 25) with planted hygiene faults")
+    p.add_argument("--clips-per-class", type=int, help="siren demo: clips per class (default 100)")
+    p.add_argument("--clips-per-cell", type=int, help="speech demo: clips per duration x SNR x class cell (default 25)")
     p.set_defaults(func=_cmd_demo)
+
+
+FACTORIAL_FLAGS = ("clips_per_cell", "sample_rate_hz", "seed")  # the FactorialConfig fields with a flag of their own
+
+
+def _cmd_build_factorial(args: argparse.Namespace) -> int:
+    from pipelines.factorial import build_factorial
+    from pipelines.factorial_config import FactorialConfig
+    flags = {name: getattr(args, name) for name in FACTORIAL_FLAGS if getattr(args, name) is not None}
+    config = FactorialConfig().with_overrides(args.set).with_overrides(flags)
+    summary = build_factorial(speech=args.speech, nonspeech=args.nonspeech, noise_bank=args.noise_bank,
+                              out_dir=args.out, config=config, session=args.session,
+                              progress=not (args.quiet or args.json))
+    if args.json:
+        imported = summary.imported and {k: v for k, v in summary.imported.__dict__.items()}
+        print(json.dumps({"out_dir": str(summary.out_dir), "clips": summary.clips, "reused": summary.reused,
+                          "seconds": summary.seconds, "skipped": summary.skipped, "imported": imported},
+                         default=str), file=args.stdout)
+    else:
+        print("\n".join(summary.lines()))
+    return 0
+
+
+def _register_build_factorial(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    from pipelines.factorial_config import FactorialConfig
+    helps = FactorialConfig.field_help()
+    p = sub.add_parser("build-factorial", help="build a SPEECH / NONSPEECH set at every duration x SNR cell (B7), split "
+                                               "by source file and speaker, and import it into --session",
+                       parents=_parents(shared, "set", "json", "quiet"))
+    p.add_argument("--speech", action="append", required=True, metavar="SRC",
+                   help="folder (a sub-folder per speaker) or manifest of speech recordings (repeatable)")
+    p.add_argument("--nonspeech", action="append", required=True, metavar="SRC",
+                   help="folder or manifest of non-speech recordings (repeatable)")
+    p.add_argument("--noise-bank", required=True, metavar="DIR", help="background sounds in MUSAN layout: music/, "
+                                                                      "speech/, noise/")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the clips and manifest into")
+    p.add_argument("--session", help="session folder to import the set into (default: none, only write it)")
+    defaults = {name: field.default for name, field in FactorialConfig.__dataclass_fields__.items()}
+    for name in FACTORIAL_FLAGS:
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"{helps[name]} (default {defaults[name]})")
+    p.epilog = "other options with --set KEY=VALUE: " + ", ".join(sorted(set(helps) - set(FACTORIAL_FLAGS)))
+    p.set_defaults(func=_cmd_build_factorial)
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -459,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="earmark", description="Earmark: a labelling and audit workbench for audio classifiers.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     shared = _shared_options()
-    for register in (_register_demo, _register_import, _register_stats, _register_export, _register_train,
+    for register in (_register_demo, _register_build_factorial, _register_import, _register_stats, _register_export, _register_train,
                      _register_finetune, _register_augment_copies, _register_audit, _register_promote, _register_rollback,
                      _register_compare, _register_spotcheck, _register_serve):
         register(sub, shared)
