@@ -1,0 +1,109 @@
+"""The speech demo session: its speech is speech to Silero VAD, its faults are planted with the truth
+in metadata only, it is split without leakage, seeded with the speech rules, idempotent, and
+`earmark demo --task speech` builds it in-process.
+
+The demo's own sources (every speaker, every kind of sound) cut into fewer cells: 2 durations x
+2 SNRs x 25 clips (200 clips, the clean 1000 ms x 20 dB SPEECH cell at its full 25)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+import app
+from core.relabel_rules import load_rules
+from core.store import Store
+from pipelines import speech_demo
+from pipelines.factorial_config import NONSPEECH, SPEECH, FactorialConfig
+from pipelines.speech_demo import SPEECH_RULES_FILE, build_speech_demo_session
+
+SMALL = FactorialConfig(durations_ms=[200, 1000], snrs_db=[0.0, 20.0])
+# Silero finds speech in a clip when over half its 32 ms frames reach probability 0.5: the share
+# of frames is how hygiene judges a clip (B6), and one loud frame (max probability) would also
+# pass 7% of the demo's clean NONSPEECH clips (music, barks).
+SILERO_SPEECH_SHARE = 0.5
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("speech-demo")
+    build_speech_demo_session(session_dir=root / "session", audio_dir=root / "audio", config=SMALL, progress=False)
+    return root / "session", root / "audio"
+
+
+def manifest(audio: Path) -> pd.DataFrame:
+    return pd.read_csv(audio / "speech-demo" / "manifest.csv")
+
+
+def silero_speech_share(audio: Path, clips: pd.DataFrame) -> np.ndarray:
+    """Per clip, the share of its 32 ms frames where Silero VAD's speech probability is >= 0.5."""
+    from core.vad import silero_fraction
+    return np.array([silero_fraction(sf.read(str(audio / "speech-demo" / path), dtype="float32")[0], 16000)
+                     for path in clips.path])
+
+
+@pytest.mark.slow
+def test_silero_hears_speech_in_the_clean_long_speech_clips_and_in_the_leaks(demo):
+    _, audio = demo
+    clips = manifest(audio)
+    clean = clips[(clips.kind == "clean") & (clips.label == SPEECH) & (clips.duration_ms == 1000) & (clips.snr_db == 20)]
+    assert len(clean) >= 20
+    assert np.mean(silero_speech_share(audio, clean) > SILERO_SPEECH_SHARE) >= 0.9
+    leaks, silent = clips[clips.kind == "speech_leak"], clips[clips.kind == "mostly_silence"]
+    assert np.median(silero_speech_share(audio, leaks)) > np.median(silero_speech_share(audio, silent))
+
+
+def test_faults_are_planted_with_the_truth_in_metadata_only(demo):
+    session, audio = demo
+    clips = manifest(audio)
+    counts = clips.kind.value_counts()
+    assert {"speech_leak", "mostly_silence", "swapped_label"} <= set(counts.index)
+    for fault, share in (("speech_leak", 0.04), ("mostly_silence", 0.04), ("swapped_label", 0.03)):
+        assert counts[fault] / len(clips) == pytest.approx(share / (2 if fault != "swapped_label" else 1), abs=0.02)
+    leaks, silent = clips[clips.kind == "speech_leak"], clips[clips.kind == "mostly_silence"]
+    assert (leaks.label == NONSPEECH).all() and (leaks.true_label == "mixed").all()
+    assert (silent.label == SPEECH).all() and (silent.true_label == "silence").all()
+    assert (clips.label_error == (clips.kind != "clean")).all()
+    with Store.open(session) as store:
+        stored = store.clips()
+    assert (stored.original_label.value_counts() == clips.label.value_counts()).all()
+    assert all(json.loads(m)["kind"] in {"clean", "speech_leak", "mostly_silence", "swapped_label"}
+               for m in stored.metadata)
+
+
+def test_speakers_stay_in_one_split_and_the_session_has_the_speech_rules(demo):
+    session, audio = demo
+    clips = manifest(audio)
+    assert clips.dropna(subset=["speaker"]).groupby("speaker").split.nunique().max() == 1
+    assert clips.groupby("source_file").split.nunique().max() == 1
+    assert set(clips.source_label) >= {"music", "noise", "environmental", "animal"}
+    with Store.open(session) as store:
+        rules = {rule.tag: rule for rule in store.rules()}
+    assert list(rules) == [rule.tag for rule in load_rules(SPEECH_RULES_FILE)] == ["speech", "nonspeech", "mixed", "silence"]
+    assert (rules["speech"].target_label, rules["nonspeech"].target_label) == (SPEECH, NONSPEECH)
+    assert rules["mixed"].action == rules["silence"].action == "exclude"
+
+
+def test_a_second_build_reuses_the_audio_and_imports_nothing(demo):
+    session, audio = demo
+    stamp = (audio / "speech_demo.json").stat().st_mtime_ns
+    again = build_speech_demo_session(session_dir=session, audio_dir=audio, config=SMALL, progress=False)
+    assert again.imported.added == 0 and again.imported.already_imported == 200
+    assert (audio / "speech_demo.json").stat().st_mtime_ns == stamp
+    assert "reused the audio built before with these options" in again.lines()
+
+
+@pytest.mark.slow
+def test_cli_builds_the_speech_demo_into_its_own_session(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(speech_demo, "DEFAULT_AUDIO", tmp_path / "data" / "demo_audio")
+    session = tmp_path / "speech"
+    assert app.main(["demo", "--task", "speech", "--session", str(session), "--clips-per-cell", "3", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "120 readable added" in printed and " 1000 ms   20 dB " in printed
+    assert len(list((tmp_path / "data").glob("demo_audio-speech-*"))) == 1
+    assert app.main(["demo", "--task", "speech", "--clips-per-class", "5"]) == 2
+    assert capsys.readouterr().err == "earmark: error: --clips-per-class does not apply to the speech demo\n"
