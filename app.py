@@ -15,7 +15,7 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.config import AuditConfig, list_presets
+from core.config import AuditConfig, HygieneConfig, list_presets
 from core.store import StoreError, session_exists
 
 DEFAULT_SESSION = Path(__file__).resolve().parent / "sessions" / "demo"
@@ -373,13 +373,13 @@ def _register_audit(sub: argparse._SubParsersAction, shared: SharedOptions) -> N
     which.add_argument("--production", dest="run", action="store_const", const=None,
                        help="audit the production model (the default)")
     p.add_argument("--splits", default="test,val,train", help="comma-separated splits to audit (default test,val,train)")
-    _add_audit_options(p, AUDIT_OPTIONS)
+    _add_config_options(p, AuditConfig, AUDIT_OPTIONS)
     p.add_argument("--no-calibrate", dest="calibrate", action="store_false", default=None,
                    help="judge on the model's own probabilities (by default: "
                         + _sentence_part(AuditConfig.field_help()["calibrate"]) + ")")
     p.add_argument("--label-issues", action="store_true",
                    help="also rank label issues with K-fold cross-validated models (trains K models: minutes)")
-    _add_audit_options(p, LABEL_ISSUE_OPTIONS)
+    _add_config_options(p, AuditConfig, LABEL_ISSUE_OPTIONS)
     p.add_argument("--cv-preset", default="demo-fast", help="preset the fold models train with, from scratch (default demo-fast)")
     p.add_argument("--cv-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of the fold preset, after the built-in train.epochs=8 (repeatable)")
@@ -394,13 +394,17 @@ AUDIT_OPTIONS = ("thresholds", "max_label_prob", "min_top_prob", "min_class_accu
 LABEL_ISSUE_OPTIONS = ("method", "folds")
 
 
-def _add_audit_options(p: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
-    """One flag per AuditConfig field in names, its help, default and choices read from the config."""
-    defaults, helps = AuditConfig().to_dict(), AuditConfig.field_help()
-    hints = typing.get_type_hints(AuditConfig)
+def _add_config_options(p: argparse.ArgumentParser, config: type, names: tuple[str, ...]) -> None:
+    """One flag per field of a Config dataclass in names (--max-label-prob ...), its help, default,
+    type and choices read from the config. Unset flags stay None so the config supplies the
+    default, and validates every value once, where the options enter."""
+    defaults, helps = config().to_dict(), config.field_help()
+    hints = typing.get_type_hints(config)
     for name in names:
-        choices = typing.get_args(hints[name]) if typing.get_origin(hints[name]) is typing.Literal else None
-        kind = str if choices else {"max_label_issues": int, "folds": int}.get(name, float)
+        hint = hints[name]
+        choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+        plain = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]  # int | None -> int
+        kind = str if choices else plain[0]
         default = "none" if defaults[name] is None else defaults[name]
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, choices=choices, help=f"{helps[name]} (default {default})")
 
@@ -417,6 +421,33 @@ def _split_list(text: str) -> list[str]:
 def _key_classes(store, run_id: str) -> list[str]:
     from core.config import ExperimentConfig
     return ExperimentConfig.from_dict(store.run(run_id)["config"]).gates.key_classes
+
+
+HYGIENE_OPTIONS = tuple(HygieneConfig.field_help())
+
+
+def _cmd_hygiene(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.hygiene import hygiene
+    options = {name: getattr(args, name) for name in HYGIENE_OPTIONS if getattr(args, name) is not None}
+    with Store.open(args.session, create=False) as store:
+        outcome = hygiene(store, progress=not (args.quiet or args.json), **options)
+    if args.json:
+        print(json.dumps({"run_id": outcome.run_id, "status": outcome.status, "error": outcome.error,
+                          "measured": outcome.measured, "failed": outcome.failed, "queued": outcome.queued,
+                          "untrusted": outcome.untrusted, "skipped_reviewed": outcome.skipped_reviewed,
+                          "unreadable": outcome.unreadable, "settings": outcome.settings.to_dict()}), file=args.stdout)
+    else:
+        print("\n".join(outcome.lines()))
+    return 0 if outcome.status == "succeeded" else 1
+
+
+def _register_hygiene(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("hygiene", help="VAD hygiene (B6): a voice-activity detector checks every speech / non-speech "
+                                       "clip; the clips it contradicts go to the review queue (reason vad_hygiene)",
+                       parents=_parents(shared, "session", "json", "quiet"))
+    _add_config_options(p, HygieneConfig, HYGIENE_OPTIONS)
+    p.set_defaults(func=_cmd_hygiene)
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
@@ -523,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     shared = _shared_options()
     for register in (_register_demo, _register_build_factorial, _register_import, _register_stats, _register_export, _register_train,
-                     _register_finetune, _register_augment_copies, _register_audit, _register_promote, _register_rollback,
+                     _register_finetune, _register_augment_copies, _register_audit, _register_hygiene, _register_promote, _register_rollback,
                      _register_compare, _register_spotcheck, _register_serve):
         register(sub, shared)
     return parser
