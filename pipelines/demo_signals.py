@@ -43,7 +43,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / max(float(np.sqrt(np.mean(x * x))), 1e-12)
 
 
-def _colored_noise(rng: np.random.Generator, n: int, *, exponent: float) -> np.ndarray:
+def colored_noise(rng: np.random.Generator, n: int, *, exponent: float) -> np.ndarray:
     """Unit-RMS noise with power ~ 1/f**exponent (0 white, 1 pink, 2 brown)."""
     size = sp_fft.next_fast_len(n, real=True)  # an arbitrary n can have large prime factors
     spectrum = rng.standard_normal(size // 2 + 1) + 1j * rng.standard_normal(size // 2 + 1)
@@ -75,7 +75,7 @@ def _smooth_random(rng: np.random.Generator, n: int, sr: int, *, rate_hz: float)
     return PchipInterpolator(knots, rng.uniform(-1, 1, n_knots))(np.arange(n))
 
 
-def _tone(freq_hz: np.ndarray, sr: int, weights: np.ndarray, *,
+def harmonic_tone(freq_hz: np.ndarray, sr: int, weights: np.ndarray, *,
           brightness: np.ndarray | None = None) -> np.ndarray:
     """Harmonic tone sum_k w_k b**(k-1) sin(k phase) for a per-sample f0 (Hz).
 
@@ -112,7 +112,7 @@ def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
     return signal.oaconvolve(padded, np.full(width, 1.0 / width), mode="valid")
 
 
-def _gate(n: int, sr: int, segments_s: list[tuple[float, float]], *, ramp_s: float) -> np.ndarray:
+def gate_envelope(n: int, sr: int, segments_s: list[tuple[float, float]], *, ramp_s: float) -> np.ndarray:
     """0/1 envelope that is on during each (start, length) segment, edges ramped over ramp_s."""
     env = np.zeros(n)
     for start, length in segments_s:
@@ -206,7 +206,7 @@ def _siren(rng: np.random.Generator, kind: str, n: int, sr: int) -> np.ndarray:
                            hold=int(0.02 * sr))
             segments.append((cursor, length))
             cursor += length + rng.uniform(0.15, 0.6)
-        gate = _gate(n, sr, segments, ramp_s=0.02)
+        gate = gate_envelope(n, sr, segments, ramp_s=0.02)
     k = np.arange(1, 17)
     weights = np.where(k % 2 == 1, 1.0, rng.uniform(0.05, 0.35)) / k ** rng.uniform(1.0, 1.5)
     if rng.random() < 0.6:
@@ -216,7 +216,7 @@ def _siren(rng: np.random.Generator, kind: str, n: int, sr: int) -> np.ndarray:
         ratio = 1 + rng.uniform(0, 0.01) * _smooth_random(rng, n, sr, rate_hz=0.2)
         loudness = 10 ** (0.15 * _smooth_random(rng, n, sr, rate_hz=0.5))
     brightness = 0.7 + 0.3 * loudness / np.max(loudness)  # air absorbs highs more with distance
-    return _tone(freq * ratio, sr, weights, brightness=brightness) * loudness * gate
+    return harmonic_tone(freq * ratio, sr, weights, brightness=brightness) * loudness * gate
 
 
 def _alert(rng: np.random.Generator, kind: str, n: int, sr: int) -> np.ndarray:
@@ -250,8 +250,8 @@ def _alert(rng: np.random.Generator, kind: str, n: int, sr: int) -> np.ndarray:
         burst, period = rng.uniform(0.3, 1.0), rng.uniform(1.5, 3.0)
         segments = [(s, burst) for s in np.arange(rng.uniform(0, 0.5), dur, period)]
         weights = np.array([1, rng.uniform(0, 0.2), rng.uniform(0.1, 0.3), 0, rng.uniform(0, 0.1)])
-    gate = _gate(n, sr, segments, ramp_s=0.003)
-    return _tone(freq, sr, weights) * gate
+    gate = gate_envelope(n, sr, segments, ramp_s=0.003)
+    return harmonic_tone(freq, sr, weights) * gate
 
 
 def _collision(rng: np.random.Generator, kind: str, n: int, sr: int) -> np.ndarray:
@@ -307,10 +307,10 @@ def _tinkles(rng: np.random.Generator, n: int, sr: int, *, t_hit: float) -> np.n
 def _skid(rng: np.random.Generator, n: int, sr: int, *, end_s: float) -> np.ndarray:
     """Tyre screech ending at the impact: wobbling squeal tone in band-limited noise, crescendo."""
     start_s = max(0.0, end_s - rng.uniform(0.5, 1.5))
-    gate = _gate(n, sr, [(start_s, end_s - start_s)], ramp_s=0.05)
+    gate = gate_envelope(n, sr, [(start_s, end_s - start_s)], ramp_s=0.05)
     crescendo = np.clip((np.arange(n) / sr - start_s) / max(end_s - start_s, 1e-3), 0, 1)
     squeal_f = rng.uniform(700, 1400) * (1 + 0.03 * _smooth_random(rng, n, sr, rate_hz=8))
-    squeal = _tone(squeal_f, sr, np.array([1, 0.3, 0.15]))
+    squeal = harmonic_tone(squeal_f, sr, np.array([1, 0.3, 0.15]))
     hiss = _filter(rng.standard_normal(n), sr, low_hz=600, high_hz=3000)
     return (0.6 * squeal + _unit(hiss)) * gate * crescendo
 
@@ -328,7 +328,7 @@ def _road_traffic(rng: np.random.Generator, kind: str, n: int, sr: int) -> np.nd
     # Mechanical noise, pulsed by the firing: what makes an engine more than a hum.
     firing = np.sin(4 * np.pi * np.cumsum(f0) / sr)
     clatter = _unit(_filter(rng.standard_normal(n), sr, low_hz=150, high_hz=2500)) * (1 + 0.7 * firing)
-    engine = _unit(_tone(f0, sr, engine_weights)) + rng.uniform(0.1, 0.25) * clatter
+    engine = _unit(harmonic_tone(f0, sr, engine_weights)) + rng.uniform(0.1, 0.25) * clatter
     engine *= 1 + 0.2 * _smooth_random(rng, n, sr, rate_hz=3)
     vehicles = _vehicles(rng, n, sr, rate_hz=rng.uniform(*rate_range_hz), at_least_one=kind == "passby",
                          engine_weights=engine_weights[:8])
@@ -337,7 +337,7 @@ def _road_traffic(rng: np.random.Generator, kind: str, n: int, sr: int) -> np.nd
 
 def _rumble(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Unit-RMS low-passed brown noise, slowly breathing: the bed of any road."""
-    rumble = _unit(_filter(_colored_noise(rng, n, exponent=2.0), sr, high_hz=rng.uniform(150, 400)))
+    rumble = _unit(_filter(colored_noise(rng, n, exponent=2.0), sr, high_hz=rng.uniform(150, 400)))
     return rumble * (1 + 0.3 * _smooth_random(rng, n, sr, rate_hz=0.3))
 
 
@@ -358,8 +358,8 @@ def _vehicles(rng: np.random.Generator, n: int, sr: int, *, rate_hz: float, at_l
         if engine_weights is not None and len(active):
             window = slice(active[0], active[-1] + 1)
             car_f0 = rng.uniform(40, 110) * ratio[window]
-            engines[window] += loudness[window] * _tone(car_f0, sr, engine_weights)
-    tyres = _filter(_colored_noise(rng, n, exponent=1.5), sr, low_hz=80, high_hz=1500)
+            engines[window] += loudness[window] * harmonic_tone(car_f0, sr, engine_weights)
+    tyres = _filter(colored_noise(rng, n, exponent=1.5), sr, low_hz=80, high_hz=1500)
     hiss = _filter(rng.standard_normal(n), sr, low_hz=2000, high_hz=5000)
     engines /= max(np.max(np.abs(engines)), 1e-9)
     return _unit(tyres) * near + 0.15 * _unit(hiss) * close + 0.5 * engines
@@ -391,7 +391,7 @@ def _one_scream(rng: np.random.Generator, m: int, sr: int) -> np.ndarray:
     vibrato = 1 + rng.uniform(0.01, 0.04) * np.sin(2 * np.pi * rng.uniform(5, 8) * t)
     jitter = 1 + rng.uniform(0.005, 0.015) * _smooth_random(rng, m, sr, rate_hz=40)
     f0 = contour * vibrato * jitter
-    source = _tone(f0, sr, np.arange(1, 15) ** -rng.uniform(0.8, 1.4))
+    source = harmonic_tone(f0, sr, np.arange(1, 15) ** -rng.uniform(0.8, 1.4))
     if rng.random() < 0.4:  # roughness: a subharmonic from period doubling
         source *= 1 + 0.3 * np.sin(np.pi * np.cumsum(f0) / sr)
     vowels = np.array([(800, 1200, 2600), (700, 1700, 2700), (450, 2200, 3000)])
@@ -416,7 +416,7 @@ def _environment(rng: np.random.Generator, kind: str, n: int, sr: int) -> np.nda
 
 def _rain(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Dense droplets (click + small rising bubble resonance) over a filtered noise wash."""
-    wash = _filter(_colored_noise(rng, n, exponent=1.0), sr, low_hz=rng.uniform(400, 800), high_hz=7000)
+    wash = _filter(colored_noise(rng, n, exponent=1.0), sr, low_hz=rng.uniform(400, 800), high_hz=7000)
     rate = rng.uniform(300, 2000)
     count = int(rate * n / sr)
     times, amps = rng.uniform(0, n / sr, count), rng.lognormal(0, 0.7, count)
@@ -434,7 +434,7 @@ def _rain(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
 
 def _wind(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Low-passed noise in gusts: louder gusts are also brighter."""
-    base = _colored_noise(rng, n, exponent=1.5)
+    base = colored_noise(rng, n, exponent=1.5)
     dark = _unit(_filter(base, sr, high_hz=rng.uniform(150, 300)))
     bright = _unit(_filter(base, sr, low_hz=300, high_hz=rng.uniform(800, 1500)))
     gust = 0.6 + 0.4 * _smooth_random(rng, n, sr, rate_hz=rng.uniform(0.2, 0.6))
@@ -473,8 +473,8 @@ def _bird_song(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
             _place_contour(freq, i0, shape, hold=int(0.008 * sr))
             segments.append((start, length))
         cursor += repeats * (length + gap) + rng.uniform(0.5, 2.5)
-    gate = _gate(n, sr, segments, ramp_s=0.008)
-    return _tone(np.clip(freq, 1500, limit), sr, np.array([1.0, 0.1])) * gate
+    gate = gate_envelope(n, sr, segments, ramp_s=0.008)
+    return harmonic_tone(np.clip(freq, 1500, limit), sr, np.array([1.0, 0.1])) * gate
 
 
 def _insects(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
@@ -490,15 +490,15 @@ def _insects(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     segments = [(c + p / pulse_rate, 0.5 / pulse_rate)
                 for c in np.arange(rng.uniform(0, 0.3), n / sr, 1 / rng.uniform(1.5, 3.0))
                 for p in range(per_chirp)]
-    tone = _tone(np.full(n, min(center, 5000.0)), sr, np.array([1.0, 0.05]))
-    return tone * _gate(n, sr, segments, ramp_s=0.004) + 0.03 * _wind(rng, n, sr)
+    tone = harmonic_tone(np.full(n, min(center, 5000.0)), sr, np.array([1.0, 0.05]))
+    return tone * gate_envelope(n, sr, segments, ramp_s=0.004) + 0.03 * _wind(rng, n, sr)
 
 
 def _tonal_drone(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """A steady hum/whine at siren pitch: no sweep, no amplitude modulation (A3 'ambiguous')."""
     f = rng.uniform(600, 1500) * (1 + 0.001 * _smooth_random(rng, n, sr, rate_hz=0.5))
     k = np.arange(1, 7)
-    return _tone(f, sr, k ** -rng.uniform(1.2, 2.0))
+    return harmonic_tone(f, sr, k ** -rng.uniform(1.2, 2.0))
 
 
 _SYNTHS = {SIRENS: _siren, COLLISION: _collision, ALERT: _alert, TRAFFIC: _road_traffic,
@@ -515,14 +515,14 @@ def _traffic_background(rng: np.random.Generator, n: int, sr: int) -> np.ndarray
 
 def _room_background(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Room tone: darkened pink noise plus a little mains hum (50 or 60 Hz and harmonics)."""
-    hum = _tone(np.full(n, float(rng.choice([50.0, 60.0]))), sr, np.array([1, 0.5, 0.3, 0.2]))
-    air = _filter(_colored_noise(rng, n, exponent=1.0), sr, high_hz=rng.uniform(1500, 4000))
+    hum = harmonic_tone(np.full(n, float(rng.choice([50.0, 60.0]))), sr, np.array([1, 0.5, 0.3, 0.2]))
+    air = _filter(colored_noise(rng, n, exponent=1.0), sr, high_hz=rng.uniform(1500, 4000))
     return _unit(air) + 0.2 * hum
 
 
 def _outdoor_background(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Open air: soft wind and a far-away traffic rumble."""
-    rumble = _filter(_colored_noise(rng, n, exponent=2.0), sr, high_hz=300)
+    rumble = _filter(colored_noise(rng, n, exponent=2.0), sr, high_hz=300)
     return _unit(_wind(rng, n, sr)) + 0.5 * _unit(rumble)
 
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from pipelines.demo_signals import _colored_noise, _gate, _tone, render_clip
+from pipelines.demo_signals import colored_noise, gate_envelope, harmonic_tone, render_clip
 
 __all__ = ["KINDS", "bank_sound", "nonspeech_sound"]
 
@@ -62,7 +62,7 @@ def _notes(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     decay = rng.uniform(0.15, 1.0)
     t_in_note = (np.arange(n) / sr) % beat
     envelope = np.minimum(t_in_note / 0.01, 1.0) * np.exp(-t_in_note / decay)
-    return _tone(freq, sr, HARMONICS ** rng.uniform(1.0, 2.0)) * envelope
+    return harmonic_tone(freq, sr, HARMONICS ** rng.uniform(1.0, 2.0)) * envelope
 
 
 def _chords(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
@@ -76,7 +76,7 @@ def _chords(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
         t = np.arange(i1 - i0) / sr
         envelope = np.minimum(t / rng.uniform(0.02, 0.2), 1.0) * np.exp(-t / rng.uniform(1.0, 4.0))
         for note in notes:
-            out[i0:i1] += _tone(np.full(i1 - i0, _midi_hz(note)), sr, HARMONICS ** 1.5) * envelope
+            out[i0:i1] += harmonic_tone(np.full(i1 - i0, _midi_hz(note)), sr, HARMONICS ** 1.5) * envelope
     return out
 
 
@@ -115,13 +115,13 @@ def _hat(rng: np.random.Generator, sr: int) -> np.ndarray:
 # --- noise -----------------------------------------------------------------------------------
 
 def _coloured(exponent: float) -> Callable[[np.random.Generator, int, int], np.ndarray]:
-    return lambda rng, n, sr: _colored_noise(rng, n, exponent=exponent)
+    return lambda rng, n, sr: colored_noise(rng, n, exponent=exponent)
 
 
 def _hum(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Mains hum (50 or 60 Hz and its harmonics) over a little hiss."""
     mains = np.full(n, float(rng.choice([50.0, 60.0])))
-    return _tone(mains, sr, rng.uniform(0.2, 1.0, 8) / np.arange(1, 9)) + 0.02 * rng.standard_normal(n)
+    return harmonic_tone(mains, sr, rng.uniform(0.2, 1.0, 8) / np.arange(1, 9)) + 0.02 * rng.standard_normal(n)
 
 
 # --- environmental and animal ----------------------------------------------------------------
@@ -148,7 +148,7 @@ def _barks(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
             if m < int(0.05 * sr):
                 break
             u = np.linspace(0, 1, m)
-            bark = _tone(rng.uniform(400, 800) * (1 - 0.3 * u), sr, HARMONICS[:8]) + 0.4 * rng.standard_normal(m)
+            bark = harmonic_tone(rng.uniform(400, 800) * (1 - 0.3 * u), sr, HARMONICS[:8]) + 0.4 * rng.standard_normal(m)
             out[int(cursor * sr):int(cursor * sr) + m] += bark * np.sin(np.pi * u) ** 0.5
             cursor += length + rng.uniform(0.08, 0.2)
         cursor += rng.uniform(0.4, 1.2)
@@ -160,7 +160,7 @@ def _croaks(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     rate, carrier = rng.uniform(15, 40), rng.uniform(300, 900)
     bouts = [(start, rng.uniform(0.2, 0.6)) for start in np.arange(rng.uniform(0, 0.5), n / sr, rng.uniform(0.6, 1.2))]
     pulses = [(start + k / rate, 0.4 / rate) for start, length in bouts for k in range(int(length * rate))]
-    return _tone(np.full(n, carrier), sr, HARMONICS[:4]) * _gate(n, sr, pulses, ramp_s=0.003)
+    return harmonic_tone(np.full(n, carrier), sr, HARMONICS[:4]) * gate_envelope(n, sr, pulses, ramp_s=0.003)
 
 
 _STYLES = {
