@@ -33,6 +33,7 @@ import torch
 from core.audio import AudioError, fit_length, load, probe, resample
 from core.checkpoint import checkpoint_dir, has_checkpoint, load_checkpoint
 from core.features import LogMel, normalize
+from core.registry import Registry
 from core.vad import (SILERO_FRAME_SAMPLES, SILERO_RATE_HZ, STAGES, WEBRTC_MODES, StageTimer, VadMeasurement,
                       check_options, check_wave, measure, silero_probabilities)
 
@@ -102,30 +103,14 @@ def _read(clip: Clip, timer: StageTimer) -> tuple[np.ndarray, int]:
 # --- the registry ---------------------------------------------------------------------------
 
 DetectorFactory = Callable[..., SpeechDetector]
-_REGISTRY: dict[str, DetectorFactory] = {}
-
-
-def register_detector(name: str) -> Callable[[DetectorFactory], DetectorFactory]:
-    """Decorator registering a factory (a detector class, or a function returning one) under name."""
-    def decorate(factory: DetectorFactory) -> DetectorFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"detector name {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
-    return decorate
-
-
-def available_detectors() -> list[str]:
-    """Registered detector names, sorted (what the UI lists)."""
-    return sorted(_REGISTRY)
+_DETECTORS: Registry[DetectorFactory] = Registry("detector")
+register_detector = _DETECTORS.register  # decorator: a detector class, or a function returning one
+available_detectors = _DETECTORS.names   # registered detector names, sorted (what the UI lists)
 
 
 def build_detector(name: str, **options: Any) -> SpeechDetector:
     """The detector registered as name, built with options (e.g. run_dir= for trained-run)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"detector: {name!r} is not a registered detector; available: "
-                         f"{', '.join(available_detectors())}")
-    return _REGISTRY[name](**options)
+    return _DETECTORS.get(name, parameter="detector")(**options)
 
 
 # --- the detectors --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from torch import nn
 
 from core.config import FeatureConfig, ModelConfig
+from core.registry import Registry
 
 __all__ = ["AudioClassifier", "ModelBuilder", "available_models", "build_model", "count_parameters", "register_model"]
 
@@ -77,22 +78,9 @@ class ModelBuilder(Protocol):
                  architecture: dict[str, Any]) -> AudioClassifier: ...
 
 
-_REGISTRY: dict[str, ModelBuilder] = {}
-
-
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator registering a builder under `name` (the value of ModelConfig.name)."""
-    def decorate(builder: ModelBuilder) -> ModelBuilder:
-        if name in _REGISTRY:
-            raise ValueError(f"model name {name!r} is already registered")
-        _REGISTRY[name] = builder
-        return builder
-    return decorate
-
-
-def available_models() -> list[str]:
-    """Registered model names, sorted (the UI drop-down)."""
-    return sorted(_REGISTRY)
+_MODELS: Registry[ModelBuilder] = Registry("model")
+register_model = _MODELS.register  # decorator: @register_model("cnn")
+available_models = _MODELS.names   # registered model names, sorted (the UI drop-down)
 
 
 def build_model(model_cfg: ModelConfig, *, feature_cfg: FeatureConfig, labels: list[str],
@@ -103,17 +91,14 @@ def build_model(model_cfg: ModelConfig, *, feature_cfg: FeatureConfig, labels: l
     exact saved shape is built with fresh weights and no pretrained source is read (the
     checkpoint's weights are loaded afterwards).
     """
-    if model_cfg.name not in _REGISTRY:
-        raise ValueError(f"model.name: {model_cfg.name!r} is not a registered model; "
-                         f"available: {', '.join(available_models())}")
+    builder = _MODELS.get(model_cfg.name, parameter="model.name")
     if len(labels) < 2:
         raise ValueError(f"labels: need at least 2 classes, got {labels!r}")
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels: must be unique, got {labels!r}")
     if not all(isinstance(label, str) and label for label in labels):
         raise ValueError(f"labels: must be non-empty strings, got {labels!r}")
-    return _REGISTRY[model_cfg.name](model_cfg, feature_cfg=feature_cfg, labels=list(labels),
-                                     architecture=architecture or {})
+    return builder(model_cfg, feature_cfg=feature_cfg, labels=list(labels), architecture=architecture or {})
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
