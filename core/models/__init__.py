@@ -8,7 +8,6 @@ parameter groups and the labels its outputs stand for. The UI drop-down lists
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from torch import nn
