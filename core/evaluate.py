@@ -141,6 +141,25 @@ def _calibration(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> di
     return {"ece": float(ece), "mce": float(mce), "n_bins": n_bins, "bins": bins}
 
 
+def score_calibration(*, scores: np.ndarray, y_true_binary: np.ndarray, n_bins: int = 10) -> dict[str, Any]:
+    """Calibration of a score read as p(positive) (a speech detector's score as p(speech)):
+    equal-width score bins (lower, upper], each with its clips, mean score ("confidence") and
+    share of positives ("accuracy"). Same dict as classification_report's calibration; ECE and
+    MCE in [0, 1], lower is better.
+
+    scores: (N,) finite numbers in [0, 1]; y_true_binary: (N,) bools.
+    """
+    scores = _as_scores("scores", scores)
+    if ((scores < 0) | (scores > 1)).any():
+        raise ValueError("scores: must lie in [0, 1] to be read as probabilities")
+    y_true_binary = np.asarray(y_true_binary)
+    if y_true_binary.shape != scores.shape or not np.isin(y_true_binary, (0, 1)).all():
+        raise ValueError(f"y_true_binary: expected {scores.shape[0]} booleans (0/1) matching scores, "
+                         f"got shape {y_true_binary.shape}")
+    _check_positive_int("n_bins", n_bins)
+    return _calibration(scores, y_true_binary.astype(bool), n_bins)
+
+
 # --- temperature scaling --------------------------------------------------------------------
 
 # With few held-out clips all called right, the likelihood keeps rising as T falls towards 0,
@@ -318,10 +337,15 @@ def _youden(tpr: np.ndarray, fpr: np.ndarray, n_pos: int, n_neg: int) -> np.ndar
     return tpr - fpr
 
 
+def _accuracy(tpr: np.ndarray, fpr: np.ndarray, n_pos: int, n_neg: int) -> np.ndarray:
+    return (tpr * n_pos + (1.0 - fpr) * n_neg) / (n_pos + n_neg)
+
+
 THRESHOLD_OBJECTIVES: dict[str, Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]] = {
     "balanced_accuracy": _balanced_accuracy,
     "f1": _f1,
     "youden": _youden,
+    "accuracy": _accuracy,
 }
 
 
@@ -335,7 +359,8 @@ def calibrate_threshold(*, scores: np.ndarray, y_true_binary: np.ndarray,
     threshold. The threshold sits halfway between the chosen dev score and the next lower
     one, so the dev decisions are reproduced exactly but with a margin on either side.
     Objectives (all higher = better): balanced_accuracy (mean of TPR and TNR), f1 (of the
-    positive class), youden (TPR - FPR). Ties go to the highest threshold.
+    positive class), youden (TPR - FPR), accuracy (share of clips called right, which follows
+    the dev split's class balance). Ties go to the highest threshold.
 
     Returns {"objective": str, "threshold": float, "value": float}.
     """
@@ -379,7 +404,8 @@ def psychometric_accuracy(level: np.ndarray | float, *, mid: float, scale: float
     Accuracy rises from `chance` (very low level) to 1; `mid` is the level halfway up, `scale`
     (> 0, same unit as level) how gradual the rise is.
     """
-    return chance + (1.0 - chance) / (1.0 + np.exp(-(np.asarray(level, dtype=float) - mid) / scale))
+    with np.errstate(over="ignore"):  # far below a steep curve exp() overflows to inf: accuracy is chance
+        return chance + (1.0 - chance) / (1.0 + np.exp(-(np.asarray(level, dtype=float) - mid) / scale))
 
 
 def psychometric_curve(*, levels: np.ndarray, correct: np.ndarray, chance: float = 0.0) -> dict[str, Any]:
@@ -431,6 +457,17 @@ def _fit_logistic(levels: np.ndarray, accuracy: np.ndarray, counts: np.ndarray, 
     bounds = ([levels[0] - span, span * 1e-3], [levels[-1] + span, span * 10])
     (mid, scale), _ = curve_fit(model, levels, accuracy, p0=initial, sigma=1 / np.sqrt(counts), bounds=bounds)
     return float(mid), float(scale)
+
+
+def psychometric_level(*, accuracy: float, mid: float, scale: float, chance: float) -> float | None:
+    """The inverse of `psychometric_accuracy`: the level at which the curve reaches `accuracy`;
+    None when it never does (accuracy at or below chance, or at or above 1)."""
+    for name, value in (("accuracy", accuracy), ("mid", mid), ("scale", scale), ("chance", chance)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name}: {value!r} must be a finite number")
+    if scale <= 0 or not 0.0 <= chance < 1.0:
+        raise ValueError(f"scale: {scale!r} must be > 0 and chance: {chance!r} in [0, 1)")
+    return _level_at_accuracy(accuracy, mid=mid, scale=scale, chance=chance)
 
 
 def _level_at_accuracy(target: float, *, mid: float, scale: float, chance: float) -> float | None:

@@ -1,5 +1,6 @@
 """Evaluation pictures saved as PNG per run: confusion matrices (and their differences),
-training curves, reliability diagrams, psychometric curves and metadata breakdowns.
+training curves, reliability diagrams (one model's, or several detectors' side by side),
+psychometric curves (one, or several on one axes), metadata breakdowns and grouped bars.
 
 Each function draws on its own matplotlib `Figure` with an Agg canvas (never pyplot, so no
 global state and nothing left open), writes `path` and returns it as a `Path`. Inputs are the
@@ -105,35 +106,66 @@ def plot_reliability(path: str | Path, *, bins: Sequence[dict[str, Any]], ece: f
     """Reliability diagram from `classification_report()["calibration"]["bins"]`: accuracy per
     top-1-confidence bin against the diagonal of perfect calibration, the gap to each bin's
     mean confidence, and the clips per bin below."""
+    bins = _reliability_bins(bins)
+    fig = _new_figure(6, 6.5)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    _draw_reliability(top, bottom, bins, title="Reliability" + (f" (ECE {ece:.1%})" if ece is not None else ""),
+                      xlabel="confidence (top-1 probability)", ylabel="accuracy", gap="gap to mean confidence")
+    return _save(fig, path)
+
+
+def plot_reliability_grid(path: str | Path, *, calibrations: dict[str, dict[str, Any]], columns: int = 3) -> Path:
+    """One reliability diagram per detector, side by side: the share of positive (speech)
+    clips per score bin against the diagonal, from `core.evaluate.score_calibration` results
+    ({name: {ece, mce, bins}}), each titled with its ECE and MCE."""
+    if not calibrations or not all(isinstance(c, dict) and {"ece", "mce", "bins"} <= set(c) for c in calibrations.values()):
+        raise ValueError("calibrations: expected {name: score_calibration result} with at least one entry")
+    _check_positive("columns", columns)
+    columns = min(columns, len(calibrations))
+    rows = -(-len(calibrations) // columns)
+    fig = _new_figure(4.2 * columns, 4.6 * rows)
+    panels = np.atleast_1d(fig.subfigures(rows, columns)).ravel()
+    for panel, (name, calibration) in zip(panels, calibrations.items()):
+        top, bottom = panel.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+        _draw_reliability(top, bottom, _reliability_bins(calibration["bins"]),
+                          title=f"{name}\nECE {calibration['ece']:.1%}, MCE {calibration['mce']:.1%}",
+                          xlabel="score (read as p(speech))", ylabel="share of speech clips", gap="gap to mean score")
+    return _save(fig, path)
+
+
+def _reliability_bins(bins: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     bins = list(bins)
     required = {"lower", "upper", "count", "confidence", "accuracy"}
     if not bins or not all(isinstance(b, dict) and required <= set(b) for b in bins):
         raise ValueError(f"bins: expected a non-empty list of dicts with keys {sorted(required)}")
+    return bins
+
+
+def _draw_reliability(top: Any, bottom: Any, bins: list[dict[str, Any]], *, title: str, xlabel: str, ylabel: str,
+                      gap: str) -> None:
+    """Observed rate per bin (top) against the diagonal, with the gap to the bin's mean score,
+    and the clips per bin (bottom)."""
     lower = np.array([b["lower"] for b in bins], dtype=float)
     width = np.array([b["upper"] for b in bins], dtype=float) - lower
     counts = np.array([b["count"] for b in bins], dtype=int)
     filled = counts > 0
     accuracy = np.array([b["accuracy"] or 0.0 for b in bins], dtype=float)
     confidence = np.array([b["confidence"] or 0.0 for b in bins], dtype=float)
-
-    fig = _new_figure(6, 6.5)
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top.bar(lower[filled], accuracy[filled], width=width[filled], align="edge",
-            color="tab:blue", edgecolor="black", label="accuracy")
+            color="tab:blue", edgecolor="black", label=ylabel)
     # Hatched, unfilled gap bars stay readable where they overlap an accuracy bar (underconfidence).
     top.bar(lower[filled], confidence[filled] - accuracy[filled], bottom=accuracy[filled], width=width[filled],
-            align="edge", fill=False, hatch="//", edgecolor="tab:red", label="gap to mean confidence")
+            align="edge", fill=False, hatch="//", edgecolor="tab:red", label=gap)
     top.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
-    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
-    top.legend(loc="upper left")
-    top.set_title("Reliability" + (f" (ECE {ece:.1%})" if ece is not None else ""))
+    top.set(xlim=(0, 1), ylim=(0, 1), ylabel=ylabel)
+    top.legend(loc="upper left", fontsize=8)
+    top.set_title(title)
 
     bottom.bar(lower, counts, width=width, align="edge", color="tab:gray", edgecolor="black")
     for x, w, n in zip(lower[filled], width[filled], counts[filled]):
         bottom.annotate(str(n), (x + w / 2, n), ha="center", va="bottom", fontsize=7,
                         xytext=(0, 1), textcoords="offset points")
-    bottom.set(xlabel="confidence (top-1 probability)", ylabel="clips", ylim=(0, max(counts.max(), 1) * 1.25))
-    return _save(fig, path)
+    bottom.set(xlabel=xlabel, ylabel="clips", ylim=(0, max(counts.max(), 1) * 1.25))
 
 
 def plot_psychometric(path: str | Path, *, curve: dict[str, Any], xlabel: str = "SNR (dB)", title: str = "") -> Path:
@@ -166,6 +198,65 @@ def plot_psychometric(path: str | Path, *, curve: dict[str, Any], xlabel: str = 
            title=title or "Psychometric curve")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def plot_psychometric_curves(path: str | Path, *, curves: dict[str, dict[str, Any]], xlabel: str = "SNR (dB)",
+                             title: str = "") -> Path:
+    """Several psychometric curves on one axes (one colour per name: measured accuracy per level
+    as dots, the fitted logistic as a line, DT50 as a cross on it, chance dotted), from
+    `core.evaluate.psychometric_curve` results {name: curve} (or ones whose dt50 / dt75 another
+    convention placed: the cross sits on the curve); the legend gives each DT50 / DT75."""
+    required = {"levels", "accuracy", "params", "dt50", "dt75"}
+    if not curves or not all(isinstance(c, dict) and required <= set(c) for c in curves.values()):
+        raise ValueError(f"curves: expected {{name: psychometric_curve result}} with keys {sorted(required)}")
+    every_level = np.concatenate([np.asarray(c["levels"], dtype=float) for c in curves.values()])
+    margin = 0.1 * (every_level.max() - every_level.min())
+    smooth = np.linspace(every_level.min() - margin, every_level.max() + margin, 200)
+    fig = _new_figure(8, 5)
+    ax = fig.add_subplot()
+    low, high = every_level.min(), every_level.max()
+    for index, (name, curve) in enumerate(curves.items()):
+        colour = f"C{index % 10}"
+        # A threshold beyond the tested levels is an extrapolation: say only on which side it lies.
+        dt = ", ".join(f"{key.upper()} " + (f"< {low:g}" if curve[key] < low else f"> {high:g}" if curve[key] > high
+                                            else f"{curve[key]:.1f}") for key in ("dt50", "dt75") if curve[key] is not None)
+        ax.plot(smooth, 100 * psychometric_accuracy(smooth, **curve["params"]), color=colour,
+                label=f"{name}" + (f" ({dt})" if dt else ""))
+        ax.scatter(curve["levels"], 100 * np.asarray(curve["accuracy"]), color=colour, s=18, zorder=3)
+        if curve["dt50"] is not None and smooth[0] <= curve["dt50"] <= smooth[-1]:
+            height = 100 * psychometric_accuracy(curve["dt50"], **curve["params"])
+            ax.plot([curve["dt50"]], [height], marker="x", color=colour, markersize=9, zorder=4)
+    for chance in sorted({c["params"]["chance"] for c in curves.values()}):
+        ax.axhline(100 * chance, color="gray", linestyle=":", linewidth=1)
+    ax.set(xlim=(smooth[0], smooth[-1]), ylim=(0, 102), xlabel=xlabel, ylabel="accuracy (%)",
+           title=title or "Psychometric curves")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_metric_by_group(path: str | Path, *, groups: Sequence[str], series: dict[str, Sequence[float | None]],
+                         ylabel: str, title: str = "") -> Path:
+    """Grouped bars: one group per entry of groups (e.g. SNR levels), one bar per series (e.g.
+    detector) in each, values in [0, 1] drawn as percentages and labelled; None leaves a gap."""
+    groups = list(groups)
+    if not groups or not series or not all(len(values) == len(groups) for values in series.values()):
+        raise ValueError(f"series: expected {{name: one value per group}} for the {len(groups)} groups")
+    width = 0.8 / len(series)
+    positions = np.arange(len(groups))
+    fig = _new_figure(max(6.0, 1.2 * len(groups) * max(1, len(series) / 3)), 4.5)
+    ax = fig.add_subplot()
+    for index, (name, values) in enumerate(series.items()):
+        x = positions - 0.4 + width * (index + 0.5)
+        heights = np.array([np.nan if v is None else 100 * v for v in values], dtype=float)
+        bars = ax.bar(x, heights, width=width, color=f"C{index % 10}", edgecolor="black", label=name)
+        ax.bar_label(bars, labels=["" if np.isnan(h) else f"{h:.0f}" for h in heights], fontsize=6, padding=1)
+    ax.set_xticks(positions, groups)
+    ax.set(ylim=(0, 125), ylabel=f"{ylabel} (%)", title=title)
+    ax.set_yticks([0, 25, 50, 75, 100])
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncols=min(4, len(series)), loc="upper center")
     return _save(fig, path)
 
 
@@ -251,6 +342,11 @@ def _square_matrix(name: str, matrix: Sequence[Sequence[float]], labels: Sequenc
         raise ValueError(f"{name}: expected a {n} x {n} matrix of finite numbers (one row and column per "
                          f"label), got shape {array.shape}")
     return array
+
+
+def _check_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}: {value!r} must be a positive integer")
 
 
 def _numeric_series(history: list[dict[str, Any]], epochs: list[Any]) -> dict[str, tuple[list[Any], list[float]]]:
