@@ -15,7 +15,7 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.config import AuditConfig, HygieneConfig, list_presets
+from core.config import AuditConfig, ComparisonConfig, HygieneConfig, list_presets
 from core.store import StoreError, session_exists
 
 DEFAULT_SESSION = Path(__file__).resolve().parent / "sessions" / "demo"
@@ -406,7 +406,8 @@ def _add_config_options(p: argparse.ArgumentParser, config: type, names: tuple[s
         plain = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]  # int | None -> int
         kind = str if choices else plain[0]
         default = "none" if defaults[name] is None else defaults[name]
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, choices=choices, help=f"{helps[name]} (default {default})")
+        help_text = f"{helps[name]} (default {default})".replace("%", "%%")  # argparse formats help with %
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, choices=choices, help=help_text)
 
 
 def _sentence_part(text: str) -> str:
@@ -525,6 +526,39 @@ def _register_compare(sub: argparse._SubParsersAction, shared: SharedOptions) ->
     p.set_defaults(func=_cmd_compare)
 
 
+# ComparisonConfig fields with a flag of their own; --detectors is a comma-separated list.
+COMPARISON_OPTIONS = tuple(name for name in ComparisonConfig.field_help() if name != "detectors")
+
+
+def _cmd_compare_detectors(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.detector_comparison import compare_detectors
+    options = {name: getattr(args, name) for name in COMPARISON_OPTIONS if getattr(args, name) is not None}
+    if args.detectors is not None:
+        options["detectors"] = [] if args.detectors.strip() == "none" else _split_list(args.detectors)
+    with Store.open(args.session, create=False) as store:
+        outcome = compare_detectors(store, runs=_split_list(args.runs), progress=not (args.quiet or args.json), **options)
+    if args.json:
+        print(json.dumps({"run_id": outcome.run_id, "status": outcome.status, "error": outcome.error, "runs": outcome.runs,
+                          "not_compared": outcome.not_compared, "summary": outcome.summary,
+                          "files": {key: str(path) for key, path in outcome.report_files.items()}}), file=args.stdout)
+    else:
+        print("\n".join(outcome.lines()))
+    return 0 if outcome.status == "succeeded" else 1
+
+
+def _register_compare_detectors(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("compare-detectors", help="speech detectors side by side (B9): trained runs beside WebRTC and "
+                                                 "Silero VAD on the val and test clips, thresholds chosen on val (B5); "
+                                                 "writes the report (Markdown, JSON, PNGs) in the new run's folder",
+                       parents=_parents(shared, "session", "json", "quiet"))
+    p.add_argument("--runs", required=True, help="comma-separated succeeded training runs whose models have the speech class")
+    p.add_argument("--detectors", help=ComparisonConfig.field_help()["detectors"] + " Comma-separated, 'none' for empty "
+                                       "(default " + ",".join(ComparisonConfig().detectors) + ")")
+    _add_config_options(p, ComparisonConfig, COMPARISON_OPTIONS)
+    p.set_defaults(func=_cmd_compare_detectors)
+
+
 def _cmd_spotcheck(args: argparse.Namespace) -> int:
     from core.store import Store
     from pipelines.audit import spot_check
@@ -555,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     shared = _shared_options()
     for register in (_register_demo, _register_build_factorial, _register_import, _register_stats, _register_export, _register_train,
                      _register_finetune, _register_augment_copies, _register_audit, _register_hygiene, _register_promote, _register_rollback,
-                     _register_compare, _register_spotcheck, _register_serve):
+                     _register_compare, _register_compare_detectors, _register_spotcheck, _register_serve):
         register(sub, shared)
     return parser
 

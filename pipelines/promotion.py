@@ -31,6 +31,7 @@ from core.gates import compare_predictions, evaluate_gates, write_comparison
 from core.run_folder import MANIFEST_FILE
 from core.store import Store, StoreError
 from pipelines.audit import latest_audit
+from pipelines.detector_comparison import vad_baselines
 
 GATE_QUARANTINE_RULE = ("gates count every clip of the split with its label at the audit's freeze, open "
                         "quarantine included: quarantine cannot improve them; review the queue to correct labels")
@@ -140,8 +141,9 @@ def compare_runs(store: Store, *, baseline: str, candidate: str, split: str = "t
 
 def gate_report(store: Store, *, run_id: str) -> dict[str, Any]:
     """Evaluate the run's gates (its preset's GatePolicy) on its latest audit, against the
-    production model when there is one; saved to runs/<run>/gates/. Raises StoreError when the
-    run has no audit of the policy's split."""
+    production model when there is one, and against the VAD baselines of its latest detector
+    comparison when the policy asks (beat_vads_at_snr_db); saved to runs/<run>/gates/. Raises
+    StoreError when the run has no audit of the policy's split."""
     run = store.run(run_id)
     if run["kind"] != "train" or run["status"] != "succeeded":
         raise StoreError(f"run {run_id} is a {run['status']} {run['kind']} run; only a succeeded training run can be promoted")
@@ -163,7 +165,10 @@ def gate_report(store: Store, *, run_id: str) -> dict[str, Any]:
         baseline = scored_run(store, production, split=policy.split)
         if baseline.classes == candidate.classes:  # else the regression gate fails: a person decides
             comparison = compare_scored(baseline, candidate)
-    gates = evaluate_gates(policy=policy, candidate=report, comparison=comparison, production_run_id=production)
+    baselines = (None if policy.beat_vads_at_snr_db is None
+                 else vad_baselines(store, run_id=run_id, max_snr_db=policy.beat_vads_at_snr_db))
+    gates = evaluate_gates(policy=policy, candidate=report, comparison=comparison, production_run_id=production,
+                           vad_baselines=baselines)
     folder = Path(run["run_dir"]) / GATES_DIR
     result = {
         "run_id": run_id, "audit_run_id": audit_id, "split": policy.split, "passed": gates["passed"],
@@ -173,6 +178,7 @@ def gate_report(store: Store, *, run_id: str) -> dict[str, Any]:
         "gates": gates,
         "newly_wrong": comparison["broken"] if comparison else [],
         "newly_right": comparison["fixed"] if comparison else [],
+        "vad_baselines": baselines,
     }
     if comparison is not None:
         result["comparison_files"] = {k: str(v) for k, v in write_comparison(
