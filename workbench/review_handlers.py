@@ -12,25 +12,67 @@ import json
 from typing import Any
 
 import gradio as gr
+import pandas as pd
 
 from core import review
+from core.label_issues import LABEL_QUALITY_METHODS
 from pipelines.review_queue import build_queue, default_run
 from workbench.common import run_choices
 from workbench.context import USER_ERRORS, Workbench, require_annotator
 from workbench.review_feed import feed, keys_help, queue_rows, queue_table, tag_buttons
 
 
+ANY_REASON = "any"
+# Why a clip is in the quarantine queue, by the method of its quarantine entry: a label-issue
+# ranking goes by its cleanlab method's name, and a person queues a clip from Review or from a
+# confusion cell; extreme_off, vad_hygiene and any other method are their own kind.
+REASON_KINDS = {**dict.fromkeys(LABEL_QUALITY_METHODS, "label_issue"), "confusion": "manual"}
+
+
 def load_queue(wb: Workbench, source: str, status: str, label: str | None, reason: str | None,
                annotator: str | None, run_id: str | None, freq: str, applied: int) -> list[Any]:
     """The filtered queue: [its clip ids, its table, the feed of the window the page starts on,
-    position 0, the newest decision id now (what 'decided since it was loaded' counts from)]."""
-    queue = build_queue(wb.store, source=source, run_id=run_id or None, label=label or None, reason=reason or None,
-                        status=status, annotator=annotator or None)
+    position 0, the newest decision id now (what 'decided since it was loaded' counts from)].
+    reason: a kind of reason_choices (ANY_REASON or empty: every kind), or text the reason contains."""
+    queue = build_queue(wb.store, source=source, run_id=run_id or None, label=label or None, status=status,
+                        annotator=annotator or None)
+    if reason and reason != ANY_REASON:
+        kinds = _reason_kinds(wb, source)
+        if reason in set(kinds):
+            keep = queue.clip_id.map(kinds) == reason
+        else:
+            keep = queue.reason.astype(str).str.contains(reason, case=False, regex=False)
+        queue = queue[keep.to_numpy()].reset_index(drop=True)
     ids = queue.clip_id.astype(int).tolist()
     loaded = wb.store.last_decision_id()
     window = feed(wb, ids, 0, run_id, freq, rows=queue.set_index("clip_id"), loaded_at=loaded, applied=applied,
                   reset=True)
     return [ids, queue_table(queue), window, 0, loaded]
+
+
+def reasons(wb: Workbench, source: str) -> list[str]:
+    """The reason filter's choices: ANY_REASON, then each kind of reason in the source's queue
+    (every status), by name."""
+    return [ANY_REASON, *sorted(set(_reason_kinds(wb, source)))]
+
+
+def reason_choices(wb: Workbench, source: str, chosen: str | None) -> gr.Dropdown:
+    """The reason filter as the queue is now (reasons). The choice stays, unless it is a kind
+    this source has not (a quarantine kind after switching to a run's predictions); text typed
+    in the box stays as typed."""
+    choices = reasons(wb, source)
+    stale = chosen in set(_reason_kinds(wb, "quarantine")) and chosen not in choices
+    return gr.Dropdown(choices=choices, value=ANY_REASON if not chosen or stale else chosen, allow_custom_value=True)
+
+
+def _reason_kinds(wb: Workbench, source: str) -> pd.Series:
+    """clip id -> kind of reason of its latest quarantine entry (REASON_KINDS); empty for the
+    queues of a run's predictions, whose reason is the prediction itself."""
+    if source != "quarantine":
+        return pd.Series(dtype=object)
+    entries = wb.store.quarantine_queue(include_resolved=True).dropna(subset=["method"])
+    return pd.Series([REASON_KINDS.get(method, method) for method in entries.method],
+                     index=entries.clip_id.astype(int).to_numpy(), dtype=object)
 
 
 def open_page(wb: Workbench, source: str, status: str, label: str | None, reason: str | None,

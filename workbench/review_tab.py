@@ -37,7 +37,7 @@ class Layout:
     source: gr.Dropdown
     status: gr.Dropdown
     label_filter: gr.Dropdown
-    reason_filter: gr.Textbox
+    reason_filter: gr.Dropdown  # a kind of reason (handlers.reasons), or text the reason contains
     annotator_filter: gr.Textbox
     run: gr.Dropdown
     frequency: gr.Dropdown
@@ -82,7 +82,9 @@ def layout(wb: Workbench) -> Layout:
         source = gr.Dropdown(list(SOURCES), value="quarantine", label="queue", scale=1, min_width=120)
         status = gr.Dropdown(list(STATUSES), value="open", label="status", scale=1, min_width=110)
         label_filter = gr.Dropdown([""] + wb.labels(), value="", label="class", scale=1, min_width=120)
-        reason_filter = gr.Textbox(label="reason contains", scale=1, min_width=120)
+        reason_filter = gr.Dropdown(handlers.reasons(wb, "quarantine"), value=handlers.ANY_REASON,
+                                    label="reason contains", allow_custom_value=True, scale=1, min_width=150,
+                                    elem_id="em-review-reason")
         annotator_filter = gr.Textbox(label="decided by", scale=1, min_width=110)
         run = gr.Dropdown(run_choices(wb.store), value=default_run(wb.store), label="predictions of run", scale=3,
                           elem_id="em-review-run")
@@ -135,8 +137,15 @@ def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component, tab: gr.Tab, pag
     """Events to handlers; every event that reads or writes the queue runs in one serial lane
     (SERIAL), and each answer is handed to earmark.js (RECEIVE_JS, ACK_JS)."""
     load = safe(lambda *inputs: handlers.load_queue(wb, *inputs))
-    # run.input, not run.change: the page load and the tab select below set the run list themselves.
-    for trigger in (ui.load.click, ui.source.change, ui.status.change, ui.label_filter.change, ui.run.input):
+    reasons = safe(lambda src, chosen: handlers.reason_choices(wb, src, chosen))
+    # Load queue and a new source first refresh the reasons offered (a kind the source has not
+    # goes back to "any"), then load with the reason as it is then.
+    for trigger in (ui.load.click, ui.source.change):
+        trigger(reasons, [ui.source, ui.reason_filter], ui.reason_filter, show_progress="hidden"
+                ).then(load, ui.load_inputs, ui.load_outputs, **SERIAL).then(None, ui.feed, None, js=RECEIVE_JS)
+    # run.input, not run.change: the page load and the tab select below set the run list themselves;
+    # reason select, not change: picking a kind loads at once, typed text waits for Load queue.
+    for trigger in (ui.status.change, ui.label_filter.change, ui.run.input, ui.reason_filter.select):
         trigger(load, ui.load_inputs, ui.load_outputs, **SERIAL).then(None, ui.feed, None, js=RECEIVE_JS)
 
     @safe
@@ -148,6 +157,7 @@ def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component, tab: gr.Tab, pag
     rule_views = safe(lambda: handlers.rule_views(wb))
     for trigger in (page.load, tab.select):
         trigger(rule_views, None, [ui.legend, *ui.tag_buttons], show_progress="hidden")
+        trigger(reasons, [ui.source, ui.reason_filter], ui.reason_filter, show_progress="hidden")
 
     ui.frequency.change(safe(lambda ids, pos, *shown: handlers.reshow(wb, ids, pos, *shown)),
                         [ui.queue_ids, ui.position, *ui.shown], ui.feed, **SERIAL
