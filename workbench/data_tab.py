@@ -2,7 +2,8 @@
 
 Import a dataset from a path on the server (layouts and class maps as `earmark import`, with a
 progress bar fed by the importer's own tqdm bars); the session's statistics (clips per class and
-split, the duration histogram) and its unreadable files with their reasons; a before/after
+split, the duration histogram) and its unreadable files with their reasons; VAD hygiene, whose
+failing speech / non-speech clips go to the Review queue (hygiene_panel.py); a before/after
 preview of augmentations on one clip; the session's relabel rules, editable with the checks a
 rules file gets; and the corrected manifest (current labels, exclusions, decision provenance)
 exported as CSV or Parquet and offered as a download.
@@ -23,7 +24,7 @@ from core.store import RULE_ACTIONS, Rule
 from pipelines.export import FORMATS, default_export_path, export_manifest
 from pipelines.importing import LAYOUTS, ClassMap, import_dataset
 from pipelines.stats import duration_bin_names, session_stats
-from workbench import augment_preview
+from workbench import augment_preview, hygiene_panel
 from workbench.context import Workbench, safe
 
 CLASS_MAPS_DIR = Path(__file__).resolve().parent.parent / "data" / "class_maps"
@@ -115,6 +116,8 @@ def layout(wb: Workbench) -> Layout:
                                elem_id="em-data-durations")
     unreadable = gr.Dataframe(label="unreadable files (kept out of training) and why", interactive=False,
                               max_height=260, wrap=True, elem_id="em-data-unreadable")
+
+    hygiene_panel.build(wb)
 
     gr.Markdown("### Relabel rules")
     gr.Markdown("What each tag pressed in Review does to a clip. Select a rule to edit it, or type a new tag to add "
