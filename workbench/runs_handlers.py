@@ -1,9 +1,9 @@
 """The Runs tab's handlers: plain values in, the outputs' new values out; a refusal raises.
 
-The only writes are promotion decisions (pipelines/promotion.py, in this server process, the
-session's writer) and jobs handed to the queue (an audit of a run, or the resume of a cancelled
-or crashed one). Lists skip the gate panel's outputs (panel_size of them) where the panel is
-left as it is.
+The only writes are promotion decisions and detector comparisons (pipelines/promotion.py,
+pipelines/detector_comparison.py, in this server process, the session's writer) and jobs handed
+to the queue (an audit of a run, or the resume of a cancelled or crashed one). Lists skip the
+gate panel's outputs (panel_size of them) where the panel is left as it is.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import html
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,22 @@ import gradio as gr
 import pandas as pd
 
 from core import train as trainer
-from core.checkpoint import checkpoint_dir
+from core.checkpoint import checkpoint_dir, has_checkpoint
+from core.config import ComparisonConfig
 from core.store import StoreError
+from pipelines.detector_comparison import compare_detectors
 from pipelines.finetune import RESUMABLE
 from pipelines.promotion import check_reason, compare_runs, rollback, rollback_plan
 from workbench import gate_panel
 from workbench.common import message_html, queue_place
 from workbench.context import Workbench, require_annotator
 from workbench.gate_panel import SPOT_CHECK_FMAX_HZ
-from workbench.runs_views import (comparison_views, compare_choices, history_frame, production_html, runs_frame,
-                                  signature, split_views, title_html)
+from workbench.runs_views import (comparison_report_views, comparison_views, compare_choices, history_frame,
+                                  is_comparison, production_html, runs_frame, signature, speech_labels, split_views,
+                                  title_html)
+
+# (done, total) -> the progress bar; total is None until the child has counted the clips.
+Report = Callable[[int, "int | None"], None]
 
 
 # --- the overview: table, production line, history, compare choices --------------------------------
@@ -68,12 +75,13 @@ def tab_shown(wb: Workbench, seen: Any, base: str | None, cand: str | None, run_
 
 
 # --- one run ------------------------------------------------------------------------------------
-def open_run(wb: Workbench, run_id: str, split_name: str, *, as_candidate: bool = True) -> list[Any]:
-    """[selected, title, *split views, downloads (emptied), message (emptied), compare candidate,
-    Resume button, *gate panel] for a run; a training run becomes the compare tab's candidate."""
+def open_run(wb: Workbench, run_id: str, split_name: str, *, as_candidate: bool = True, message: str = "") -> list[Any]:
+    """[selected, title, *split views, downloads (emptied), message, compare candidate, Resume
+    button, *gate panel] for a run; a training run becomes the compare tab's candidate. The
+    detector comparison's button and report follow the selection (report_view)."""
     run = wb.store.run(run_id)
     trained = run["kind"] == "train"
-    return [run_id, title_html(run), *split_views(wb, run, split_name), gr.File(value=None, visible=False), "",
+    return [run_id, title_html(run), *split_views(wb, run, split_name), gr.File(value=None, visible=False), message,
             gr.Dropdown(value=run_id) if trained and as_candidate else gr.skip(), resume_button(wb, run),
             *gate_panel.render(wb, run_id if trained else None)]
 
@@ -99,6 +107,54 @@ def resume_button(wb: Workbench, run: dict[str, Any]) -> gr.Button:
                and trainer.saved_progress(run["run_dir"]) is not None
                and not any(job.run_id == run["id"] and not job.finished for job in wb.jobs.jobs()))
     return gr.Button(visible=offered)
+
+
+def report_view(wb: Workbench, run_id: str | None) -> list[Any]:
+    """[Compare detectors button, the split views' column, the comparison report's column, *its
+    views (runs_views.comparison_report_views)] for the selected run: a comparison run shows its
+    report in place of the split views (it has no plots or per-class metrics of its own); the
+    button is offered for a succeeded training run whose model has a speech class."""
+    run = wb.store.run(run_id) if run_id else None
+    shown = run is not None and is_comparison(run)
+    offered = run is not None and speech_labels(run) is not None
+    return [gr.Button(visible=offered), gr.Column(visible=not shown), gr.Column(visible=shown),
+            *comparison_report_views(run if shown else None)]
+
+
+def compare_speech_detectors(wb: Workbench, request: gr.Request | None, name: str | None, run_id: str | None,
+                             split_name: str, *, report: Report | None = None,
+                             settings: ComparisonConfig | None = None) -> list[Any]:
+    """Compare the selected run's model with the VADs (pipelines.detector_comparison, a child
+    job of tens of seconds, here in the server process); report(done, total) follows the child's
+    progress. Returns open_run of the comparison run with the outcome's first line as the message
+    (report_view then shows its report). A missing name, a run that is not a succeeded training
+    run or a model without a speech class is refused in one line, the selected run left open."""
+    if not run_id:
+        raise ValueError("Select a training run in the table first.")
+
+    def on_event(event: dict[str, Any]) -> None:
+        if report is not None and event["type"] in ("start", "progress"):
+            report(int(event.get("done", 0)), event.get("clips", event.get("total")))
+
+    try:
+        require_annotator(name, request)
+        run = wb.store.run(run_id)
+        labels = speech_labels(run)
+        if run["kind"] != "train" or run["status"] != "succeeded":
+            raise StoreError(f"run {run_id} is a {run['status']} {run['kind']} run; only a succeeded training run "
+                             "can be compared with the VADs")
+        if not has_checkpoint(checkpoint_dir(run["run_dir"])):
+            raise StoreError(f"run {run_id} has no checkpoint to compare")
+        if labels is None:
+            raise StoreError(f"run {run_id}'s model has no speech class (a label named speech, in any case)")
+        outcome = compare_detectors(wb.store, runs=[run_id], settings=settings, progress=False, on_event=on_event,
+                                    speech_label=labels[0], nonspeech_label=labels[1])
+    except (ValueError, StoreError) as exc:
+        return open_run(wb, run_id, split_name, as_candidate=False,
+                        message=message_html(f"Detectors not compared: {exc}", error=True))
+    failed = outcome.status != "succeeded"
+    line = outcome.lines()[0] if failed else f"{outcome.summary['message']}; its report is below"
+    return open_run(wb, outcome.run_id, split_name, as_candidate=False, message=message_html(line, error=failed))
 
 
 def evaluate_gates(wb: Workbench, run_id: str | None) -> list[Any]:

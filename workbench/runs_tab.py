@@ -1,10 +1,12 @@
 """Runs: every run of the session, one run's plots, metrics and gates, two runs compared, and
-the production history with promote and rollback. It opens on the production run.
+the production history with promote and rollback. It opens on the production run. A speech
+model's run offers Compare detectors (beside WebRTC and Silero VAD); a comparison run shows its
+report (Markdown and figures) in place of the plots.
 
 This module holds the layout and the wiring; runs_handlers.py the handlers (the only writes:
-promotion decisions and jobs handed to the queue), runs_views.py what a run shows. A slow timer
-redraws the table when a run changes status or production moves, so a job finishing in the
-Train tab shows up here without a click.
+promotion decisions, detector comparisons and jobs handed to the queue), runs_views.py what a
+run shows. A slow timer redraws the table when a run changes status or production moves, so a
+job finishing in the Train tab shows up here without a click.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from workbench.runs_views import (BREAKDOWN_COLUMNS, BREAKDOWN_DELTA_COLUMNS, DE
 
 SPLITS = ["test", "val", "train"]
 PLOT_LABELS = ("confusion matrix (given labels)", "reliability diagram", "training curves")
+# runs_views.REPORT_FIGURES, as the comparison report shows them
+FIGURE_LABELS = ("accuracy against SNR (test)", "balanced accuracy per SNR (test)", "reliability (score as p(speech))")
 
 
 @dataclass
@@ -37,12 +41,18 @@ class Layout:
     evaluate_button: gr.Button
     resume_button: gr.Button  # shown only while the selected run can resume (handlers.resume_button)
     export_button: gr.Button
+    detectors_button: gr.Button  # shown only for a speech model's succeeded run (handlers.report_view)
     audit_message: gr.HTML
     downloads: gr.File
     plots: list[gr.Image]     # PLOT_LABELS
     metrics_table: gr.Dataframe
     breakdown_table: gr.Dataframe
     breakdown_plot: gr.Image
+    split_column: gr.Column   # the split views above, hidden while a comparison run is selected
+    report_column: gr.Column  # a comparison run's report, shown in their place
+    report_markdown: gr.Markdown
+    report_figures: list[gr.Image]  # FIGURE_LABELS
+    report_durations: gr.Gallery    # accuracy against SNR per clip duration
     panel: gate_panel.GatePanel
     baseline: gr.Dropdown
     candidate: gr.Dropdown
@@ -85,6 +95,12 @@ class Layout:
         """What handlers.open_run fills."""
         return [self.selected, self.title, *self.split_outputs, self.downloads, self.audit_message, self.candidate,
                 self.resume_button, *self.panel.outputs]
+
+    @property
+    def report_outputs(self) -> list[gr.Component]:
+        """What handlers.report_view fills."""
+        return [self.detectors_button, self.split_column, self.report_column, self.report_markdown,
+                *self.report_figures, self.report_durations]
 
     @property
     def compare_outputs(self) -> list[gr.Component]:
@@ -133,26 +149,40 @@ def _selected_run(wb: Workbench, annotator: gr.Component) -> dict[str, Any]:
                                           size="sm", variant="primary", visible=False, elem_id="em-runs-resume")
                 export_button = gr.Button("Prepare downloads: report (JSON), predictions (CSV), checkpoint (zip)",
                                           size="sm", elem_id="em-runs-export")
+                detectors_button = gr.Button("Compare detectors: this model beside WebRTC and Silero VAD on val and "
+                                             "test (a comparison run, tens of seconds)", size="sm", visible=False,
+                                             elem_id="em-runs-compare-detectors")
     audit_message = gr.HTML(elem_id="em-runs-audit-message")
     downloads = gr.File(label="downloads", file_count="multiple", interactive=False, visible=False,
                         elem_id="em-runs-downloads")
-    with gr.Column(elem_id="em-runs-plots"):  # the curves are wide (two panels): a row of their own
+    with gr.Column(elem_id="em-runs-split-views") as split_column:
+        with gr.Column(elem_id="em-runs-plots"):  # the curves are wide (two panels): a row of their own
+            with gr.Row():
+                plots = [_plot(label, height=460) for label in PLOT_LABELS[:2]]
+            plots.append(_plot(PLOT_LABELS[2], height=440))
+        metrics_table = gr.Dataframe(headers=["class", "precision", "recall", "f1", "AP", "accuracy", "support"],
+                                     label="per-class metrics on this split (against the labels as given)",
+                                     interactive=False, elem_id="em-runs-metrics", **WIDE)
+        with gr.Row(equal_height=True):
+            breakdown_table = gr.Dataframe(headers=BREAKDOWN_COLUMNS, interactive=False, scale=3,
+                                           label="accuracy by clip metadata on this split (SNR, duration, source...)",
+                                           elem_id="em-runs-breakdowns", **WIDE)
+            breakdown_plot = _plot("accuracy by clip metadata", height=420, scale=2, elem_id="em-runs-breakdown-plot")
+    with gr.Column(visible=False, elem_id="em-runs-report") as report_column:
+        report_markdown = gr.Markdown(elem_id="em-runs-report-markdown")
         with gr.Row():
-            plots = [_plot(label, height=460) for label in PLOT_LABELS[:2]]
-        plots.append(_plot(PLOT_LABELS[2], height=440))
-    metrics_table = gr.Dataframe(headers=["class", "precision", "recall", "f1", "AP", "accuracy", "support"],
-                                 label="per-class metrics on this split (against the labels as given)",
-                                 interactive=False, elem_id="em-runs-metrics", **WIDE)
-    with gr.Row(equal_height=True):
-        breakdown_table = gr.Dataframe(headers=BREAKDOWN_COLUMNS, interactive=False, scale=3,
-                                       label="accuracy by clip metadata on this split (SNR, duration, source...)",
-                                       elem_id="em-runs-breakdowns", **WIDE)
-        breakdown_plot = _plot("accuracy by clip metadata", height=420, scale=2, elem_id="em-runs-breakdown-plot")
+            report_figures = [_plot(label, height=440, show_label=True) for label in FIGURE_LABELS[:2]]
+        with gr.Row():
+            report_figures.append(_plot(FIGURE_LABELS[2], height=440, show_label=True))
+            report_durations = gr.Gallery(label="accuracy against SNR per clip duration (test)", columns=2,
+                                          height=440, interactive=False, elem_id="em-runs-report-durations")
     panel = gate_panel.build(wb, annotator=annotator, prefix="em-runs")
     return dict(title=title, split=split, audit_button=audit_button, evaluate_button=evaluate_button,
-                resume_button=resume_button, export_button=export_button, audit_message=audit_message,
-                downloads=downloads, plots=plots, metrics_table=metrics_table, breakdown_table=breakdown_table,
-                breakdown_plot=breakdown_plot, panel=panel)
+                resume_button=resume_button, export_button=export_button, detectors_button=detectors_button,
+                audit_message=audit_message, downloads=downloads, plots=plots, metrics_table=metrics_table,
+                breakdown_table=breakdown_table, breakdown_plot=breakdown_plot, split_column=split_column,
+                report_column=report_column, report_markdown=report_markdown, report_figures=report_figures,
+                report_durations=report_durations, panel=panel)
 
 
 def _compare(wb: Workbench) -> dict[str, Any]:
@@ -198,10 +228,10 @@ def _history(wb: Workbench) -> dict[str, Any]:
                 history_message=history_message, history=history)
 
 
-def _plot(label: str, *, height: int, **layout: Any) -> gr.Image:
+def _plot(label: str, *, height: int, show_label: bool = False, **layout: Any) -> gr.Image:
     """A run's PNG plot; its toolbar (fullscreen, download) sits in a strip above the picture
     (earmark.css, .em-plot), so it never covers the plot's title."""
-    return gr.Image(label=label, show_label=False, type="filepath", height=height, interactive=False,
+    return gr.Image(label=label, show_label=show_label, type="filepath", height=height, interactive=False,
                     buttons=["fullscreen", "download"], elem_classes=["em-plot"], **layout)
 
 
@@ -218,12 +248,16 @@ def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component, tab: gr.Tab, pag
     def on_run(split_name, event: gr.SelectData):
         return handlers.open_run(wb, str(event.row_value[0]), split_name)
 
-    ui.runs_table.select(on_run, ui.split, ui.run_outputs)
+    # The comparison button and report follow whichever run is now selected.
+    report_view = safe(lambda run_id: handlers.report_view(wb, run_id))
+    ui.runs_table.select(on_run, ui.split, ui.run_outputs).then(report_view, ui.selected, ui.report_outputs)
     page.load(safe(lambda *current: handlers.overview(wb, *current)), ui.overview_inputs, ui.overview_outputs,
               show_progress="hidden")
-    page.load(safe(lambda split_name: handlers.first_view(wb, split_name)), ui.split, ui.run_outputs)
+    page.load(safe(lambda split_name: handlers.first_view(wb, split_name)), ui.split, ui.run_outputs).then(
+        report_view, ui.selected, ui.report_outputs)
     tab.select(safe(lambda *current: handlers.tab_shown(wb, *current, panel_size=size)), [*ui.overview_inputs, ui.selected],
-               [*ui.overview_outputs, ui.title, ui.resume_button, *ui.panel.outputs], show_progress="hidden")
+               [*ui.overview_outputs, ui.title, ui.resume_button, *ui.panel.outputs], show_progress="hidden").then(
+        report_view, ui.selected, ui.report_outputs, show_progress="hidden")
     ui.split.change(safe(lambda run_id, split_name: handlers.change_split(wb, run_id, split_name)),
                     [ui.selected, ui.split], ui.split_outputs)
     ui.evaluate_button.click(safe(lambda run_id: handlers.evaluate_gates(wb, run_id)), ui.selected, ui.panel.outputs)
@@ -239,6 +273,19 @@ def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component, tab: gr.Tab, pag
     ui.audit_button.click(on_audit, [ui.selected, annotator], ui.audit_message)
     ui.resume_button.click(on_resume, [ui.selected, annotator], [ui.audit_message, ui.resume_button])
     ui.export_button.click(safe(lambda run_id: handlers.prepare_downloads(wb, run_id)), ui.selected, ui.downloads)
+
+    @safe
+    def on_compare_detectors(run_id, split_name, name, request: gr.Request, progress=gr.Progress()):
+        progress(0, desc="starting the detectors")
+        return handlers.compare_speech_detectors(
+            wb, request, name, run_id, split_name,
+            report=lambda done, total: progress((done, total), desc="compare detectors", unit="clips"))
+
+    # Then the comparison run (now selected) shows its report, and the table lists it.
+    ui.detectors_button.click(on_compare_detectors, [ui.selected, ui.split, annotator], ui.run_outputs).then(
+        report_view, ui.selected, ui.report_outputs).then(
+        safe(lambda *current: handlers.overview(wb, *current, force=True)), ui.overview_inputs, ui.overview_outputs,
+        show_progress="hidden")
     ui.compare_button.click(safe(lambda *chosen: handlers.compare(wb, *chosen)),
                             [ui.baseline, ui.candidate, ui.compare_split], ui.compare_outputs)
 

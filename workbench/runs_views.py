@@ -1,11 +1,13 @@
 """What the Runs tab shows of the store and the run folders: the runs table, the production line
-and history, one run's title, plots, per-class metrics and metadata breakdowns, and a comparison
-of two runs as tables. Plain values (frames, HTML, file paths); only reads."""
+and history, one run's title, plots, per-class metrics and metadata breakdowns, a comparison
+of two runs as tables, and a detector comparison run's report. Plain values (frames, HTML,
+Markdown, file paths); only reads."""
 from __future__ import annotations
 
 import functools
 import hashlib
 import html
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,6 +16,11 @@ from typing import Any
 import pandas as pd
 
 from core import train as trainer
+from core.checkpoint import checkpoint_dir, checkpoint_labels, has_checkpoint
+from core.comparison_child import REPORT_DIR
+from core.config import ComparisonConfig
+from core.detector_report import REPORT_FILES
+from pipelines.detector_comparison import KIND as COMPARE_KIND
 from pipelines.promotion import GATE_REPORT_FILE, GATES_DIR, production_history
 from workbench import gate_panel
 from workbench.context import Workbench
@@ -28,6 +35,10 @@ FLIP_COLUMNS = ["flip", "clip", "label", "baseline predicted", "candidate predic
 HISTORY_COLUMNS = ["id", "run_id", "action", "actor", "reason", "created_at"]
 BREAKDOWN_COLUMNS = ["metadata", "group", "clips", "accuracy", "vs all clips", "F1 macro"]
 BREAKDOWN_DELTA_COLUMNS = ["metadata", "group", "clips", "baseline accuracy", "candidate accuracy", "accuracy change"]
+REPORT_FIGURES = ("psychometric", "snr", "reliability")  # REPORT_FILES keys shown as images, in this order
+# A figure line of report.md (its links are relative to the report folder, which the page cannot
+# reach): the figures are shown as images instead.
+FIGURE_LINE = re.compile(r"^!\[[^\]]*\]\([^)]*\)[ \t]*$", re.MULTILINE)
 
 
 # --- the overview ---------------------------------------------------------------------------------
@@ -174,6 +185,52 @@ def _copy_once(path: Path, mtime_ns: int) -> str:
 @functools.cache
 def _copies_folder() -> Path:
     return Path(tempfile.mkdtemp(prefix="earmark-plots-"))
+
+
+# --- a detector comparison run -------------------------------------------------------------------
+def is_comparison(run: dict[str, Any]) -> bool:
+    return run["kind"] == COMPARE_KIND
+
+
+def speech_labels(run: dict[str, Any]) -> tuple[str, str] | None:
+    """(speech, non-speech) labels to compare a run's model with the VADs: its class named speech
+    in any case (SPEECH, Speech), and its class named non-speech (NONSPEECH, non_speech, ...) or
+    else a two-class model's other class (else ComparisonConfig's default). None unless the run is
+    a succeeded training run with a checkpoint whose model has a speech class."""
+    folder = checkpoint_dir(run["run_dir"])
+    if run["kind"] != "train" or run["status"] != "succeeded" or not has_checkpoint(folder):
+        return None
+    labels = checkpoint_labels(folder)
+    speech = next((label for label in labels if label.casefold() == "speech"), None)
+    if speech is None:
+        return None
+    others = [label for label in labels if label != speech]
+    named = next((label for label in others if re.sub(r"[^a-z]", "", label.casefold()) == "nonspeech"), None)
+    return speech, named or (others[0] if len(others) == 1 else ComparisonConfig().nonspeech_label)
+
+
+def comparison_report_views(run: dict[str, Any] | None) -> list[Any]:
+    """A comparison run's report (runs/<id>/report/) as the Selected run tab shows it: [report.md
+    without its figure lines, the psychometric, balanced-accuracy-per-SNR and reliability PNGs,
+    the per-duration psychometric PNGs as (path, caption)]. Empty for no run; a one-line note and
+    no figures where the report was not written (a running or failed comparison)."""
+    if run is None:
+        return ["", None, None, None, []]
+    folder = Path(run["run_dir"]) / REPORT_DIR
+    markdown = folder / REPORT_FILES["markdown"]
+    if not markdown.is_file():
+        return [f"No report: comparison run {run['id']} is {run['status']}.", None, None, None, []]
+    figures = [folder / REPORT_FILES[key] for key in REPORT_FIGURES]
+    per_duration = sorted(folder.glob("psychometric_*ms.png"), key=lambda path: float(path.stem.split("_")[1][:-2]))
+    return [report_markdown(markdown.read_text()), *[served(path) if path.is_file() else None for path in figures],
+            [(served(path), f"accuracy against SNR, {path.stem.split('_')[1][:-2]} ms clips") for path in per_duration]]
+
+
+def report_markdown(text: str) -> str:
+    """report.md without its figure lines, and without its Figures section once that is empty."""
+    text = FIGURE_LINE.sub("", text)
+    text = re.sub(r"^## Figures\s*(?=^## |\Z)", "", text, flags=re.MULTILINE)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
 # --- two runs compared ----------------------------------------------------------------------------
