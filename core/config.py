@@ -519,6 +519,12 @@ class HygieneConfig(Config):
         """The chosen detector's own options (core.vad.measure)."""
         return {"mode": self.mode, "frame_ms": self.frame_ms} if self.vad == "webrtc" else {"threshold": self.threshold}
 
+    def vad_description(self) -> str:
+        """The detector as a person reads it in a summary line ("webrtc mode 3, 30 ms frames")."""
+        if self.vad == "webrtc":
+            return f"webrtc mode {self.mode}, {self.frame_ms} ms frames"
+        return f"silero, speech at p >= {self.threshold:g}"
+
 
 @dataclasses.dataclass
 class ComparisonConfig(Config):

@@ -52,7 +52,7 @@ class HygieneOutcome:
         s = self.settings
         if self.status != "succeeded":
             return [f"hygiene {self.run_id} {self.status}: {self.error}"]
-        lines = [f"hygiene {self.run_id}: {self.measured} clips measured with {s.vad} {s.vad_options()}; "
+        lines = [f"hygiene {self.run_id}: {self.measured} clips measured with {s.vad_description()}; "
                  f"{self.failed} fail ({s.speech_label} < {s.speech_min:.0%} speech frames, "
                  f"{s.nonspeech_label} > {s.nonspeech_max:.0%}); {len(self.queued)} queued as {REASON}"]
         for group in self.untrusted:

@@ -89,6 +89,9 @@ class _Engine:
             for parameter, value in ((_RATE, voice.rate_wpm), (_PITCH, voice.pitch), (_RANGE, voice.pitch_range)):
                 self._lib.espeak_SetParameter(parameter, int(value), 0)
             self._chunks = []
+            # Some voice variants breathe with random noise from eSpeak NG's own generator, seeded
+            # by the clock: seeding it makes a demo or test set built twice the same set.
+            self._lib.espeak_ng_SetRandSeed(0)
             data = text.encode() + b"\0"
             status = self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
             if status != _EE_OK:
@@ -128,6 +131,7 @@ def _load_library() -> ctypes.CDLL:
     lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
                                  ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
     lib.espeak_SetSynthCallback.argtypes = [_CALLBACK]
+    lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
     rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data.encode(), 0)
     if rate != SAMPLE_RATE_HZ:
         raise SpeechSynthUnavailable(f"eSpeak NG did not start from {data} (it returned {rate}, "

@@ -2,62 +2,28 @@
 into a DuckDB store, measured by the real child job; planted faults must reach the queue."""
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from pathlib import Path
+
 import pytest
 
-from conftest import copy_session, write_wav
+from conftest import copy_session
 from core import review
 from core.config import ConfigError
 from core.store import Store, StoreError
 from pipelines.hygiene import REASON, hygiene
-from pipelines.importing import import_dataset
 from pipelines.review_queue import build_queue
-from speech_support import VOICES, speech
-
-RATE = 16000
-WORDS = ("seven", "hello there", "open the door", "three four", "good morning")
-
-
-def brown_noise(rng: np.random.Generator, seconds: float, level: float = 0.2) -> np.ndarray:
-    walk = np.cumsum(rng.standard_normal(int(seconds * RATE)))
-    walk -= np.convolve(walk, np.ones(400) / 400, mode="same")  # no drift
-    return (level * walk / np.abs(walk).max()).astype(np.float32)
-
-
-def padded(wave: np.ndarray, seconds: float) -> np.ndarray:
-    return np.pad(wave, (0, max(0, int(seconds * RATE) - len(wave))))[: int(seconds * RATE)]
-
+from speech_support import build_speech_session, clip_ids
 
 @pytest.fixture(scope="module")
-def speech_session(tmp_path_factory) -> tuple:
+def speech_session(tmp_path_factory) -> Path:
     """Ten clean clips per class and two planted faults: a SPEECH clip that is mostly silence
     and a NONSPEECH clip with a word leaking in."""
-    root = tmp_path_factory.mktemp("speech_data")
-    rng = np.random.default_rng(0)
-    for i in range(10):
-        words = speech(WORDS[i % len(WORDS)], voice=VOICES[i % len(VOICES)], sample_rate_hz=RATE)
-        write_wav(root / "SPEECH" / f"s{i}.wav", words[: int(1.2 * RATE)], RATE)
-        write_wav(root / "NONSPEECH" / f"n{i}.wav", brown_noise(rng, 1.0, level=0.05), RATE)
-    quiet_tail = padded(speech("no", voice=VOICES[0], sample_rate_hz=RATE)[: int(0.25 * RATE)], 3.0)
-    write_wav(root / "SPEECH" / "mostly_silence.wav", quiet_tail + 1e-3 * rng.standard_normal(3 * RATE), RATE)
-    leak = brown_noise(rng, 1.2, level=0.05)
-    leak += padded(speech("hello there", voice=VOICES[1], sample_rate_hz=RATE), 1.2)
-    write_wav(root / "NONSPEECH" / "speech_leak.wav", leak, RATE)
-    session = tmp_path_factory.mktemp("speech") / "session"
-    with Store.open(session) as store:
-        import_dataset(store, root, layout="folder", name="speech", progress=False)
-    return session, root
+    return build_speech_session(tmp_path_factory.mktemp("speech"), clean=10)
 
 
 @pytest.fixture
 def session(speech_session, tmp_path):
-    return copy_session(speech_session[0], tmp_path / "session")
-
-
-def clip_ids(store: Store, *names: str) -> list[int]:
-    clips = store.clips()
-    return [int(clips.loc[clips.path.str.endswith(name), "id"].iloc[0]) for name in names]
+    return copy_session(speech_session, tmp_path / "session")
 
 
 def test_silero_hygiene_queues_the_planted_faults_and_stores_every_measurement(session):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -15,47 +14,9 @@ from core import review
 from core.config import HygieneConfig
 from core.store import Store
 from pipelines.importing import import_dataset
-from speech_support import VOICES, speech
+from speech_support import FAULTS, build_speech_session, clip_ids
 from workbench import hygiene_panel, review_handlers
 from workbench.context import Workbench
-
-RATE = 16000
-WORDS = ("seven", "hello there", "open the door", "three four", "good morning")
-FAULTS = ("mostly_silence.wav", "speech_leak.wav")  # a SPEECH clip that is mostly silence, a word in NONSPEECH
-
-
-def brown_noise(rng: np.random.Generator, seconds: float, level: float = 0.05) -> np.ndarray:
-    walk = np.cumsum(rng.standard_normal(int(seconds * RATE)))
-    walk -= np.convolve(walk, np.ones(400) / 400, mode="same")  # no drift
-    return (level * walk / np.abs(walk).max()).astype(np.float32)
-
-
-def padded(wave: np.ndarray, seconds: float) -> np.ndarray:
-    return np.pad(wave, (0, max(0, int(seconds * RATE) - len(wave))))[: int(seconds * RATE)]
-
-
-def build_speech_session(root: Path, *, clean: int = 5) -> Path:
-    """`clean` spoken clips (SPEECH) and as many brown-noise clips (NONSPEECH) imported as
-    root/session, with the two FAULTS planted; the browser test builds its session here too."""
-    rng = np.random.default_rng(0)
-    audio = root / "audio"
-    for i in range(clean):
-        words = speech(WORDS[i % len(WORDS)], voice=VOICES[i % len(VOICES)], sample_rate_hz=RATE)
-        write_wav(audio / "SPEECH" / f"s{i}.wav", words[: int(1.2 * RATE)], RATE)
-        write_wav(audio / "NONSPEECH" / f"n{i}.wav", brown_noise(rng, 1.0), RATE)
-    quiet_tail = padded(speech("no", voice=VOICES[0], sample_rate_hz=RATE)[: int(0.25 * RATE)], 3.0)
-    write_wav(audio / "SPEECH" / FAULTS[0], quiet_tail + 1e-3 * rng.standard_normal(3 * RATE), RATE)
-    leak = brown_noise(rng, 1.2) + padded(speech("hello there", voice=VOICES[1], sample_rate_hz=RATE), 1.2)
-    write_wav(audio / "NONSPEECH" / FAULTS[1], leak, RATE)
-    with Store.open(root / "session") as store:
-        import_dataset(store, audio, layout="folder", name="speech", progress=False)
-    return root / "session"
-
-
-def clip_ids(store: Store, *names: str) -> list[int]:
-    clips = store.clips()
-    return [int(clips.loc[clips.path.str.endswith(name), "id"].iloc[0]) for name in names]
-
 
 @pytest.fixture(scope="module")
 def speech_session(tmp_path_factory) -> Path:
