@@ -9,9 +9,12 @@ and imports it into sessions/speech with the speech relabel rules:
   speaker, and the leakage-free split keeps each one whole.
 - NONSPEECH: plan B's four kinds (pipelines/speech_demo_sounds.py), KIND_FILES files each.
 - Backgrounds: a synthetic noise bank in MUSAN layout (music/, speech/ babble, noise/).
+- For training: a second bank made the same way from its own seed, in the session folder
+  (TRAINING_BANK, speech-cnn's relative `noise_bank`) for background_noise. It shares no file
+  with the bank the clips were mixed with, so no test clip's background is trained on.
 
 Idempotent like the siren demo: the audio is reused while `speech_demo.json` matches the options
-(written last), and clips the session already has are skipped.
+(written last), clips the session already has are skipped, and so is a training bank it has.
 """
 from __future__ import annotations
 
@@ -37,8 +40,8 @@ from pipelines.speech_demo_faults import plant_faults
 from pipelines.speech_demo_sounds import KINDS, bank_sound, nonspeech_sound
 from pipelines.speech_synth import SAMPLE_RATE_HZ, Voice, synthesize
 
-__all__ = ["DEFAULT_SPEECH_SESSION", "SPEECH_RULES_FILE", "SpeechDemoSummary", "build_speech_demo_session",
-           "default_speech_audio_dir", "write_demo_sources"]
+__all__ = ["DEFAULT_SPEECH_SESSION", "SPEECH_RULES_FILE", "TRAINING_BANK", "SpeechDemoSummary",
+           "build_speech_demo_session", "default_speech_audio_dir", "write_demo_sources", "write_training_bank"]
 
 DEFAULT_SPEECH_SESSION = REPO_ROOT / "sessions" / "speech"
 SPEECH_RULES_FILE = rules_file("speech")  # B6's tags: speech, nonspeech, mixed, silence
@@ -62,6 +65,7 @@ PHRASES = ("please call me back tomorrow", "the meeting starts at nine", "turn l
            "my number has changed", "put it on the table please", "the shop opens at eight")
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPEAKER_FILES, KIND_FILES, SOURCE_S, BANK_FILES, BANK_S = 5, 20, 5.0, 3, 10.0
+TRAINING_BANK = "noise_bank"  # in the session folder; data/presets/speech-cnn.yaml names it (relative = the session's)
 
 
 @dataclasses.dataclass
@@ -92,8 +96,12 @@ def build_speech_demo_session(*, session_dir: str | Path = DEFAULT_SPEECH_SESSIO
     details = _read_stamp(audio_dir, stamp)
     if details is None:
         details = _build_audio(audio_dir, stamp, config=config, progress=progress)
-    synth_seconds = time.perf_counter() - started
     with open_writer(store=store, session=session_dir) as writer:
+        bank = Path(writer.session_dir) / TRAINING_BANK
+        written = write_training_bank(bank, seed=config.seed, sample_rate_hz=config.sample_rate_hz)
+        details = [*details, f"training noise bank (background_noise; shares no file with the mixing bank) "
+                             f"{'written to' if written else 'already in'} {bank}"]
+        synth_seconds = time.perf_counter() - started
         imported = import_factorial(writer, audio_dir / SET_NAME, seed=config.seed, progress=progress)
         seed_rules(writer, load_rules(SPEECH_RULES_FILE))
     return SpeechDemoSummary(session_dir=Path(session_dir), audio_dir=audio_dir, synth_seconds=synth_seconds,
@@ -120,6 +128,20 @@ def write_demo_sources(folder: Path, *, seed: int, sample_rate_hz: int, progress
     _write_nonspeech_sources(paths["nonspeech"], rng=rng, rate=sample_rate_hz)
     _write_bank(paths["bank"], rng=rng, rate=sample_rate_hz)
     return paths
+
+
+def write_training_bank(folder: Path, *, seed: int, sample_rate_hz: int) -> bool:
+    """The bank training augments with (background_noise), in MUSAN layout at folder, unless it is
+    there already; True when written. Made like the mixing bank (_write_bank) but from a generator
+    of its own, so none of its files is one the demo's clips were mixed with. Written aside and
+    renamed into place, so an interrupted build leaves no half bank that would count as there."""
+    if folder.is_dir():
+        return False
+    partial = folder.with_name(f".{folder.name}-partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    _write_bank(partial, rng=np.random.default_rng(np.random.SeedSequence([seed, 32])), rate=sample_rate_hz)
+    partial.rename(folder)
+    return True
 
 
 def _build_audio(audio_dir: Path, stamp: dict, *, config: FactorialConfig, progress: bool) -> list[str]:

@@ -6,6 +6,7 @@ The demo's own sources (every speaker, every kind of sound) cut into fewer cells
 2 SNRs x 25 clips (200 clips, the clean 1000 ms x 20 dB SPEECH cell at its full 25)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -91,10 +92,28 @@ def test_speakers_stay_in_one_split_and_the_session_has_the_speech_rules(demo):
 def test_a_second_build_reuses_the_audio_and_imports_nothing(demo):
     session, audio = demo
     stamp = (audio / "speech_demo.json").stat().st_mtime_ns
+    bank = {path: path.stat().st_mtime_ns for path in (session / "noise_bank").rglob("*.wav")}
     again = build_speech_demo_session(session_dir=session, audio_dir=audio, config=SMALL, progress=False)
     assert again.imported.added == 0 and again.imported.already_imported == 200
     assert (audio / "speech_demo.json").stat().st_mtime_ns == stamp
     assert "reused the audio built before with these options" in again.lines()
+    assert {path: path.stat().st_mtime_ns for path in (session / "noise_bank").rglob("*.wav")} == bank
+    assert any(line.endswith(f"already in {session / 'noise_bank'}") for line in again.lines())
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*.wav"))}
+
+
+def test_the_session_gets_a_training_bank_that_shares_no_file_with_the_mixing_bank(demo):
+    """speech-cnn's noise_bank (relative: the session's noise_bank/) augments with backgrounds the
+    test clips were not mixed with: the same recipes, another generator."""
+    session, audio = demo
+    training, mixing = digests(session / "noise_bank"), digests(audio / "bank")
+    assert {name.split("/")[0] for name in training} == {"music", "noise", "speech"} and len(training) == 9
+    assert set(training) == set(mixing)  # the same layout and names ...
+    assert not set(training.values()) & set(mixing.values())  # ... and not one file alike
 
 
 @pytest.mark.slow
