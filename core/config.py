@@ -604,7 +604,10 @@ class ExperimentConfig(Config):
     augment_mode: Literal["auto", "on_the_fly", "offline"] = option(
         "auto", "auto: waveform augmentation runs on the fly while it costs less than the model step it feeds, "
                 "else it is rendered once before training; the choice is logged.")
-    noise_bank: str | None = option(None, "Folder in MUSAN layout (music/, speech/, noise/) for background_noise.")
+    noise_bank: str | None = option(
+        None, "Folder in MUSAN layout (music/, speech/, noise/) for background_noise: an absolute path, or one relative "
+              "to the session folder (the speech demo writes its own at noise_bank/). Read when a run, a preview or "
+              "augmented copies start in a session; a run's saved config holds the absolute folder.")
     mixup_alpha: float = option(0.0, "MixUp Beta(alpha); 0 disables (A6: none for sirens).")
     mixup_p: float = option(0.0, "Probability of MixUp per batch (D3: 0.5-0.6).")
     gates: GatePolicy = option(factory=GatePolicy, help="Promotion gates a run's audit must pass.")
@@ -615,10 +618,45 @@ class ExperimentConfig(Config):
         check_range("mixup_alpha", self.mixup_alpha, low=0)
         check_range("mixup_p", self.mixup_p, low=0, high=1)
         # Every augmentation list is built once here, so a bad name or option fails when the
-        # preset is loaded, not in the training child. (Imported here: core.augment imports this module.)
-        from core.augment import build_pipeline
-        for specs in [self.augment, *(s.augment for s in self.train.curriculum if s.augment is not None)]:
-            build_pipeline(specs, sample_rate_hz=self.features.sample_rate_hz, noise_bank=self.noise_bank)
+        # preset is loaded, not in the training child. The bank is not read here: a relative one
+        # names a folder of a session not known yet, and a saved run config must load without it;
+        # for_session opens it. (Imported here: core.augment imports this module.)
+        from core.augment import NoiseBank, build_pipeline
+        bank = None if self.noise_bank is None else NoiseBank.unopened(self.noise_bank)
+        for specs in self.augment_lists():
+            build_pipeline(specs, sample_rate_hz=self.features.sample_rate_hz, noise_bank=bank)
+
+    def augment_lists(self) -> list[list[AugmentSpec]]:
+        """The run's augmentation list and each curriculum stage's own."""
+        return [self.augment, *(s.augment for s in self.train.curriculum if s.augment is not None)]
+
+    def for_session(self, session_dir: str | Path) -> ExperimentConfig:
+        """This config as a run in the session at session_dir uses it: noise_bank absolute (see
+        noise_bank_folder) and, when an augmentation draws from it, opened and checked against
+        every list. Raises ConfigError in one line naming the folder and what to do when the bank
+        is missing, or NoiseBank's / the transform's error when it cannot serve the lists."""
+        if self.noise_bank is None:
+            return self
+        folder = noise_bank_folder(self.noise_bank, session_dir=session_dir)
+        bound = self.with_overrides({"noise_bank": str(folder)})
+        from core.augment import NoiseBank, build_pipeline, needs_noise_bank
+        lists = bound.augment_lists()
+        if any(needs_noise_bank(specs) for specs in lists):
+            if not folder.is_dir():
+                raise ConfigError(f"noise_bank: {folder} is not a folder; put a noise bank in MUSAN layout there "
+                                  f"(music/, speech/, noise/), or --set noise_bank=/path/to/musan, or remove "
+                                  f"background_noise from augment")
+            bank = NoiseBank(folder, sample_rate_hz=bound.features.sample_rate_hz)
+            for specs in lists:
+                build_pipeline(specs, sample_rate_hz=bound.features.sample_rate_hz, noise_bank=bank)
+        return bound
+
+
+def noise_bank_folder(noise_bank: str | Path, *, session_dir: str | Path) -> Path:
+    """The one place a noise_bank setting becomes a folder: an absolute path (or ~/...) as it
+    is, a relative one under the session folder (Store.session_dir), never the working directory."""
+    folder = Path(noise_bank).expanduser()
+    return folder if folder.is_absolute() else Path(session_dir).expanduser().resolve() / folder
 
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "data" / "presets"
@@ -628,12 +666,16 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 
 
-def load_preset(name_or_path: str, overrides: list[str] | None = None) -> ExperimentConfig:
-    """A preset by name (data/presets/NAME.yaml) or by path, with dotted overrides applied."""
+def load_preset(name_or_path: str, overrides: list[str] | None = None, *,
+                session_dir: str | Path | None = None) -> ExperimentConfig:
+    """A preset by name (data/presets/NAME.yaml) or by path, with dotted overrides applied; with
+    session_dir, as that session's run uses it (ExperimentConfig.for_session: the noise bank
+    resolved and checked). Without one, nothing on disk beyond the preset file is read."""
     path = Path(name_or_path)
     if not path.suffix:
         path = PRESETS_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
             raise ConfigError(f"unknown preset {name_or_path!r}; available: {', '.join(list_presets()) or 'none'}")
     config = ExperimentConfig.load(path)
-    return config.with_overrides(overrides) if overrides else config
+    config = config.with_overrides(overrides) if overrides else config
+    return config if session_dir is None else config.for_session(session_dir)

@@ -134,7 +134,7 @@ def audit(store: Store, *, run_id: str | None = None, splits: Sequence[str] = DE
     method, folds = settings.method, settings.folds
     if label_issues:
         cv_overrides = [*DEFAULT_CV_OVERRIDES, *cv_overrides]
-        cv_config = load_preset(cv_preset, cv_overrides)  # a bad preset fails before any work
+        cv_config = load_preset(cv_preset, cv_overrides, session_dir=store.session_dir)  # a bad preset fails before any work
     model_run_id = resolve_model_run(store, run_id)
     job, run_dir, manifest = _prepare(store, model_run_id=model_run_id, splits=splits, settings=settings,
                                       label_issues=label_issues, method=method, folds=folds, seed=seed,

@@ -86,7 +86,7 @@ def make_augmented_copies(store: Store, *, preset: str, overrides: list[str] | N
     clip); otherwise every usable training clip of `classes` (default: the preset's
     augment_classes; empty = all). seed defaults to the preset's train.seed."""
     started = time.perf_counter()
-    config = load_preset(preset, overrides)
+    config = load_preset(preset, overrides, session_dir=store.session_dir)  # a relative noise_bank: the session's
     copies = max(config.augment_copies, 1) if copies_per_clip is None else copies_per_clip
     if isinstance(copies, bool) or not isinstance(copies, int) or not 1 <= copies <= 100:
         raise ConfigError(f"copies_per_clip: {copies!r} must be a whole number in [1, 100]")

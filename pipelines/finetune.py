@@ -143,9 +143,11 @@ def prepare_finetune(store: Store, *, preset: str, overrides: list[str] | None =
     """Resolve the preset, freeze the manifest and write the run folder; register the run.
 
     init_from: "production" (default: the production model, if any), "none" (the preset's
-    own start), a run id, or a checkpoint folder.
+    own start), a run id, or a checkpoint folder. A relative noise_bank is a folder of this
+    session; the run's config holds it absolute, and a missing bank is refused before anything
+    is written.
     """
-    config = load_preset(preset, overrides)
+    config = load_preset(preset, overrides, session_dir=store.session_dir)
     manifest, as_of = freeze_manifest(store)
     splits = set(manifest.split)
     if not {"train", "val"} <= splits:

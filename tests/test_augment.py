@@ -272,3 +272,34 @@ def test_the_readme_b2_example_is_a_working_augmentation_list(noise_bank):
     assert [s.name for s in pipeline.wave_steps] == ["background_noise", "time_stretch", "pitch_shift"]
     light = yaml.safe_load(re.search(r"# (- \{name: spec_augment, p: 0.5.*\})", block).group(1))
     assert build_pipeline(light, sample_rate_hz=SR).steps[0].transform.max_time_width(20) == 1  # T = 5% of 20 frames
+
+
+def test_a_relative_noise_bank_is_a_folder_of_the_session_read_only_once_the_session_is_known(noise_bank, tmp_path):
+    session = tmp_path / "session"
+    session.mkdir()
+    noise_bank.folder.rename(session / "noise_bank")
+    # No session known (the Train tab of another session lists and shows it): nothing is read.
+    speech = load_preset("speech-cnn")
+    assert speech.noise_bank == "noise_bank" and speech.augment[0].name == "background_noise"
+    bound = speech.for_session(session)
+    assert bound.noise_bank == str(session.resolve() / "noise_bank") and Path(bound.noise_bank).is_absolute()
+    assert bound.augment == speech.augment and speech.noise_bank == "noise_bank"  # the preset itself is unchanged
+    assert load_preset("speech-cnn", ["noise_bank=noise_bank"], session_dir=session).noise_bank == bound.noise_bank
+    assert bound.for_session(tmp_path / "elsewhere").noise_bank == bound.noise_bank  # absolute: kept as it is
+
+    with pytest.raises(ConfigError) as refused:
+        load_preset("speech-cnn", session_dir=tmp_path / "other")
+    folder = (tmp_path / "other").resolve() / "noise_bank"
+    assert str(refused.value) == (f"noise_bank: {folder} is not a folder; put a noise bank in MUSAN layout there "
+                                  "(music/, speech/, noise/), or --set noise_bank=/path/to/musan, or remove "
+                                  "background_noise from augment")
+    with pytest.raises(ConfigError, match=re.escape(f"noise_bank: {tmp_path / 'gone'} is not a folder; put")):
+        load_preset("speech-cnn", [f"noise_bank={tmp_path / 'gone'}"], session_dir=session)
+    # Without background_noise nothing needs the bank, so a missing one is no reason to refuse.
+    plain = load_preset("speech-cnn", ["augment=[]"], session_dir=tmp_path / "other")
+    assert plain.noise_bank == str(folder)
+    # A bank the session has is checked against the list, as a preset with an absolute bank always was.
+    (session / "noise_bank" / "noise" / "free-sound" / "hum.wav").unlink()  # noise/ keeps only its broken file
+    with pytest.raises(ConfigError, match="categories has 'noise', but the noise bank .* has only music, speech"):
+        load_preset("speech-cnn", ["augment=[{name: background_noise, params: {categories: [noise]}}]"],
+                    session_dir=session)

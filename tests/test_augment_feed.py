@@ -155,3 +155,10 @@ def test_the_sirens_preset_trains_on_session_copies(session):
     manifest = pd.read_parquet(outcome.run_dir / "manifest.parquet")
     assert manifest.parent_clip_id.notna().sum() == outcome.result["augmentation"]["session_copies"] > 0
     assert [e["stage"] for e in events_of(outcome.run_dir) if e["type"] == "epoch"] == [1, 2, 3, 4]
+
+
+def test_the_feed_opens_the_bank_only_when_a_step_draws_from_it_and_never_a_relative_one(feed_parts, tmp_path):
+    assert make_feed(feed_parts, noise_bank=str(tmp_path / "no-bank")).bank is None  # no background_noise: not read
+    noisy = [*feed_parts[0].augment, *load_preset("speech-cnn").augment[:1]]  # + background_noise
+    with pytest.raises(ConfigError, match="noise_bank: 'noise_bank' is relative to a session folder that this run"):
+        make_feed(feed_parts, noise_bank="noise_bank", augment=noisy)

@@ -58,7 +58,8 @@ def nonspeech_signal(rng: np.random.Generator, index: int, samples: int) -> np.n
 @pytest.fixture(scope="module")
 def trained_session(tmp_path_factory) -> tuple:
     """84 clips from a CSV manifest (split, speaker group, snr_db, duration_ms) and one speech-cnn
-    run trained on them. Never written to: tests copy it."""
+    run trained on them, with the white-noise bank the preset's noise_bank names in the session
+    folder. Never written to: tests copy it."""
     root = tmp_path_factory.mktemp("speech_snr")
     rng = np.random.default_rng(0)
     rows = []
@@ -78,6 +79,7 @@ def trained_session(tmp_path_factory) -> tuple:
                                      "snr_db": snr, "duration_ms": duration})
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
     session = tmp_path_factory.mktemp("compare") / "session"
+    write_wav(session / "noise_bank" / "noise" / "white.wav", white_noise(rng, seconds=2.0, sample_rate_hz=RATE), RATE)
     with Store.open(session) as store:
         import_dataset(store, root / "manifest.csv", progress=False)
         run = ft.finetune(store, preset="speech-cnn", overrides=TINY, init_from="none", progress=False)
@@ -216,12 +218,13 @@ def test_the_cli_compares_and_refuses_in_one_line(session, trained_session, caps
 def test_the_speech_cnn_preset_carries_b2_and_the_detector_gates():
     from core.config import load_preset
     config = load_preset("speech-cnn")
-    assert [(spec.name, spec.p) for spec in config.augment] == [("time_stretch", 0.5), ("pitch_shift", 0.5),
-                                                                 ("spec_augment", 0.5)]
-    assert config.augment[0].params == {"min_rate": 0.9, "max_rate": 1.1}
-    assert config.augment[1].params == {"min_semitones": -2, "max_semitones": 2}
-    assert config.augment[2].params == {"freq_masks": 1, "freq_width": 10, "time_masks": 1, "time_width_fraction": 0.05}
+    assert [(spec.name, spec.p) for spec in config.augment] == [("background_noise", 0.5), ("time_stretch", 0.5),
+                                                                 ("pitch_shift", 0.5), ("spec_augment", 0.5)]
+    assert config.augment[0].params == {"min_snr_db": -5, "max_snr_db": 20}
+    assert config.augment[1].params == {"min_rate": 0.9, "max_rate": 1.1}
+    assert config.augment[2].params == {"min_semitones": -2, "max_semitones": 2}
+    assert config.augment[3].params == {"freq_masks": 1, "freq_width": 10, "time_masks": 1, "time_width_fraction": 0.05}
     gates = config.gates
     assert (gates.key_classes, gates.min_class_accuracy, gates.min_balanced_accuracy, gates.max_ece,
             gates.beat_vads_at_snr_db) == ([], 0.80, 0.85, 0.10, 0.0)
-    assert config.features.max_length_s == "auto" and config.noise_bank is None
+    assert config.features.max_length_s == "auto" and config.noise_bank == "noise_bank"  # the session's folder

@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 import app
+from core.config import load_preset
 from core.relabel_rules import load_rules
 from core.store import Store
 from pipelines import speech_demo
@@ -114,6 +115,8 @@ def test_the_session_gets_a_training_bank_that_shares_no_file_with_the_mixing_ba
     assert {name.split("/")[0] for name in training} == {"music", "noise", "speech"} and len(training) == 9
     assert set(training) == set(mixing)  # the same layout and names ...
     assert not set(training.values()) & set(mixing.values())  # ... and not one file alike
+    config = load_preset("speech-cnn", session_dir=session)
+    assert config.noise_bank == str(session.resolve() / "noise_bank")
 
 
 @pytest.mark.slow

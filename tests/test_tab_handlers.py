@@ -280,3 +280,14 @@ def test_a_preview_is_refused_without_a_clip_or_a_list_and_reproducible_with_a_s
     assert Path(log_mels.value["path"]).is_file() and log_mels.visible is True
     again = augment_preview.run_preview(wb, tmp_path, clip, None, text, 3, True, "full", "")
     assert again[1] == after and again[2].equals(steps)
+
+
+def test_a_relative_noise_bank_in_the_preview_is_a_folder_of_the_session(wb, tmp_path):
+    assert augment_preview.preset_fields("speech-cnn")[1] == "noise_bank"  # filled as the preset writes it
+    session = Path(wb.store.session_dir)
+    write_wav(session / "noise_bank" / "noise" / "hum.wav", tone(90.0, seconds=1.0))
+    clip, text = clip_ids(wb)[0], "- name: background_noise\n  params: {min_snr_db: 5, max_snr_db: 5}\n"
+    steps = augment_preview.run_preview(wb, tmp_path, clip, None, text, 0, True, "full", "noise_bank")[2]
+    assert steps.name.tolist() == ["background_noise"] and '"file": "noise/hum.wav"' in steps.params[0]
+    with pytest.raises(ValueError, match=re.escape(f"noise_bank: '{session.resolve() / 'nowhere'}' is not a folder")):
+        augment_preview.run_preview(wb, tmp_path, clip, None, text, 0, True, "full", "nowhere")

@@ -216,6 +216,26 @@ def test_bad_requests_are_refused_before_anything_runs(session):
     assert session.runs().empty
 
 
+def test_a_relative_noise_bank_is_the_sessions_and_the_run_config_holds_it_absolute(session):
+    bank = Path(session.session_dir) / "noise_bank"
+    write_wav(bank / "noise" / "hum.wav", 0.1 * np.sin(2 * np.pi * 90 * np.arange(16000) / 16000))
+    prepared = ft.prepare_finetune(session, preset="speech-cnn", init_from="none")
+    frozen = ExperimentConfig.load(prepared.run_dir / "config.yaml")
+    assert frozen.noise_bank == str(bank.resolve()) == prepared.config.noise_bank  # what the child and a resume read
+    assert session.run(prepared.run_id)["config"]["noise_bank"] == str(bank.resolve())
+    assert frozen.augment[0].name == "background_noise"
+
+
+def test_a_missing_noise_bank_is_refused_in_one_line_before_any_run_exists(session):
+    folder = Path(session.session_dir).resolve() / "noise_bank"
+    with pytest.raises(ConfigError) as refused:
+        ft.prepare_finetune(session, preset="speech-cnn", init_from="none")
+    assert str(refused.value) == (f"noise_bank: {folder} is not a folder; put a noise bank in MUSAN layout there "
+                                  "(music/, speech/, noise/), or --set noise_bank=/path/to/musan, or remove "
+                                  "background_noise from augment")
+    assert session.runs().empty and not (Path(session.session_dir) / "runs").exists()
+
+
 def untrained_checkpoint(folder: Path, labels: list[str]) -> Path:
     """A start model narrower than demo-fast's, on other features (no training needed to check a start)."""
     model_cfg = ModelConfig(name="cnn", cnn_channels=[16, 32, 32, 32])

@@ -151,6 +151,24 @@ def test_the_preview_names_the_changed_setting_or_the_wrong_field():
     assert message == '<span class="em-message-error">train.epochs: 0 is out of range [1, 10000]</span>'
 
 
+def test_a_preset_whose_noise_bank_the_session_lacks_is_shown_and_refused_in_one_line(wb):
+    """speech-cnn names noise_bank/ of the session: any session's tab lists and shows it; this one has
+    no bank there, so the preview says so beside the button and Fine-tune queues nothing."""
+    description = train_handlers.choose_preset(CLASSES, "speech-cnn")[0]
+    assert description.startswith("**speech-cnn**: SPEECH / NONSPEECH")
+    missing = (f"noise_bank: {Path(wb.store.session_dir).resolve() / 'noise_bank'} is not a folder; put a noise bank "
+               "in MUSAN layout there (music/, speech/, noise/), or --set noise_bank=/path/to/musan, or remove "
+               "background_noise from augment")
+    unbound = train_handlers.preview("speech-cnn", False, "", *form("speech-cnn"))[1]
+    assert unbound == '<span class="em-message-ok">the preset as it is</span>'
+    shown = train_handlers.preview("speech-cnn", False, "", *form("speech-cnn"), session_dir=wb.store.session_dir)
+    assert shown[1] == f'<span class="em-message-error">{missing}</span>'
+    with pytest.warns(UserWarning, match=re.escape(f"Not started: {missing}")):
+        shown, message = queue(wb, "speech-cnn", start_from="none")
+    assert shown == gr.skip() and message == f'<span class="em-message-error">Not started: {missing}</span>'
+    assert wb.jobs.jobs() == [] and len(wb.store.runs(kind="train")) == 4
+
+
 # --- Train: the queue -------------------------------------------------------------------------------
 def test_fine_tune_queues_the_job_and_says_what_it_inherits_and_what_waits_ahead(wb):
     shown, message = queue(wb, train__epochs=2)

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from core.augment.pipeline import all_specs
 from core.augment.preview import Preview, preview
-from core.config import ConfigError, list_presets, load_preset
+from core.config import ConfigError, list_presets, load_preset, noise_bank_folder
 from core.feature_fit import fit_to_session
 from workbench.common import FREQUENCY_RANGES
 from workbench.context import Workbench, safe
@@ -78,7 +78,8 @@ def layout(wb: Workbench) -> Layout:
                     label="augmentations (YAML list of name / p / params, as in a preset)", elem_id="em-aug-specs")
     noise_bank = gr.Textbox(bank, elem_id="em-aug-noise-bank",
                             label="noise bank for background_noise: a folder on the server in MUSAN layout "
-                                  "(music/, speech/, noise/); filled from the preset")
+                                  "(music/, speech/, noise/), absolute or relative to the session folder; filled "
+                                  "from the preset")
     with gr.Row():
         with gr.Column():
             gr.Markdown("**original**")
@@ -118,7 +119,9 @@ def run_preview(wb: Workbench, pictures: Path, clip_id: float | None, preset_nam
     chosen = _parse_specs(text, force=force)
     # What that preset trains on in this session ('auto' fixed from its training clips, as a run would).
     features = fit_to_session(load_preset(preset_name).features, wb.store).features if preset_name else None
-    result = preview(path, chosen, seed=int(draw_seed or 0), feature_cfg=features, noise_bank=(bank or "").strip() or None)
+    typed = (bank or "").strip()
+    folder = noise_bank_folder(typed, session_dir=wb.store.session_dir) if typed else None  # relative: the session's
+    result = preview(path, chosen, seed=int(draw_seed or 0), feature_cfg=features, noise_bank=folder)
     fmax = FREQUENCY_RANGES[freq]
     steps = pd.DataFrame([{"step": r["step"], "name": r["name"], "params": json.dumps(r["params"], default=str)}
                           for r in result.applied], columns=STEP_COLUMNS)

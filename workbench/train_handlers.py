@@ -9,6 +9,7 @@ store and would reset its players on every tick.
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -23,23 +24,29 @@ from workbench.train_progress import job_views, jobs_frame
 EPOCHS_HELP = ExperimentConfig.field_help().get("train.epochs", "")
 
 
-def resolve(preset_name: str, yaml_mode: bool, yaml_text: str, *form: Any) -> tuple[ExperimentConfig, list[str]]:
+def resolve(preset_name: str, yaml_mode: bool, yaml_text: str, *form: Any,
+            session_dir: str | Path | None = None) -> tuple[ExperimentConfig, list[str]]:
     """The config the job would run and its dotted overrides against the preset; ConfigError
-    naming the dotted key for a bad value."""
+    naming the dotted key for a bad value. With session_dir, also what only the session can
+    answer is checked (a relative noise_bank is its folder: is a bank there?); the config comes
+    back as written, so the YAML view and the overrides keep the relative folder."""
     base = load_preset(preset_name)
     if yaml_mode:
         chosen = train_form.config_from_yaml(yaml_text)
     else:
         scalars = dict(zip(train_form.SCALAR_KEYS, form[:len(train_form.SCALAR_KEYS)]))
         chosen = train_form.config_from_form(base, scalars, *form[len(train_form.SCALAR_KEYS):])
+    if session_dir is not None:
+        chosen.for_session(session_dir)
     return chosen, train_form.overrides_between(base, chosen)
 
 
-def preview(preset_name: str, yaml_mode: bool, yaml_text: str, *form: Any) -> list[Any]:
+def preview(preset_name: str, yaml_mode: bool, yaml_text: str, *form: Any,
+            session_dir: str | Path | None = None) -> list[Any]:
     """[YAML view, message, epochs field] while the person types: the YAML redrawn from the form
     and a wrong field named at once, beside the button (no popup while typing)."""
     try:
-        chosen, overrides = resolve(preset_name, yaml_mode, yaml_text, *form)
+        chosen, overrides = resolve(preset_name, yaml_mode, yaml_text, *form, session_dir=session_dir)
     except ConfigError as exc:
         return [gr.skip(), message_html(f"{exc}", error=True), gr.skip()]
     note = f"changed from the preset: {', '.join(overrides)}" if overrides else "the preset as it is"
@@ -65,7 +72,7 @@ def start_job(wb: Workbench, request: gr.Request | None, name: str | None, prese
     starts from. A bad setting or start model is refused beside the button and as a notice."""
     who = require_annotator(name, request)
     try:
-        _, overrides = resolve(preset_name, yaml_mode, yaml_text, *form)
+        _, overrides = resolve(preset_name, yaml_mode, yaml_text, *form, session_dir=wb.store.session_dir)
         job = wb.jobs.submit(preset=preset_name, overrides=overrides, submitted_by=who, init_from=start_from)
     except ConfigError as exc:
         gr.Warning(f"Not started: {exc}")

@@ -165,7 +165,7 @@ def wire(wb: Workbench, ui: Layout, *, classes: list[str], annotator: gr.Compone
     that leaves every panel as it was."""
     size = len(ui.panel.outputs)
     epochs = ui.fields["train.epochs"]
-    preview = safe(handlers.preview)
+    preview = safe(lambda *form: handlers.preview(*form, session_dir=wb.store.session_dir))
     preview_inputs, preview_outputs = [ui.preset, ui.use_yaml, ui.yaml_view, *ui.form], [ui.yaml_view, ui.message, epochs]
     for component in [*ui.form, ui.use_yaml]:
         component.input(preview, preview_inputs, preview_outputs, show_progress="hidden")

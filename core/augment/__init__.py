@@ -11,7 +11,7 @@ background_noise (waveform) and spec_augment (spectrogram); `TRANSFORMS` holds t
 """
 from core.augment.base import TRANSFORMS, Transform, register_transform
 from core.augment.noise_bank import CATEGORIES, NoiseBank
-from core.augment.pipeline import Pipeline, all_specs, build_pipeline, merge_specs
+from core.augment.pipeline import Pipeline, all_specs, build_pipeline, merge_specs, needs_noise_bank
 
 # Importing each transform module registers it (explicit, so the registry is never partial).
 from core.augment import (background_noise, band_stop, gain, gain_dips, gaussian_snr,  # noqa: E402,F401  isort: skip
@@ -20,4 +20,4 @@ from core.augment.feed import AugmentDecision, AugmentFeed  # noqa: E402
 from core.augment.preview import Preview, preview  # noqa: E402
 
 __all__ = ["CATEGORIES", "TRANSFORMS", "AugmentDecision", "AugmentFeed", "NoiseBank", "Pipeline", "Preview", "Transform",
-           "all_specs", "build_pipeline", "merge_specs", "preview", "register_transform"]
+           "all_specs", "build_pipeline", "merge_specs", "needs_noise_bank", "preview", "register_transform"]

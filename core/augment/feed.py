@@ -39,7 +39,7 @@ import torch
 
 from core.audio import AudioError
 from core.augment.noise_bank import NoiseBank
-from core.augment.pipeline import Pipeline, all_specs, build_pipeline
+from core.augment.pipeline import Pipeline, all_specs, build_pipeline, needs_noise_bank
 from core.augment.render import augmented_log_mel
 from core.config import ConfigError, CurriculumStage, ExperimentConfig
 from core.features import FeatureCache, LogMel, NormStats, normalize, torch_threads
@@ -113,7 +113,7 @@ class AugmentFeed:
                               for v in derived_names]
         self.spec_ok = in_classes
         self.wave_ok = in_classes & ~self.derived  # a copy is not augmented again
-        self.bank = NoiseBank(config.noise_bank, sample_rate_hz=self.feature_cfg.sample_rate_hz) if config.noise_bank else None
+        self.bank = _open_bank(config)
         built: dict[str, Pipeline] = {}
         self.epoch_pipelines: list[Pipeline] = []
         for stage in stages:
@@ -366,3 +366,15 @@ class AugmentFeed:
         self._rendered = None
         if run_dir is not None:
             (Path(run_dir) / COPIES_FILE).unlink(missing_ok=True)
+
+
+def _open_bank(config: ExperimentConfig) -> NoiseBank | None:
+    """The run's noise bank, opened only when an augmentation draws from it. A run's saved config
+    holds the absolute folder (ExperimentConfig.for_session); a relative one here would silently
+    mean the working directory, so it is refused."""
+    if config.noise_bank is None or not any(needs_noise_bank(specs) for specs in config.augment_lists()):
+        return None
+    if not Path(config.noise_bank).expanduser().is_absolute():
+        raise ConfigError(f"noise_bank: {config.noise_bank!r} is relative to a session folder that this run does not "
+                          f"know; a run's config holds it resolved (ExperimentConfig.for_session)")
+    return NoiseBank(config.noise_bank, sample_rate_hz=config.features.sample_rate_hz)

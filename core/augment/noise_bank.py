@@ -60,6 +60,17 @@ class NoiseBank:
             raise ConfigError(f"noise_bank: {self.folder} holds no readable audio ({', '.join(AUDIO_SUFFIXES)}) "
                               f"under {', '.join(c + '/' for c in CATEGORIES)} (MUSAN layout)")
 
+    @classmethod
+    def unopened(cls, folder: str | Path) -> NoiseBank:
+        """A bank named but not read: its folder may be relative to a session not known yet. Every
+        category counts as present and it holds no file, so a preset's augmentations can be checked
+        when it is loaded (ExperimentConfig); ExperimentConfig.for_session opens the real one."""
+        bank = cls.__new__(cls)
+        bank.folder, bank.sample_rate_hz = Path(folder), 0
+        bank.files = {category: [] for category in CATEGORIES}
+        bank.skipped, bank._info = {}, {}
+        return bank
+
     def duration_s(self, relative: str) -> float:
         frames, rate = self._info[relative]
         return frames / rate

@@ -21,7 +21,7 @@ from core.augment.base import TRANSFORMS, Transform
 from core.augment.noise_bank import NoiseBank
 from core.config import AugmentSpec, ConfigError, ExperimentConfig
 
-__all__ = ["Pipeline", "Step", "all_specs", "build_pipeline", "merge_specs"]
+__all__ = ["Pipeline", "Step", "all_specs", "build_pipeline", "merge_specs", "needs_noise_bank"]
 
 Applied = list[dict[str, Any]]
 # Constructor arguments filled in by build_pipeline, never by a spec's params.
@@ -115,7 +115,7 @@ def build_pipeline(specs: Iterable[AugmentSpec | dict[str, Any]], *, sample_rate
         cls = TRANSFORMS.get(spec.name)
         if cls is None:
             raise ConfigError(f"augment: unknown augmentation {spec.name!r}; registered: {', '.join(sorted(TRANSFORMS))}")
-        accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        accepted = _accepted(cls)
         options = [p for p in accepted if p not in _RESOURCES]
         unknown = sorted(set(spec.params) - set(options))
         if unknown:
@@ -128,6 +128,16 @@ def build_pipeline(specs: Iterable[AugmentSpec | dict[str, Any]], *, sample_rate
             resources["noise_bank"] = noise_bank
         steps.append(Step(index=index, spec=spec, transform=cls(**resources, **spec.params)))
     return Pipeline(steps, sample_rate_hz=sample_rate_hz)
+
+
+def needs_noise_bank(specs: Iterable[AugmentSpec]) -> bool:
+    """Whether any of specs names a transform that draws from the noise bank (background_noise)."""
+    return any(spec.name in TRANSFORMS and "noise_bank" in _accepted(TRANSFORMS[spec.name]) for spec in specs)
+
+
+def _accepted(cls: type[Transform]) -> list[str]:
+    """The constructor's arguments: the resources build_pipeline fills and the spec's options."""
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
 
 def merge_specs(lists: Iterable[Sequence[AugmentSpec]]) -> list[AugmentSpec]:
