@@ -5,6 +5,7 @@ refusals, CLI and the promotion gate that reads it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -56,10 +57,10 @@ def nonspeech_signal(rng: np.random.Generator, index: int, samples: int) -> np.n
 
 
 @pytest.fixture(scope="module")
-def trained_session(tmp_path_factory) -> tuple:
-    """84 clips from a CSV manifest (split, speaker group, snr_db, duration_ms) and one speech-cnn
-    run trained on them, with the white-noise bank the preset's noise_bank names in the session
-    folder. Never written to: tests copy it."""
+def imported_session(tmp_path_factory) -> Path:
+    """84 clips from a CSV manifest (split, speaker group, snr_db, duration_ms), with the
+    white-noise bank the speech-cnn preset's noise_bank names in the session folder. Never
+    written to: tests copy it."""
     root = tmp_path_factory.mktemp("speech_snr")
     rng = np.random.default_rng(0)
     rows = []
@@ -82,6 +83,14 @@ def trained_session(tmp_path_factory) -> tuple:
     write_wav(session / "noise_bank" / "noise" / "white.wav", white_noise(rng, seconds=2.0, sample_rate_hz=RATE), RATE)
     with Store.open(session) as store:
         import_dataset(store, root / "manifest.csv", progress=False)
+    return session
+
+
+@pytest.fixture(scope="module")
+def trained_session(imported_session, tmp_path_factory) -> tuple:
+    """A copy of imported_session with one speech-cnn run trained on it. Never written to."""
+    session = copy_session(imported_session, tmp_path_factory.mktemp("compare-trained") / "session")
+    with Store.open(session) as store:
         run = ft.finetune(store, preset="speech-cnn", overrides=TINY, init_from="none", progress=False)
     assert run.status == "succeeded", run.result
     return session, run.run_id
