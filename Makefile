@@ -40,6 +40,7 @@ bench: install
 	$(PY) bench/review_latency.py
 	$(PY) bench/vad.py
 	$(PY) bench/factorial.py
+	$(PY) bench/speech_quality.py
 	$(PY) bench/review_browser.py
 
 clean-demo:

@@ -183,6 +183,9 @@ def _notes(report: dict[str, Any]) -> list[str]:
             elif curve["interval_95"]["failed"]:
                 boot = curve["interval_95"]
                 notes.append(f"{name}, {which}: {boot['failed']} of {boot['draws']} bootstrap fits failed and were skipped")
+    notes.append("DT50 / DT75: the SNR at which a logistic fitted to accuracy against SNR has risen 50% / 75% of the "
+                 "way from chance (50%) to perfect, i.e. 75% / 87.5% accuracy; '< lowest' or '> highest' when it "
+                 "lies outside the SNRs measured.")
     notes.append("ECE / MCE read each score as p(speech). A VAD's score is its share of speech frames, not a "
                  "probability: its ECE says how far that share lies from the share of speech clips that score it.")
     return notes
