@@ -11,7 +11,7 @@ from conftest import copy_session
 from core.config import ComparisonConfig
 from core.store import Store
 from pipelines.detector_comparison import KIND
-from test_detector_comparison import QUICK, trained_session  # noqa: F401 (trained_session is a module fixture)
+from test_detector_comparison import QUICK, imported_session, trained_session  # noqa: F401 (module fixtures)
 from workbench import runs_handlers, runs_views
 from workbench.context import Workbench
 from workbench.renderer import ClipViewCache
@@ -40,10 +40,10 @@ def clicked(wb, trained_session) -> tuple[list, list]:  # noqa: F811
 
 
 def test_the_button_is_offered_for_a_succeeded_speech_run_only(wb, trained_session, clicked):  # noqa: F811
-    button, split_column, report_column, markdown, *figures, durations = runs_handlers.report_view(
+    button, split_column, report_column, markdown, *figures, durations, worst, player = runs_handlers.report_view(
         wb, trained_session[1])
     assert button.visible is True and split_column.visible is True and report_column.visible is False
-    assert markdown == "" and figures == [None, None, None] and durations == []
+    assert markdown == "" and figures == [None, None, None] and durations == [] and worst.empty and player == ""
     assert runs_views.speech_labels(wb.store.run(trained_session[1])) == ("SPEECH", "NONSPEECH")
     comparison = clicked[0][0]
     assert runs_handlers.report_view(wb, comparison)[0].visible is False  # a comparison run is not compared
@@ -60,7 +60,8 @@ def test_a_click_opens_the_comparison_run_and_its_report(wb, trained_session, cl
     assert reported[0] == (0, 3 * 48) and reported[-1] == (3 * 48, 3 * 48)  # 48 val + test clips, three detectors
     assert opened[-PANEL].visible is False  # no gate panel for a comparison run
 
-    button, split_column, report_column, markdown, *figures, durations = runs_handlers.report_view(wb, run["id"])
+    button, split_column, report_column, markdown, *figures, durations, worst, player = runs_handlers.report_view(
+        wb, run["id"])
     assert button.visible is False and split_column.visible is False and report_column.visible is True
     assert markdown.startswith("# Speech detectors compared (B9)") and "| silero |" in markdown
     assert "## Balanced accuracy per SNR (test)" in markdown
@@ -69,6 +70,15 @@ def test_a_click_opens_the_comparison_run_and_its_report(wb, trained_session, cl
     assert [caption for _, caption in durations] == ["accuracy against SNR, 300 ms clips",
                                                      "accuracy against SNR, 600 ms clips"]
     assert Path(figures[0]).parent != Path(run["run_dir"]) / "report"  # served from a copy, not the session
+    # Each detector's worst test clips, most confidently wrong first, and one of them played.
+    assert list(worst.columns) == runs_views.WORST_COLUMNS and player == ""
+    assert set(worst.detector) <= {f"run:{trained_session[1]}", "webrtc-3", "silero"} and len(worst) > 0
+    assert (worst.label != worst.predicted).all() and worst["SNR (dB)"].isin([-5.0, 5.0, 20.0]).all()
+    first = worst.iloc[0].tolist()
+    shown = runs_handlers.play_worst_clip(wb, first)
+    assert shown.startswith(f"<div style='margin-bottom:4px'>clip {first[1]} ({first[5]:g} dB, {first[6]:g} ms): label "
+                            f"{first[2]}; {first[0]} says {first[3]} (score {first[4]:.3f})</div>")
+    assert "<audio" in shown and "em-spec" in shown
 
 
 def test_a_comparison_run_opens_in_the_existing_views_too(wb, clicked):

@@ -70,6 +70,14 @@ def test_train_speech_cnn_compare_detectors_gate_and_promote(session):
         page.wait_for_function("[...document.querySelectorAll('#em-runs-report img')].every(i => i.naturalWidth > 0)",
                                timeout=30000)
         assert not compare.is_visible()  # a comparison run is not compared again
+        # Each detector's worst test clips: one selected plays with its spectrogram.
+        worst = page.locator("#em-runs-report-worst")
+        worst.scroll_into_view_if_needed()
+        worst.locator('[data-testid="cell-0-1"]').click()
+        player = page.locator("#em-runs-report-player")
+        player.locator("audio").wait_for(state="attached", timeout=30000)
+        assert re.match(r"clip \d+ \(-?\d+ dB, \d+ ms\): label (SPEECH|NONSPEECH); \S+ says \S+ \(score \d\.\d{3}\)", player.inner_text())
+        screenshot(page, "runs_compare_detectors_worst_clip", full_page=False)
         report.scroll_into_view_if_needed()
         screenshot(page, "runs_compare_detectors_report", full_page=False)
 

@@ -251,6 +251,18 @@ def play_flip(wb: Workbench, cand: str | None, row: list[Any]) -> str:
     return f"<div style='margin-bottom:4px'>{caption}</div>{view.html}"
 
 
+def play_worst_clip(wb: Workbench, row: list[Any]) -> str:
+    """A row of a comparison's worst clips (runs_views.WORST_COLUMNS) as a captioned player."""
+    detector, clip_id, label, predicted, score, snr_db, duration_ms = row
+    view = wb.views.get(int(clip_id), fmax_hz=SPOT_CHECK_FMAX_HZ)
+    facts = ", ".join(f"{float(value):g} {unit}" for value, unit in ((snr_db, "dB"), (duration_ms, "ms"))
+                      if pd.notna(value))
+    where = f" ({facts})" if facts else ""
+    caption = (f"clip {clip_id}{where}: label {html.escape(str(label))}; {html.escape(str(detector))} says "
+               f"{html.escape(str(predicted))} (score {float(score):.3f})")
+    return f"<div style='margin-bottom:4px'>{caption}</div>{view.html}"
+
+
 def ask_rollback(wb: Workbench, request: gr.Request | None, name: str | None, why: str | None) -> list[Any]:
     """First step of a rollback: [the confirm row shown, the change in words]; nothing is written
     until confirmed. Refused without a signer, a reason, or a model to go back to."""

@@ -21,7 +21,7 @@ from workbench.common import WIDE
 from workbench.context import Workbench, current_tab, safe
 from workbench.runs_views import (BREAKDOWN_COLUMNS, BREAKDOWN_DELTA_COLUMNS, DELTA_COLUMNS, FLIP_COLUMNS,
                                   HISTORY_COLUMNS, RUN_COLUMNS, compare_choices, history_frame, production_html,
-                                  runs_frame, signature)
+                                  WORST_COLUMNS, runs_frame, signature)
 
 SPLITS = ["test", "val", "train"]
 PLOT_LABELS = ("confusion matrix (given labels)", "reliability diagram", "training curves")
@@ -53,6 +53,8 @@ class Layout:
     report_markdown: gr.Markdown
     report_figures: list[gr.Image]  # FIGURE_LABELS
     report_durations: gr.Gallery    # accuracy against SNR per clip duration
+    report_worst: gr.Dataframe      # each detector's worst test clips (runs_views.WORST_COLUMNS)
+    report_player: gr.HTML          # the worst clip selected, playable
     panel: gate_panel.GatePanel
     baseline: gr.Dropdown
     candidate: gr.Dropdown
@@ -100,7 +102,7 @@ class Layout:
     def report_outputs(self) -> list[gr.Component]:
         """What handlers.report_view fills."""
         return [self.detectors_button, self.split_column, self.report_column, self.report_markdown,
-                *self.report_figures, self.report_durations]
+                *self.report_figures, self.report_durations, self.report_worst, self.report_player]
 
     @property
     def compare_outputs(self) -> list[gr.Component]:
@@ -176,13 +178,19 @@ def _selected_run(wb: Workbench, annotator: gr.Component) -> dict[str, Any]:
             report_figures.append(_plot(FIGURE_LABELS[2], height=440, show_label=True))
             report_durations = gr.Gallery(label="accuracy against SNR per clip duration (test)", columns=2,
                                           height=440, interactive=False, elem_id="em-runs-report-durations")
+        with gr.Row():
+            report_worst = gr.Dataframe(headers=WORST_COLUMNS, interactive=False, max_height=360, scale=2,
+                                        label="each detector's worst test clips, most confidently wrong first "
+                                              "(select one to listen)", elem_id="em-runs-report-worst", **WIDE)
+            report_player = gr.HTML(scale=3, elem_id="em-runs-report-player")
     panel = gate_panel.build(wb, annotator=annotator, prefix="em-runs")
     return dict(title=title, split=split, audit_button=audit_button, evaluate_button=evaluate_button,
                 resume_button=resume_button, export_button=export_button, detectors_button=detectors_button,
                 audit_message=audit_message, downloads=downloads, plots=plots, metrics_table=metrics_table,
                 breakdown_table=breakdown_table, breakdown_plot=breakdown_plot, split_column=split_column,
                 report_column=report_column, report_markdown=report_markdown, report_figures=report_figures,
-                report_durations=report_durations, panel=panel)
+                report_durations=report_durations, report_worst=report_worst, report_player=report_player,
+                panel=panel)
 
 
 def _compare(wb: Workbench) -> dict[str, Any]:
@@ -294,6 +302,12 @@ def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component, tab: gr.Tab, pag
         return handlers.play_flip(wb, cand, event.row_value)
 
     ui.flips.select(on_flip, ui.candidate, ui.flip_player)
+
+    @safe
+    def on_worst_clip(event: gr.SelectData):
+        return handlers.play_worst_clip(wb, event.row_value)
+
+    ui.report_worst.select(on_worst_clip, None, ui.report_player)
 
     @safe
     def on_ask(request: gr.Request, name, why):

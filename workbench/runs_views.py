@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import html
+import json
 import re
 import shutil
 import tempfile
@@ -35,6 +36,7 @@ FLIP_COLUMNS = ["flip", "clip", "label", "baseline predicted", "candidate predic
 HISTORY_COLUMNS = ["id", "run_id", "action", "actor", "reason", "created_at"]
 BREAKDOWN_COLUMNS = ["metadata", "group", "clips", "accuracy", "vs all clips", "F1 macro"]
 BREAKDOWN_DELTA_COLUMNS = ["metadata", "group", "clips", "baseline accuracy", "candidate accuracy", "accuracy change"]
+WORST_COLUMNS = ["detector", "clip", "label", "predicted", "score", "SNR (dB)", "duration (ms)"]
 REPORT_FIGURES = ("psychometric", "snr", "reliability")  # REPORT_FILES keys shown as images, in this order
 # A figure line of report.md (its links are relative to the report folder, which the page cannot
 # reach): the figures are shown as images instead.
@@ -212,18 +214,30 @@ def speech_labels(run: dict[str, Any]) -> tuple[str, str] | None:
 def comparison_report_views(run: dict[str, Any] | None) -> list[Any]:
     """A comparison run's report (runs/<id>/report/) as the Selected run tab shows it: [report.md
     without its figure lines, the psychometric, balanced-accuracy-per-SNR and reliability PNGs,
-    the per-duration psychometric PNGs as (path, caption)]. Empty for no run; a one-line note and
-    no figures where the report was not written (a running or failed comparison)."""
+    the per-duration psychometric PNGs as (path, caption), each detector's worst test clips
+    (WORST_COLUMNS), an empty player]. Empty for no run; a one-line note and no figures where the
+    report was not written (a running or failed comparison)."""
+    empty = pd.DataFrame(columns=WORST_COLUMNS)
     if run is None:
-        return ["", None, None, None, []]
+        return ["", None, None, None, [], empty, ""]
     folder = Path(run["run_dir"]) / REPORT_DIR
     markdown = folder / REPORT_FILES["markdown"]
     if not markdown.is_file():
-        return [f"No report: comparison run {run['id']} is {run['status']}.", None, None, None, []]
+        return [f"No report: comparison run {run['id']} is {run['status']}.", None, None, None, [], empty, ""]
     figures = [folder / REPORT_FILES[key] for key in REPORT_FIGURES]
     per_duration = sorted(folder.glob("psychometric_*ms.png"), key=lambda path: float(path.stem.split("_")[1][:-2]))
     return [report_markdown(markdown.read_text()), *[served(path) if path.is_file() else None for path in figures],
-            [(served(path), f"accuracy against SNR, {path.stem.split('_')[1][:-2]} ms clips") for path in per_duration]]
+            [(served(path), f"accuracy against SNR, {path.stem.split('_')[1][:-2]} ms clips") for path in per_duration],
+            worst_clips_frame(json.loads((folder / REPORT_FILES["json"]).read_text())), ""]
+
+
+def worst_clips_frame(report: dict[str, Any]) -> pd.DataFrame:
+    """Each detector's worst test clips from a detector report (most confidently wrong first),
+    one row per clip and detector, for a table a person selects clips from to listen."""
+    rows = [[name, clip["clip_id"], clip["label"], clip["predicted"], round(float(clip["score"]), 3),
+             clip.get("snr_db"), clip.get("duration_ms")]
+            for name, entry in report["detectors"].items() for clip in entry.get("worst_clips", [])]
+    return pd.DataFrame(rows, columns=WORST_COLUMNS)
 
 
 def report_markdown(text: str) -> str:
