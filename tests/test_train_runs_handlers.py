@@ -363,3 +363,29 @@ def test_a_rollback_needs_a_reason_and_a_model_to_go_back_to_then_restores_it(wb
     assert history[["action", "actor", "reason"]].values.tolist()[0] == ["rollback", "ana", "checking"]
     assert wb.store.production_run() == PRODUCTION
     assert gate_panel.load_report(wb, CANDIDATE)["passed"] is False  # the override's report stays with the run
+
+
+# --- the gate panel's decisions -------------------------------------------------------------------
+def test_a_failing_run_is_not_promoted_and_an_override_needs_a_reason_then_is_signed(wb):
+    gate_panel.evaluate(wb, CANDIDATE)
+    *_, promote_button, override, message = gate_panel.promote_run(wb, CANDIDATE, "ana")
+    assert wb.store.production_run() == PRODUCTION and override.interactive is True
+    assert message.startswith(f'<span class="em-message-ok">run {CANDIDATE} NOT promoted: 2 gate(s) failed')
+    for no_reason in (None, "  "):
+        *_, message = gate_panel.override_run(wb, CANDIDATE, "ana", no_reason)
+        assert message == f'<span class="em-message-error">{gate_panel.OVERRIDE_NEEDS_REASON}</span>'
+    assert wb.store.production_run() == PRODUCTION and len(wb.store.promotions()) == 1
+    *_, promote_button, override, message = gate_panel.override_run(wb, CANDIDATE, "bo", " heard every regression ")
+    assert wb.store.production_run() == CANDIDATE and (promote_button.interactive, override.interactive) == (False, False)
+    latest = wb.store.promotions().iloc[0]
+    assert (latest.run_id, latest.action, latest.actor, latest.reason) == (CANDIDATE, "override", "bo",
+                                                                            "heard every regression")
+
+
+def test_a_regression_row_plays_the_clip_with_what_each_model_said(wb):
+    regressions = gate_panel.evaluate(wb, CANDIDATE)[6]
+    assert len(regressions) == 1
+    clip_id, label, before, now = regressions.iloc[0].tolist()
+    shown = gate_panel.play_regression(wb, CANDIDATE, [clip_id, label, before, now])
+    assert f"clip {clip_id}: label emergency_sirens; production said emergency_sirens, this run says alert_sounds" in shown
+    assert "<audio" in shown

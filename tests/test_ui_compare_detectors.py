@@ -13,7 +13,7 @@ from conftest import copy_session
 from core.store import Store
 from pipelines.detector_comparison import KIND
 from test_detector_comparison import imported_session  # noqa: F401 (a module fixture: the tiny speech session)
-from test_ui_train_runs import JOB_TIMEOUT_MS, pick_preset, select_run, wait_status
+from test_ui_train_runs import JOB_TIMEOUT_MS, pick_preset, select_run, type_epochs, wait_status
 from ui_support import (browser_page, error_badges, needs_chromium, open_tab, real_errors, running_server, screenshot,
                         set_annotator)
 
@@ -31,9 +31,7 @@ def test_train_speech_cnn_compare_detectors_gate_and_promote(session):
         # Train: speech-cnn with 2 epochs, one click; the job audits the run and judges its gates.
         open_tab(page, "Train")
         pick_preset(page, "speech-cnn")
-        epochs = page.locator("#em-train-train-epochs input")
-        epochs.fill("2")
-        epochs.press("Tab")
+        type_epochs(page, "2")
         page.locator("#em-train-message").get_by_text("train.epochs=2").wait_for(timeout=30000)
         page.locator("#em-train-launch").click()
         page.locator("#em-train-message").get_by_text("queued").wait_for(timeout=30000)

@@ -51,6 +51,13 @@ def pick_preset(page, name: str) -> None:
     page.locator("#em-train-message").get_by_text(f"preset {name} loaded").wait_for(timeout=30000)
 
 
+def type_epochs(page, value: str) -> None:
+    """Type an epochs value into the Train form and leave the field, which previews the change."""
+    epochs = page.locator("#em-train-train-epochs input")
+    epochs.fill(value)
+    epochs.press("Tab")
+
+
 def job_status(page) -> str:
     return page.locator("#em-train-progress .em-job").get_attribute("data-status")
 
@@ -125,9 +132,7 @@ def test_fine_tune_to_gate_report_promote_compare_and_roll_back(session):
         # Train: demo-fast with 2 epochs from the form, one click.
         open_tab(page, "Train")
         pick_preset(page, "demo-fast")
-        epochs = page.locator("#em-train-train-epochs input")
-        epochs.fill("2")
-        epochs.press("Tab")
+        type_epochs(page, "2")
         page.locator("#em-train-message").get_by_text("train.epochs=2").wait_for(timeout=30000)
         screenshot(page, "train_tab_form")
         page.locator("#em-train-launch").click()
@@ -268,9 +273,7 @@ def test_an_invalid_setting_is_refused_naming_its_field(session):
         set_annotator(page, "ana")
         open_tab(page, "Train")
         pick_preset(page, "demo-fast")
-        epochs = page.locator("#em-train-train-epochs input")
-        epochs.fill("0")
-        epochs.press("Tab")
+        type_epochs(page, "0")
         page.locator("#em-train-message").get_by_text("train.epochs: 0 is out of range [1, 10000]").wait_for(timeout=30000)
         page.locator("#em-train-launch").click()
         page.locator(".toast-body").get_by_text("Not started: train.epochs: 0 is out of range").wait_for(timeout=30000)
@@ -286,9 +289,7 @@ def test_jobs_queue_survive_the_tab_closing_and_cancel(session):
             set_annotator(page, "ben")
             open_tab(page, "Train")
             pick_preset(page, "demo-fast")
-            epochs = page.locator("#em-train-train-epochs input")
-            epochs.fill("60")
-            epochs.press("Tab")
+            type_epochs(page, "60")
             page.locator("#em-train-launch").click()
             page.locator("#em-train-message").get_by_text("queued.").wait_for(timeout=30000)
             first = re.search(r"run (\S+) queued", page.locator("#em-train-message").inner_text()).group(1)

@@ -91,31 +91,51 @@ def build(wb: Workbench, *, annotator: gr.Component, prefix: str) -> GatePanel:
                       promote=promote_button, override=override_button, message=message)
 
     @safe
-    def do_promote(run, name, request: gr.Request):
-        outcome = promote(wb.store, run_id=run, actor=require_annotator(name, request))
-        return _after_decision(wb, run, outcome.lines())
+    def on_promote(run, name, request: gr.Request):
+        return promote_run(wb, run, require_annotator(name, request))
 
     @safe
-    def do_override(run, name, why, request: gr.Request):
-        who = require_annotator(name, request)
-        if not (why or "").strip():  # refused in place: the panel stays as it is, with the reason asked for
-            text = "An override needs a reason: say why this run should replace production despite its failing gates."
-            gr.Warning(text)
-            return render(wb, run, message=message_html(text, error=True))
-        outcome = promote(wb.store, run_id=run, actor=who, override=True, reason=why.strip())
-        return _after_decision(wb, run, outcome.lines())
-
-    promote_button.click(do_promote, [run_id, annotator], panel.outputs)
-    override_button.click(do_override, [run_id, annotator, reason], panel.outputs)
+    def on_override(run, name, why, request: gr.Request):
+        actor = require_annotator(name, request)
+        if not (why or "").strip():
+            gr.Warning(OVERRIDE_NEEDS_REASON)  # a toast beside the line the panel shows
+        return override_run(wb, run, actor, why)
 
     @safe
-    def listen(run, event: gr.SelectData):
-        clip_id, label, before, now = event.row_value
-        return _clip_html(wb, int(clip_id), run, caption=f"clip {clip_id}: label {html.escape(str(label))}; production "
-                                                          f"said {html.escape(str(before))}, this run says {html.escape(str(now))}")
+    def on_regression(run, event: gr.SelectData):
+        return play_regression(wb, run, event.row_value)
 
-    regressions.select(listen, run_id, regression_player)
+    promote_button.click(on_promote, [run_id, annotator], panel.outputs)
+    override_button.click(on_override, [run_id, annotator, reason], panel.outputs)
+    regressions.select(on_regression, run_id, regression_player)
     return panel
+
+
+# --- handlers: plain values in, the panel's new values out ------------------------------------------
+OVERRIDE_NEEDS_REASON = "An override needs a reason: say why this run should replace production despite its failing gates."
+
+
+def promote_run(wb: Workbench, run_id: str, actor: str) -> list[Any]:
+    """Promote run_id if its gates pass (pipelines.promotion refuses otherwise); the panel redrawn
+    with the outcome's first line."""
+    outcome = promote(wb.store, run_id=run_id, actor=actor)
+    return _after_decision(wb, run_id, outcome.lines())
+
+
+def override_run(wb: Workbench, run_id: str, actor: str, why: str | None) -> list[Any]:
+    """Promote run_id despite failing gates, signed by actor with the reason why; without a reason
+    nothing is written and the panel stays as it was, with the reason asked for."""
+    if not (why or "").strip():
+        return render(wb, run_id, message=message_html(OVERRIDE_NEEDS_REASON, error=True))
+    outcome = promote(wb.store, run_id=run_id, actor=actor, override=True, reason=why.strip())
+    return _after_decision(wb, run_id, outcome.lines())
+
+
+def play_regression(wb: Workbench, run_id: str, row: list[Any]) -> str:
+    """A row of the regression table (clip, label, production said, this run says) as a player."""
+    clip_id, label, before, now = row
+    return _clip_html(wb, int(clip_id), run_id, caption=f"clip {clip_id}: label {html.escape(str(label))}; production "
+                                                        f"said {html.escape(str(before))}, this run says {html.escape(str(now))}")
 
 
 def render(wb: Workbench, run_id: str | None, *, message: str = "") -> list[Any]:
