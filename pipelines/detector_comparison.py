@@ -67,7 +67,7 @@ class ComparisonOutcome:
         for name, row in self.summary["detectors"].items():
             lines.append(f"  {name:<40} {_cell(row['threshold'], '.3f'):>9} {_cell(row['accuracy'], '.1%'):>9} "
                          f"{_cell(row['balanced_accuracy'], '.1%'):>9} {_cell(row['ece'], '.1%'):>7} "
-                         f"{_cell(row['dt50_db'], '.1f'):>8}")
+                         f"{_snr_cell(row['dt50_db'], self.summary.get('snr_levels_db')):>8}")
         lines += [f"  {name}: not compared: {error}" for name, error in self.not_compared.items()]
         lines.append(f"  report: {self.run_dir / REPORT_DIR / REPORT_FILES['markdown']}")
         return lines
@@ -75,6 +75,13 @@ class ComparisonOutcome:
 
 def _cell(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _snr_cell(value: float | None, levels: list[float] | None) -> str:
+    """A DT50 in dB; beyond the tested SNRs it is an extrapolation and reads "> 20" or "< -5"."""
+    if value is None or not levels:
+        return _cell(value, ".1f")
+    return f"< {min(levels):g}" if value < min(levels) else f"> {max(levels):g}" if value > max(levels) else f"{value:.1f}"
 
 
 def compare_detectors(store: Store, *, runs: Sequence[str], settings: ComparisonConfig | None = None,
@@ -194,7 +201,7 @@ def _summary(outcome: ComparisonOutcome, report: dict[str, Any]) -> dict[str, An
                                "ece": test["calibration"]["ece"], "dt50_db": curve.get("dt50"), "dt75_db": curve.get("dt75"),
                                "latency_p50_ms": entry["latency_ms"]["total"]["p50"]}
     clips = report["clips"]
-    return {"runs": outcome.runs, "objective": report["objective"],
+    return {"runs": outcome.runs, "objective": report["objective"], "snr_levels_db": report["snr_levels"],
             "thresholds": {name: row["threshold"] for name, row in detectors.items()}, "detectors": detectors,
             "not_compared": outcome.not_compared, "clips": clips, "report_dir": REPORT_DIR,
             "message": f"comparison {outcome.run_id}: {len(detectors)} detectors on {clips['test']} test clips, each at "

@@ -129,6 +129,10 @@ def test_the_job_scores_every_clip_and_reports_each_detector(compared):
     assert set(outcome.report_files) >= {"json", "markdown", "reliability", "psychometric", "snr"}
     markdown = outcome.report_files["markdown"].read_text()
     assert "## Balanced accuracy per SNR (test)" in markdown and "| silero |" in markdown
+    # The summary's DT50 column never prints an extrapolation beyond the tested SNRs as a number.
+    for line in outcome.lines()[2:2 + len(report["detectors"])]:
+        dt50 = line.rsplit(maxsplit=1)[-1]
+        assert dt50 in ("-", "-5", "20") or -5 <= float(dt50) <= 20, line
 
 
 def test_thresholds_are_stored_with_the_run_and_headlines_as_metrics(compared):
