@@ -630,11 +630,13 @@ class ExperimentConfig(Config):
         """The run's augmentation list and each curriculum stage's own."""
         return [self.augment, *(s.augment for s in self.train.curriculum if s.augment is not None)]
 
-    def for_session(self, session_dir: str | Path) -> ExperimentConfig:
+    def for_session(self, session_dir: str | Path, *, open_bank: bool = True) -> ExperimentConfig:
         """This config as a run in the session at session_dir uses it: noise_bank absolute (see
         noise_bank_folder) and, when an augmentation draws from it, opened and checked against
         every list. Raises ConfigError in one line naming the folder and what to do when the bank
-        is missing, or NoiseBank's / the transform's error when it cannot serve the lists."""
+        is missing, or NoiseBank's / the transform's error when it cannot serve the lists.
+        open_bank=False checks only that the folder is there: opening reads every file's header
+        (a MUSAN bank: thousands), too slow for a form that checks itself on every keystroke."""
         if self.noise_bank is None:
             return self
         folder = noise_bank_folder(self.noise_bank, session_dir=session_dir)
@@ -646,6 +648,8 @@ class ExperimentConfig(Config):
                 raise ConfigError(f"noise_bank: {folder} is not a folder; put a noise bank in MUSAN layout there "
                                   f"(music/, speech/, noise/), or --set noise_bank=/path/to/musan, or remove "
                                   f"background_noise from augment")
+            if not open_bank:
+                return bound
             bank = NoiseBank(folder, sample_rate_hz=bound.features.sample_rate_hz)
             for specs in lists:
                 build_pipeline(specs, sample_rate_hz=bound.features.sample_rate_hz, noise_bank=bank)

@@ -169,6 +169,26 @@ def test_a_preset_whose_noise_bank_the_session_lacks_is_shown_and_refused_in_one
     assert wb.jobs.jobs() == [] and len(wb.store.runs(kind="train")) == 4
 
 
+def test_typing_checks_only_that_the_bank_is_there_and_queueing_reads_it(wb, monkeypatch):
+    """The form checks itself on every keystroke: it must not read a bank's files (a MUSAN bank has
+    thousands); Fine-tune reads them, so a bank without audio is refused there, before any run."""
+    bank = Path(wb.store.session_dir) / "noise_bank"
+    (bank / "noise").mkdir(parents=True)
+    (bank / "noise" / "empty.wav").write_bytes(b"")  # an audio file's name, no audio in it
+    from core.augment import noise_bank
+
+    def no_header_reads(*args, **kwargs):
+        raise AssertionError("the typing preview read a bank file's header")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(noise_bank.sf, "info", no_header_reads)
+        shown = train_handlers.preview("speech-cnn", False, "", *form("speech-cnn"), session_dir=wb.store.session_dir)
+    assert shown[1] == '<span class="em-message-ok">the preset as it is</span>'
+    with pytest.warns(UserWarning, match="Not started: noise_bank: .* holds no readable audio"):
+        _, message = queue(wb, "speech-cnn", start_from="none")
+    assert "holds no readable audio" in message and len(wb.store.runs(kind="train")) == 4
+
+
 # --- Train: the queue -------------------------------------------------------------------------------
 def test_fine_tune_queues_the_job_and_says_what_it_inherits_and_what_waits_ahead(wb):
     shown, message = queue(wb, train__epochs=2)

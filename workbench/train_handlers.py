@@ -28,8 +28,9 @@ def resolve(preset_name: str, yaml_mode: bool, yaml_text: str, *form: Any,
             session_dir: str | Path | None = None) -> tuple[ExperimentConfig, list[str]]:
     """The config the job would run and its dotted overrides against the preset; ConfigError
     naming the dotted key for a bad value. With session_dir, also what only the session can
-    answer is checked (a relative noise_bank is its folder: is a bank there?); the config comes
-    back as written, so the YAML view and the overrides keep the relative folder."""
+    answer is checked (a relative noise_bank is its folder: is a bank there? Its files are read
+    when the job is queued, not on every keystroke); the config comes back as written, so the
+    YAML view and the overrides keep the relative folder."""
     base = load_preset(preset_name)
     if yaml_mode:
         chosen = train_form.config_from_yaml(yaml_text)
@@ -37,7 +38,7 @@ def resolve(preset_name: str, yaml_mode: bool, yaml_text: str, *form: Any,
         scalars = dict(zip(train_form.SCALAR_KEYS, form[:len(train_form.SCALAR_KEYS)]))
         chosen = train_form.config_from_form(base, scalars, *form[len(train_form.SCALAR_KEYS):])
     if session_dir is not None:
-        chosen.for_session(session_dir)
+        chosen.for_session(session_dir, open_bank=False)
     return chosen, train_form.overrides_between(base, chosen)
 
 
