@@ -30,11 +30,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core import review  # noqa: E402
-from core.comparison_child import SCORES_FILE, clip_facts  # noqa: E402
-from core.detector_report import balanced_accuracy_at_snr  # noqa: E402
-from core.run_folder import MANIFEST_FILE  # noqa: E402
 from core.store import Store  # noqa: E402
-from pipelines.detector_comparison import compare_detectors, trained_name, vad_baselines  # noqa: E402
+from pipelines.detector_comparison import compare_detectors, vad_baselines  # noqa: E402
 from pipelines.finetune import finetune  # noqa: E402
 from pipelines.hygiene import REASON, hygiene  # noqa: E402
 from pipelines.review_queue import build_queue  # noqa: E402
@@ -65,19 +62,6 @@ def review_queue_by_truth(store: Store, key: pd.DataFrame) -> dict[str, int]:
     return counts
 
 
-def low_snr_on_true_labels(store: Store, comparison_run_id: str, key: pd.DataFrame) -> dict[str, float]:
-    """Each detector's balanced accuracy at SNR <= LOW_SNR_DB on test, at its dev threshold,
-    against the answer key (clips whose truth is mixed or silence left out)."""
-    run = store.run(comparison_run_id)
-    folder = Path(run["run_dir"])
-    facts = clip_facts(pd.read_parquet(folder / MANIFEST_FILE))
-    facts["label"] = key.true_label.reindex(facts.clip_id).to_numpy()
-    facts = facts[facts.label.isin(["SPEECH", "NONSPEECH"])]
-    measured = balanced_accuracy_at_snr(scores=pd.read_parquet(folder / SCORES_FILE), clips=facts,
-                                        thresholds=run["summary"]["thresholds"], max_snr_db=LOW_SNR_DB)
-    return measured["detectors"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--no-review", action="store_true", help="train on the labels as built, faults and all")
@@ -95,15 +79,15 @@ def main() -> None:
             trained = finetune(store, preset="speech-cnn", overrides=args.set, init_from=None, progress=False)
             comparison = compare_detectors(store, runs=[trained.run_id], progress=False)
             low = vad_baselines(store, run_id=trained.run_id, max_snr_db=LOW_SNR_DB)
-            truth = low_snr_on_true_labels(store, comparison.run_id, key)
+            truth = vad_baselines(store, run_id=trained.run_id, max_snr_db=LOW_SNR_DB, labels=key.true_label.to_dict())
     print("\n".join(outcome.lines()))
     print(f"planted faults: {len(faults)}, queued: {len(queued)}, found: {len(found)}; reviewed: {tags or 'no'}")
     print("\n".join(comparison.lines()))
     best_vad, best = max(low["detectors"].items(), key=lambda item: item[1])
     print(f"balanced accuracy at SNR <= {LOW_SNR_DB:g} dB on {low['clips']} test clips: speech-cnn "
           f"{low['candidate']:.4f}, best VAD {best_vad} {best:.4f}")
-    cnn_truth = truth.pop(trained_name(trained.run_id))
-    best_vad_truth, best_truth = max(truth.items(), key=lambda item: item[1])
+    cnn_truth = truth["candidate"]
+    best_vad_truth, best_truth = max(truth["detectors"].items(), key=lambda item: item[1])
     print(f"the same on the answer key's labels: speech-cnn {cnn_truth:.4f}, best VAD {best_vad_truth} {best_truth:.4f}")
     print(json.dumps({
         "cnn_minus_best_vad_at_low_snr": round(low["candidate"] - best, 4),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,11 +219,14 @@ def latest_comparison(store: Store, *, run_id: str) -> str | None:
     return None
 
 
-def vad_baselines(store: Store, *, run_id: str, max_snr_db: float) -> dict[str, Any] | None:
+def vad_baselines(store: Store, *, run_id: str, max_snr_db: float,
+                  labels: Mapping[int, str] | None = None) -> dict[str, Any] | None:
     """What GatePolicy.beat_vads_at_snr_db judges, from the latest comparison that scored run_id:
     balanced accuracies on its test clips at SNR <= max_snr_db (dB), each detector at the
     threshold that comparison chose on val: {max_snr_db, split, clips, candidate, detectors:
-    {VAD: value}, comparison_run_id}. None when no comparison scored the run."""
+    {VAD: value}, comparison_run_id}. None when no comparison scored the run. labels (clip id ->
+    label) judges by other labels than the frozen ones, e.g. a benchmark's answer key; clips it
+    gives neither class are left out."""
     comparison = latest_comparison(store, run_id=run_id)
     if comparison is None:
         return None
@@ -233,8 +236,12 @@ def vad_baselines(store: Store, *, run_id: str, max_snr_db: float) -> dict[str, 
     candidate = trained_name(run_id)
     chosen = {name: value for name, value in thresholds.items() if name == candidate or not name.startswith(trained_name(""))}
     folder = Path(run["run_dir"])
+    clips = clip_facts(pd.read_parquet(folder / MANIFEST_FILE))
+    if labels is not None:
+        clips = clips.assign(label=clips.clip_id.map(labels))
+        clips = clips[clips.label.isin([settings.speech_label, settings.nonspeech_label])]
     measured = balanced_accuracy_at_snr(
-        scores=pd.read_parquet(folder / SCORES_FILE), clips=clip_facts(pd.read_parquet(folder / MANIFEST_FILE)),
+        scores=pd.read_parquet(folder / SCORES_FILE), clips=clips,
         thresholds=chosen, max_snr_db=max_snr_db, speech_label=settings.speech_label,
         nonspeech_label=settings.nonspeech_label, split=TEST_SPLIT)
     values = measured.pop("detectors")

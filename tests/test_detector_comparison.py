@@ -163,6 +163,15 @@ def test_the_gate_reads_the_latest_comparison_at_its_dev_thresholds(compared):
     said = silero.score >= outcome.summary["thresholds"]["silero"]
     recalls = [(said == (silero.label == "SPEECH"))[silero.label == label].mean() for label in ("SPEECH", "NONSPEECH")]
     assert baselines["detectors"]["silero"] == pytest.approx(np.mean(recalls))
+    # Judged by other labels (a benchmark's answer key): every label swapped turns each balanced
+    # accuracy b into 1 - b; a clip given neither class is left out.
+    swapped = dict(zip(manifest.clip_id, manifest.label.map({"SPEECH": "NONSPEECH", "NONSPEECH": "SPEECH"})))
+    with Store.open(session) as store:
+        judged = vad_baselines(store, run_id=run_id, max_snr_db=0, labels={**swapped, int(low.clip_id.iloc[0]): "mixed"})
+        everything = vad_baselines(store, run_id=run_id, max_snr_db=0, labels=swapped)
+    assert judged["clips"] == 7
+    assert everything["detectors"]["silero"] == pytest.approx(1 - baselines["detectors"]["silero"])
+    assert everything["candidate"] == pytest.approx(1 - baselines["candidate"])
 
 
 def test_gates_fail_without_a_comparison_and_judge_with_one(session, compared):
