@@ -1,8 +1,10 @@
 """Self-describing checkpoint folders: everything needed to rebuild a model, and nothing else.
 
 A folder holds two files:
-- `model.safetensors`: the full state dict (for a LoRA model, that of the peft-wrapped
-  model: frozen base, adapters and head, so no pretrained source is needed to rebuild it);
+- `model.safetensors`: the full state dict (for a LoRA AST, that of the peft-wrapped
+  model: frozen base, adapters and head, so no pretrained source is needed to rebuild it); the
+  audio LLM keeps only its adapters (AudioClassifier.save_weights) and names its base model in
+  the architecture, so that base must be readable where the checkpoint is loaded;
 - `config.json`: format version, model and feature configs, labels (output order),
   feature normalisation stats, the model's architecture description (the exact
   transformers config for an AST) and free-form `extra` (run id, metrics, step ...).
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_model
+from safetensors.torch import load_file
 
 from core.config import ConfigError, FeatureConfig, ModelConfig
 from core.models import AudioClassifier, build_model
@@ -30,7 +32,7 @@ from core.models.lora import has_lora_adapters
 
 __all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "LoadedCheckpoint", "WeightTransfer",
            "checkpoint_dir", "checkpoint_labels", "has_checkpoint", "init_from_checkpoint", "load_checkpoint",
-           "read_configs", "save_checkpoint"]
+           "read_configs", "save_checkpoint", "update_extra"]
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoint"
@@ -119,7 +121,7 @@ def save_checkpoint(folder: str | Path, *, model: AudioClassifier, model_cfg: Mo
         raise ValueError(f"norm_stats/extra: not JSON-serialisable: {exc}") from None
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).unlink(missing_ok=True)   # the folder is incomplete until config.json is back
-    save_model(model, str(folder / WEIGHTS_FILE))
+    model.save_weights(str(folder / WEIGHTS_FILE))
     partial = folder / f"{CONFIG_FILE}.partial"
     partial.write_text(text)
     partial.replace(folder / CONFIG_FILE)
@@ -145,7 +147,7 @@ def load_checkpoint(folder: str | Path, *, device: str | torch.device = "cpu") -
         raise ValueError(f"checkpoint {folder}: cannot rebuild the model: {exc}") from None
     weights = _weights_path(folder)
     try:
-        load_model(model, str(weights), strict=True)
+        model.load_weights(str(weights))
     except (SafetensorError, RuntimeError, OSError) as exc:
         raise ValueError(f"checkpoint {folder}: {WEIGHTS_FILE} does not fit the described model "
                          f"or is corrupt: {exc}") from None
@@ -153,6 +155,17 @@ def load_checkpoint(folder: str | Path, *, device: str | torch.device = "cpu") -
     return LoadedCheckpoint(folder=folder, model=model, model_cfg=model_cfg, feature_cfg=feature_cfg,
                             labels=list(description["labels"]), norm_stats=description["norm_stats"],
                             extra=description["extra"])
+
+
+def update_extra(folder: str | Path, **values: Any) -> None:
+    """Add entries to a finished checkpoint's extra (what is learnt after saving, e.g. a
+    threshold chosen on val), replacing config.json atomically."""
+    folder = Path(folder)
+    description, _, _ = _read_description(folder)
+    description["extra"].update(values)
+    partial = folder / f"{CONFIG_FILE}.partial"
+    partial.write_text(json.dumps(description, indent=2, default=_as_json))
+    partial.replace(folder / CONFIG_FILE)
 
 
 def read_configs(folder: str | Path) -> tuple[ModelConfig, FeatureConfig]:

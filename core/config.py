@@ -269,6 +269,10 @@ class FeatureConfig(Config):
     pad: Literal["zeros", "repeat"] = option("zeros", "How a shorter clip is filled up to max_length_s.")
     top_db: float | None = option(80.0, "dB dynamic range kept below each clip's peak; null keeps all.")
     normalize: bool = option(True, "Standardise with mean/std from the training split (C2).")
+    front_end: Literal["log_mel", "waveform"] = option(
+        "log_mel", "log_mel: the log-mel bands the CNN and AST read. waveform: the resampled, cropped or padded samples "
+                   "themselves, for a model that brings its own feature extractor (the audio LLM's Whisper front end); "
+                   "the mel fields are then unused and normalize must be false.")
 
     def __post_init__(self) -> None:
         check_range("features.sample_rate_hz", self.sample_rate_hz, low=1000, high=192000)
@@ -281,6 +285,9 @@ class FeatureConfig(Config):
         check_range("features.f_min_hz", self.f_min_hz, low=0, high=nyquist, high_inclusive=False)
         if self.f_max_hz not in (None, AUTO):
             check_range("features.f_max_hz", self.f_max_hz, low=self.f_min_hz, high=nyquist, low_inclusive=False)
+        if self.front_end == "waveform" and self.normalize:
+            raise ConfigError("features.normalize: must be false with front_end waveform (the model's own feature "
+                              "extractor scales its input; per-band statistics have no bands to work on)")
 
     def concrete(self, name: str) -> Any:
         """The value of field `name`, refusing 'auto': a size or filterbank needs the number the clips fix."""
@@ -301,7 +308,13 @@ class FeatureConfig(Config):
 
     @property
     def n_frames(self) -> int:
-        return self.n_samples // self.hop_length + 1
+        """Time steps of one clip's features: STFT frames, or samples for the waveform front end."""
+        return self.n_samples if self.front_end == "waveform" else self.n_samples // self.hop_length + 1
+
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        """One clip's features as stored and batched: (n_mels, n_frames), or (1, n_samples) for waveform."""
+        return (1, self.n_frames) if self.front_end == "waveform" else (self.n_mels, self.n_frames)
 
 
 @dataclasses.dataclass
@@ -319,18 +332,78 @@ class LoraSettings(Config):
         check_range("model.lora.dropout", self.dropout, low=0, high=1, high_inclusive=False)
 
 
+# Plan B8's five hand-written prompts (seeds/002): every one asks for A = speech.
+PLAN_B_PROMPTS = (
+    "Choose one:\nA) SPEECH (human voice)\nB) NONSPEECH (music/noise/silence/animals)\n\nAnswer with A or B ONLY.",
+    "Listen carefully to this audio clip.\n\nDoes it contain human speech?\n\nA) Yes - I hear human voice speaking\n"
+    "B) No - I hear music, noise, silence, or non-human sounds\n\nYour answer:",
+    "Task: Detect if human speech is present in this audio.\n\nA) SPEECH detected\nB) NO SPEECH detected\n\nAnswer:",
+    "Is there human speech in this audio?\n\nA) Yes\nB) No\n\nYour response:",
+    "Classification task: SPEECH vs NONSPEECH\n\nListen to the audio.\n\nA = Contains human voice\n"
+    "B = Does not contain human voice\n\nSelect:",
+)
+ANSWER_LETTERS = ("A", "B")
+
+
+@dataclasses.dataclass
+class PromptCandidate(Config):
+    """A question the audio LLM is asked after the clip, and which letter means speech."""
+    text: str = option(help="The prompt text placed after the audio in the user turn.")
+    speech_answer: Literal["A", "B"] = option("A", "The answer letter that means speech (the other means non-speech).")
+
+    def __post_init__(self) -> None:
+        if not self.text.strip():
+            raise ConfigError("model.speech_llm prompt text: must not be empty")
+
+
+@dataclasses.dataclass
+class SpeechLLMSettings(Config):
+    """The audio LLM speech detector (B1, B8): prompt, answer letters, LoRA extras, prompt search."""
+    prompt: str = option(PLAN_B_PROMPTS[0], "The prompt after the audio; the model answers with one letter.")
+    speech_answer: Literal["A", "B"] = option("A", "The letter that means speech in the prompt.")
+    prompt_from_search: bool = option(
+        True, "Use the best prompt of this session's latest finished prompt search for the same base model, when "
+              "there is one (the run's saved config then holds that prompt); false = the prompt above.")
+    speech_label: str = option("SPEECH", "Which of the session's two labels the speech letter stands for.")
+    add_mlp_targets: bool = option(False, "Also put LoRA adapters on the language model's MLP projections "
+                                          "(gate_proj, up_proj, down_proj; the plan's --add_mlp_targets).")
+    train_projector: bool = option(False, "Also train the audio-to-text projector (the audio encoder stays frozen).")
+    loss_on_end_of_turn: bool = option(False, "Count the end-of-turn token after the answer in the loss, beside the answer.")
+    dtype: Literal["auto", "float32", "bfloat16"] = option(
+        "auto", "Weights of the frozen base model: auto = bfloat16 on a GPU, float32 on the CPU.")
+    prompt_candidates: list[PromptCandidate] = option(
+        factory=lambda: [PromptCandidate(text=text) for text in PLAN_B_PROMPTS],
+        help="Prompt search: the hand-written candidates (default: plan B's five).")
+    template_variants: bool = option(True, "Prompt search: add rephrasings of each candidate (options swapped, "
+                                           "A/B wording, a task line, a question form).")
+    generated_prompts: int = option(4, "Prompt search: prompts the model itself proposes from an OPRO meta-prompt "
+                                       "showing the best so far with their scores; 0 = none.")
+    free_generation_tokens: int = option(4, "Prompt search: tokens generated freely per clip to count answers "
+                                            "outside A/B; 0 skips free generation.")
+
+    def __post_init__(self) -> None:
+        if not self.prompt.strip():
+            raise ConfigError("model.speech_llm.prompt: must not be empty")
+        if not self.prompt_candidates:
+            raise ConfigError("model.speech_llm.prompt_candidates: needs at least one prompt")
+        check_range("model.speech_llm.generated_prompts", self.generated_prompts, low=0, high=100)
+        check_range("model.speech_llm.free_generation_tokens", self.free_generation_tokens, low=0, high=64)
+
+
 @dataclasses.dataclass
 class ModelConfig(Config):
     """Which architecture to build (a registry name) and its sizes."""
-    name: str = option("cnn", "Registered model name: cnn or ast.")
+    name: str = option("cnn", "Registered model name: cnn, ast or speech_llm.")
     head_dropout: float = option(0.1, "Dropout before the classification head (A6: 0.1).")
-    pretrained: str | None = option(None, "Local folder or hub id of a pretrained checkpoint (AST).")
+    pretrained: str | None = option(None, "Local folder or hub id of a pretrained checkpoint (AST; the audio LLM's "
+                                          "base model, e.g. a Qwen2-Audio folder).")
     cnn_channels: list[int] = option(factory=lambda: [32, 64, 128, 128], help="CNN: channels per conv block.")
     ast_hidden_size: int = option(192, "AST built from scratch: hidden size.")
     ast_layers: int = option(4, "AST built from scratch: transformer layers.")
     ast_heads: int = option(4, "AST built from scratch: attention heads.")
     ast_patch_stride: int = option(10, "AST: patch stride in both axes (10 = the paper's overlap).")
     lora: LoraSettings = option(factory=LoraSettings, help="LoRA settings.")
+    speech_llm: SpeechLLMSettings = option(factory=SpeechLLMSettings, help="Audio LLM (model.name speech_llm) settings.")
 
     def __post_init__(self) -> None:
         check_range("model.head_dropout", self.head_dropout, low=0, high=1, high_inclusive=False)
@@ -384,7 +457,10 @@ class TrainConfig(Config):
     oversample: dict[str, float] | None = option(None, "Class -> oversampling factor for plain batches.")
     curriculum: list[CurriculumStage] = option(factory=list, help="Curriculum stages (A7); empty = none.")
     early_stopping_patience: int = option(3, "Epochs without improvement before stopping; 0 disables.")
-    early_stopping_metric: Literal["accuracy", "f1_macro", "loss"] = option("f1_macro", "Validation metric to watch.")
+    early_stopping_metric: Literal["accuracy", "f1_macro", "balanced_accuracy", "loss"] = option(
+        "f1_macro", "Validation metric to watch.")
+    mixed_precision: Literal["no", "auto", "bf16"] = option(
+        "no", "bf16 autocast for the forward pass on a GPU (ignored on the CPU); auto = bf16 when the GPU supports it.")
     seed: int = option(42, "Seed for every random draw of the run.")
     num_workers: int = option(0, "Data-loader worker processes.")
 
@@ -624,7 +700,12 @@ class ExperimentConfig(Config):
         from core.augment import NoiseBank, build_pipeline
         bank = None if self.noise_bank is None else NoiseBank.unopened(self.noise_bank)
         for specs in self.augment_lists():
-            build_pipeline(specs, sample_rate_hz=self.features.sample_rate_hz, noise_bank=bank)
+            pipeline = build_pipeline(specs, sample_rate_hz=self.features.sample_rate_hz, noise_bank=bank)
+            if pipeline.spec_steps and self.features.front_end == "waveform":
+                raise ConfigError(f"augment: {', '.join(sorted(pipeline.names('spec')))} works on log-mel features, but "
+                                  f"features.front_end is waveform; use waveform augmentations only")
+        if self.model.name == "speech_llm" and self.mixup_p > 0:
+            raise ConfigError("mixup_p: must be 0 for speech_llm (it answers one letter per clip; a mixed clip has no answer)")
 
     def augment_lists(self) -> list[list[AugmentSpec]]:
         """The run's augmentation list and each curriculum stage's own."""

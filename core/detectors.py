@@ -32,7 +32,7 @@ import torch
 
 from core.audio import AudioError, fit_length, load, probe, resample
 from core.checkpoint import checkpoint_dir, has_checkpoint, load_checkpoint
-from core.features import LogMel, normalize
+from core.features import feature_transform, normalize
 from core.registry import Registry
 from core.vad import (SILERO_FRAME_SAMPLES, SILERO_RATE_HZ, STAGES, WEBRTC_MODES, StageTimer, VadMeasurement,
                       check_options, check_wave, measure, silero_probabilities)
@@ -175,7 +175,7 @@ class TrainedRunDetector(SpeechDetector):
             raise ValueError(f"run_dir: {run_dir} holds no finished checkpoint (no {folder}/config.json)")
         self._loaded = load_checkpoint(folder, device=device)
         self._speech_column = _speech_column(self._loaded.labels, speech_label)
-        self._log_mel = LogMel(self._loaded.feature_cfg)
+        self._log_mel = feature_transform(self._loaded.feature_cfg)
         self._device = device
         self.name = f"run:{Path(run_dir).name}"
 

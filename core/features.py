@@ -71,6 +71,24 @@ class LogMel(torch.nn.Module):
         return self.to_db(power.unsqueeze(1)).squeeze(1)
 
 
+class Waveform(torch.nn.Module):
+    """Waveforms (B, T) -> (B, 1, T): the samples as features, for models that bring their own
+    front end (FeatureConfig.front_end "waveform"); the cache then stores resampled audio."""
+
+    min_samples = 1
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        if waves.dim() != 2:
+            raise ValueError(f"waves must have shape (batch, samples), got {tuple(waves.shape)}")
+        return waves.unsqueeze(1)
+
+
+def feature_transform(feature_cfg: FeatureConfig) -> LogMel | Waveform:
+    """The module that turns a batch of waveforms into features for this config: what the cache,
+    the augmentation feed and the detectors all use (the augmentation preview always draws log-mels)."""
+    return Waveform() if feature_cfg.front_end == "waveform" else LogMel(feature_cfg)
+
+
 def clip_waveform(path: str | Path, feature_cfg: FeatureConfig, *,
                   rng: np.random.Generator | None = None) -> np.ndarray:
     """A clip as the features see it: mono float32 at sample_rate_hz, shape (n_samples,).
@@ -176,6 +194,8 @@ def feature_cache_key(feature_cfg: FeatureConfig) -> str:
     feature_cfg.require_resolved()
     resolved = FeatureConfig.from_dict(feature_cfg.to_dict()).to_dict()  # 500 and 500.0 agree
     keyed = {k: v for k, v in resolved.items() if k not in FIELDS_NOT_IN_CACHE_KEY}
+    if keyed["front_end"] == "log_mel":  # the default: caches keep the keys they had before the field existed
+        del keyed["front_end"]
     text = json.dumps({"cache_format": CACHE_FORMAT_VERSION, **keyed}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -201,7 +221,7 @@ class FeatureCache:
     def __init__(self, cache_dir: str | Path, feature_cfg: FeatureConfig) -> None:
         self.feature_cfg = feature_cfg
         self.folder = Path(cache_dir) / f"logmel-{feature_cache_key(feature_cfg)}"
-        self.row_shape = (feature_cfg.n_mels, feature_cfg.n_frames)
+        self.row_shape = feature_cfg.feature_shape
         self._view = _IndexView(stamp=None, clips={}, array=self._mapped(0))
 
     @property
@@ -350,12 +370,12 @@ def _computed_clips(keys: list[str], feature_cfg: FeatureConfig, *, workers: int
     parallelism comes from clips, so torch keeps one thread per op meanwhile: splitting one
     10 s STFT over busy cores made it slower, and it would oversubscribe large machines.
     """
-    log_mel = LogMel(feature_cfg)
+    log_mel = feature_transform(feature_cfg)
     with torch_threads(1), ThreadPoolExecutor(max_workers=workers) as pool:
         yield from pool.map(lambda key: _compute_clip(key, feature_cfg, log_mel), keys)
 
 
-def _compute_clip(key: str, feature_cfg: FeatureConfig, log_mel: LogMel) -> _ComputedClip:
+def _compute_clip(key: str, feature_cfg: FeatureConfig, log_mel: torch.nn.Module) -> _ComputedClip:
     stamp = _file_stamp(key)  # taken before reading: an edit during the read shows as stale
     if stamp is None:
         return _ComputedClip(key, error=f"missing: no file at {key}")

@@ -47,11 +47,12 @@ from torch.utils.data import DataLoader
 from core.augment import AugmentDecision, AugmentFeed
 from core.augment.cost import time_model_step
 from core.breakdowns import describe, plan_breakdowns
-from core.checkpoint import CHECKPOINT_DIR, checkpoint_dir, init_from_checkpoint, load_checkpoint, save_checkpoint
+from core.checkpoint import (CHECKPOINT_DIR, checkpoint_dir, init_from_checkpoint, load_checkpoint, save_checkpoint,
+                             update_extra)
 from core.child_job import Cancelled, JobContext, JobSpec, command_line, plot_split, predictions_frame, run_child_job
 from core.config import AUTO_FIELDS, EvaluationConfig, ExperimentConfig, TrainConfig
 from core.curriculum import EpochPlan
-from core.evaluate import classification_report
+from core.evaluate import calibrate_threshold, classification_report
 from core.feature_fit import fit_to_clips
 from core.features import FeatureCache, compute_norm_stats, normalize
 from core.losses import build_loss
@@ -144,6 +145,7 @@ class Setup:
     total_steps: int
     decision: AugmentDecision | None
     initialised: dict[str, Any]   # how much of the start model this run kept, for the job view and the verdict
+    own_loss: bool = False        # the model computes its training loss itself (forward(..., answer_targets=))
 
     @property
     def y_train(self) -> np.ndarray:
@@ -158,7 +160,8 @@ def run_training(run_dir: str | Path) -> dict[str, Any]:
 
     run_dir = Path(run_dir)
     config = ExperimentConfig.load(run_dir / CONFIG_FILE)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=config.train.grad_accum_steps)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=config.train.grad_accum_steps,
+                              mixed_precision=_mixed_precision(config.train))
     set_seed(config.train.seed)
     result = run_child_job(run_dir, lambda context: _train(context, config, Job.load(run_dir), accelerator),
                            main_process=accelerator.is_main_process)
@@ -205,6 +208,11 @@ def _setup(context: JobContext, config: ExperimentConfig, job: Job, accelerator)
     norm_stats = compute_norm_stats(cache.array, rows=train["row"].to_numpy()) if config.features.normalize else {}
 
     model, initialised = _build_model(config, job, events)
+    own_loss = config.model.name == "speech_llm"
+    recipe = (config.train.loss, config.train.class_weights, config.train.label_smoothing)
+    if own_loss and recipe != ("ce", "none", 0.0):
+        events.write("warning", message=f"train.loss, class_weights and label_smoothing {recipe} do not apply to the "
+                                        "audio LLM: it trains on its language-model loss at the answer token")
     tc = config.train
     backbone_lr = tc.backbone_lr if tc.backbone_lr is not None else tc.lr
     optimizer = torch.optim.AdamW(model.parameter_groups(backbone_lr=backbone_lr, head_lr=tc.lr, weight_decay=tc.weight_decay))
@@ -218,7 +226,7 @@ def _setup(context: JobContext, config: ExperimentConfig, job: Job, accelerator)
                        stages=[plan.stage(e) for e in range(plan.n_epochs)], workers=job.workers)
     run = Setup(config=config, job=job, accelerator=accelerator, manifest=manifest, train=train, val=val, cache=cache,
                 norm_stats=norm_stats, model=model, optimizer=optimizer, base_lrs=base_lrs, loss_fn=loss_fn, plan=plan,
-                feed=feed, total_steps=0, decision=None, initialised=initialised)
+                feed=feed, total_steps=0, decision=None, initialised=initialised, own_loss=own_loss)
     run.decision = _prepare_augmentation(run, run_dir, events)
     # Each process steps through its share of every epoch's batches (a multiple of the world size).
     run.total_steps = sum(math.ceil(len(plan.batches(e, samples=feed.sample_ids(e))) / accelerator.num_processes
@@ -356,7 +364,10 @@ def _step(run: Setup, state: TrainState, batch_ids: np.ndarray, *, epoch: int, b
                                      p=config.mixup_p, generator=state.mixup_rng)
     features, targets = features.to(accelerator.device), targets.to(accelerator.device)
     with accelerator.accumulate(run.model):
-        loss = run.loss_fn(run.model(features), targets)
+        if run.own_loss:  # the audio LLM: its LM loss on the answer token alone (B1's loss masking)
+            loss = run.model(features, answer_targets=targets)
+        else:
+            loss = run.loss_fn(run.model(features), targets)
         accelerator.backward(loss)
         run.optimizer.step()
         run.optimizer.zero_grad()
@@ -373,6 +384,7 @@ def _validate(run: Setup, state: TrainState, epoch: int, *, train_loss: float) -
                                                   torch.from_numpy(val["y"].to_numpy().copy())))
     row = {"epoch": epoch + 1, "step": state.step, "train_loss": train_loss, "val_loss": val_loss,
            "val_accuracy": report["accuracy"], "val_f1_macro": report["f1_macro"],
+           "val_balanced_accuracy": report["balanced_accuracy"],
            "lr": run.optimizer.param_groups[-1]["lr"], **run.plan.stage_info(epoch)}
     known = val["true_label"].notna().to_numpy() if "true_label" in val else np.zeros(len(val), bool)
     if known.any():
@@ -477,6 +489,15 @@ def predict_sharded(accelerator, model, cache: FeatureCache, rows: np.ndarray, n
     return torch.cat(outputs).numpy()
 
 
+def _mixed_precision(tc: TrainConfig) -> str:
+    """Accelerate's mixed_precision for train.mixed_precision: auto = bf16 where a GPU supports it."""
+    if tc.mixed_precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    if tc.mixed_precision == "bf16" and not torch.cuda.is_available():
+        return "no"  # CPU bf16 autocast is slower than float32 on most CPUs
+    return tc.mixed_precision
+
+
 def _watched(row: dict[str, Any], tc: TrainConfig) -> tuple[float, float]:
     """The early-stopping metric, oriented so that higher is better; ties go to the lower
     validation loss (accuracy saturates on easy data while the model still improves)."""
@@ -521,6 +542,8 @@ def _final_outputs(run_dir: Path, manifest: pd.DataFrame, history: list[dict], j
                    confusion_title=f"{split} (given labels)",
                    breakdowns_title=f"{split}: accuracy by clip metadata (given labels)")
     plot_training_curves(run_dir / PLOTS_DIR / "training_curves.png", history=history)
+    if loaded.model_cfg.name == "speech_llm":
+        metrics["answer_card"] = _answer_card(run_dir, loaded, manifest, probs)
     write_json(run_dir / METRICS_FILE, metrics)
     _write_model_card(run_dir, job, metrics, epochs_run=len(history), best_epoch=best_epoch)
     summary: dict[str, dict[str, float]] = {}
@@ -529,6 +552,21 @@ def _final_outputs(run_dir: Path, manifest: pd.DataFrame, history: list[dict], j
             summary.setdefault(name, {})[split] = value
     events.write("phase", phase="done", **summary)
     return summary
+
+
+def _answer_card(run_dir: Path, loaded: Any, manifest: pd.DataFrame, probs: np.ndarray) -> dict[str, Any]:
+    """The audio LLM's card: base model, prompt, letter ids and the p(speech) threshold chosen on
+    val for balanced accuracy (B5), also written into the checkpoint beside its adapters."""
+    model = loaded.model
+    card = model.architecture()
+    val = (manifest["split"] == "val").to_numpy()
+    speech = manifest["y"].to_numpy() == model.speech_column
+    card["threshold"] = None
+    if val.any() and 0 < speech[val].sum() < val.sum():
+        chosen = calibrate_threshold(scores=probs[val, model.speech_column], y_true_binary=speech[val])
+        card["threshold"], card["threshold_objective"] = chosen["threshold"], chosen["objective"]
+    update_extra(checkpoint_dir(run_dir), answer_card=card)
+    return card
 
 
 def _training_record(run_dir: Path, job: Job, history: list[dict]) -> None:
@@ -562,6 +600,13 @@ def _write_model_card(run_dir: Path, job: Job, metrics: dict[str, Any], *, epoch
     for split, columns in sorted(metrics["breakdowns"].items()):
         lines += ["", f"## Accuracy by clip metadata ({split}, given labels)", ""]
         lines += [f"- {describe(column, entry)}" for column, entry in columns.items()]
+    if "answer_card" in metrics:
+        card = metrics["answer_card"]
+        threshold = "-" if card["threshold"] is None else f"{card['threshold']:.4f} (p(speech), best balanced accuracy on val)"
+        lines += ["", "## Audio LLM answer card", "", f"- base model: {card['base']}",
+                  f"- answer letters: {card['answer_token_ids']} (token ids); {card['speech_answer']} means {card['speech_label']}",
+                  f"- threshold: {threshold}", "- prompt:", "", "```text", card["prompt"], "```",
+                  "", "The checkpoint holds the LoRA adapters only: the base model must be readable where it is loaded."]
     lines += ["", "## Configuration", "", "```yaml", config_text.rstrip(), "```", ""]
     (checkpoint_dir(run_dir) / "README.md").write_text("\n".join(lines))
 

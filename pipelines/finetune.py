@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from core import train as trainer
 from core.checkpoint import checkpoint_dir, has_checkpoint, read_configs
 from core.config import AUTO, ConfigError, ExperimentConfig, load_preset
+from core.models.speech_llm import check_base
 from core.store import Store, StoreError
 from core.run_folder import (CANCEL_FILE, CONFIG_FILE, EVENTS_FILE, LOG_FILE, MANIFEST_FILE, METRICS_FILE,
                              PREDICTIONS_FILE, RESULT_FILE)
@@ -31,6 +32,7 @@ from core.breakdowns import METADATA_PREFIX
 from pipelines.augment_copies import AUGMENT_METADATA_KEY, applied_names
 from pipelines.demo_synth import ANSWER_KEY_COLUMNS
 from pipelines.child_process import cancel, follow, launch
+from pipelines.searched_prompt import with_searched_prompt
 
 @dataclasses.dataclass
 class PreparedRun:
@@ -43,17 +45,19 @@ class PreparedRun:
     inherited: list[str] = dataclasses.field(default_factory=list)  # "key preset value -> start model value"
     resumed: dict[str, Any] | None = None  # a resumed run: where its saved state is (core.train.saved_progress)
     events_offset: int = 0       # where to follow events.jsonl from: a resumed run's earlier lines are history
+    prompt_line: str | None = None  # the audio LLM: which prompt it asks with (pipelines/searched_prompt.py)
 
     def start_line(self) -> str:
         """One line for the person who launched it: where the weights come from, what was inherited."""
         if self.resumed is not None:
             return (f"continues run {self.run_id} from its saved state after epoch {self.resumed['epochs_done']} of "
                     f"{self.resumed['epochs']} (step {self.resumed['step']}), with the config and manifest it started with")
+        prompt = f"; {self.prompt_line}" if self.prompt_line else ""
         if self.start is None:
-            return "starts from scratch (the preset's own start)"
+            return f"starts from scratch (the preset's own start){prompt}"
         if not self.inherited:
-            return f"starts from {self.start}, whose architecture and features match the preset"
-        return f"starts from {self.start} and keeps its architecture and features: {'; '.join(self.inherited)}"
+            return f"starts from {self.start}, whose architecture and features match the preset{prompt}"
+        return f"starts from {self.start} and keeps its architecture and features: {'; '.join(self.inherited)}{prompt}"
 
 
 def new_run_id(kind: str) -> str:
@@ -159,10 +163,16 @@ def prepare_finetune(store: Store, *, preset: str, overrides: list[str] | None =
         unknown = sorted(set(getattr(config.train, key) or {}) - set(labels))
         if unknown:
             raise ConfigError(f"train.{key}: classes {unknown} are not in the session's labels {labels}")
-    init_checkpoint, start = _resolve_init(store, init_from)
+    init_checkpoint, start = resolve_init(store, init_from)
     inherited: list[str] = []
     if init_checkpoint is not None:
         config, inherited = inherit_architecture(config, init_checkpoint, start=start, explicit=overrides or [])
+    if config.model.name == "speech_llm":
+        try:
+            check_base(config.model.pretrained)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    config, prompt_line = with_searched_prompt(store, config)
     run_id = new_run_id("train")
     run_dir = Path(store.session_dir) / "runs" / run_id
     run_dir.mkdir(parents=True)
@@ -174,10 +184,10 @@ def prepare_finetune(store: Store, *, preset: str, overrides: list[str] | None =
     store.create_run(run_id, kind="train", preset=config.name, config=config.to_dict(),
                      parent_run_id=_run_of_checkpoint(init_checkpoint), manifest_decision_id=as_of, run_dir=run_dir)
     return PreparedRun(run_id=run_id, run_dir=run_dir, config=config, job=job, manifest=manifest, start=start,
-                       inherited=inherited)
+                       inherited=inherited, prompt_line=prompt_line)
 
 
-def _resolve_init(store: Store, init_from: str | None) -> tuple[str | None, str | None]:
+def resolve_init(store: Store, init_from: str | None) -> tuple[str | None, str | None]:
     """The checkpoint folder to start from and how to name it to a person; (None, None) = scratch."""
     if init_from in (None, "none", ""):
         return None, None

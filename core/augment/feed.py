@@ -42,7 +42,7 @@ from core.augment.noise_bank import NoiseBank
 from core.augment.pipeline import Pipeline, all_specs, build_pipeline, needs_noise_bank
 from core.augment.render import augmented_log_mel
 from core.config import ConfigError, CurriculumStage, ExperimentConfig
-from core.features import FeatureCache, LogMel, NormStats, normalize, torch_threads
+from core.features import FeatureCache, NormStats, feature_transform, normalize, torch_threads
 
 __all__ = ["AugmentDecision", "AugmentFeed", "DECISION_FILE", "COPIES_FILE"]
 
@@ -128,7 +128,7 @@ class AugmentFeed:
         uses_session_copies = any(self._usable(p)[self.derived].any() for p in set(self.epoch_pipelines))
         # Until prepare() decides, waveform steps count as on the fly (that is what it measures).
         self.mode: Mode = "session_copies" if uses_session_copies else "on_the_fly" if self.active else "none"
-        self._log_mel = LogMel(self.feature_cfg)
+        self._log_mel = feature_transform(self.feature_cfg)
         self._pool: ThreadPoolExecutor | None = None
         self._slots: dict[tuple[int, int], int] = {}
         self._slot_names: list[frozenset[str]] = []

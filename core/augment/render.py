@@ -11,7 +11,7 @@ import torch
 from core.audio import fit_length, load
 from core.augment.pipeline import Applied, Pipeline
 from core.config import FeatureConfig
-from core.features import LogMel, clip_waveform
+from core.features import LogMel, Waveform, clip_waveform
 
 __all__ = ["augmented_log_mel", "log_mel_of", "source_wave"]
 
@@ -26,8 +26,8 @@ def source_wave(path: str | Path, feature_cfg: FeatureConfig, *, rng: np.random.
     return fit_length(wave, feature_cfg.n_samples, crop=feature_cfg.crop, rng=rng)
 
 
-def log_mel_of(wave: np.ndarray, log_mel: LogMel) -> np.ndarray:
-    """One wave's log-mel as float32 (n_mels, n_frames); waves shorter than one frame are zero-padded."""
+def log_mel_of(wave: np.ndarray, log_mel: LogMel | Waveform) -> np.ndarray:
+    """One wave's features (core.features.feature_transform) as float32 (n_mels, n_frames); waves shorter than one frame are zero-padded."""
     wave = np.asarray(wave, dtype=np.float32)
     if wave.shape[0] < log_mel.min_samples:
         wave = np.pad(wave, (0, log_mel.min_samples - wave.shape[0]))
@@ -36,7 +36,7 @@ def log_mel_of(wave: np.ndarray, log_mel: LogMel) -> np.ndarray:
 
 
 def augmented_log_mel(path: str | Path, applied: Applied, *, pipeline: Pipeline, feature_cfg: FeatureConfig,
-                      log_mel: LogMel, rng: np.random.Generator) -> np.ndarray:
+                      log_mel: LogMel | Waveform, rng: np.random.Generator) -> np.ndarray:
     """Features of a clip after the recorded waveform steps: float32 (n_mels, n_frames).
 
     The clip is read as the feature cache reads it (feature length; rng serves crop="random"),

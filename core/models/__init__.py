@@ -42,6 +42,19 @@ class AudioClassifier(nn.Module):
         """
         return {}
 
+    def save_weights(self, path: str) -> None:
+        """Write what a checkpoint keeps (safetensors at path): the whole state by default; the
+        audio LLM keeps only what trained (its adapters), its base being a pretrained source."""
+        from safetensors.torch import save_model
+
+        save_model(self, path)
+
+    def load_weights(self, path: str) -> None:
+        """Load what save_weights wrote; raises what safetensors raises for a file that does not fit."""
+        from safetensors.torch import load_model
+
+        load_model(self, path, strict=True)
+
     def parameter_groups(self, *, backbone_lr: float, head_lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW parameter groups: discriminative LRs (D2) and no decay on biases or norm weights.
 
@@ -106,4 +119,4 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
 
 
 # Importing the built-in architectures registers them (explicit, so the registry is never empty).
-from core.models import ast, cnn  # noqa: E402,F401
+from core.models import ast, cnn, speech_llm  # noqa: E402,F401

@@ -13,8 +13,6 @@ position embeddings, as the AST paper does when moving between clip lengths.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,6 +22,7 @@ from torch import nn
 from core.config import FeatureConfig, ModelConfig
 from core.models import AudioClassifier, register_model
 from core.models.lora import apply_lora
+from core.models.pretrained import hub_offline, pretrained_location, unreadable_source
 
 if TYPE_CHECKING:
     from transformers import ASTConfig, ASTForAudioClassification
@@ -138,30 +137,16 @@ def _config_from_architecture(architecture: dict[str, Any], *, feature_cfg: Feat
     return config
 
 
-def _hub_offline() -> bool:
-    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, read now (huggingface_hub reads them once at import)."""
-    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return any(flag.strip().upper() in {"1", "ON", "YES", "TRUE"} for flag in flags)
-
-
 def _load_pretrained(source: str, *, feature_cfg: FeatureConfig, labels: list[str]) -> ASTForAudioClassification:
     """Pretrained AST backbone from a local folder or a cached hub id, with a new head for `labels`."""
     from transformers import ASTForAudioClassification, AutoConfig
 
-    folder = Path(source).expanduser()
-    is_local = folder.is_dir()
-    location = str(folder) if is_local else source
-    offline = _hub_offline()
+    location, is_local = pretrained_location(source)
+    offline = hub_offline()
     try:
         config = AutoConfig.from_pretrained(location, local_files_only=offline)
     except (OSError, ValueError) as exc:
-        if is_local:
-            raise ValueError(f"model.pretrained: folder {source!r} holds no readable transformers config: "
-                             f"{exc}") from None
-        why = ("HF_HUB_OFFLINE is set, so nothing can be downloaded" if offline
-               else f"it could not be downloaded either ({str(exc).partition(chr(10))[0] or type(exc).__name__})")
-        raise ValueError(f"model.pretrained: {source!r} is not a local folder and was not found in the local "
-                         f"Hugging Face cache, and {why}. Point it at a folder written by save_pretrained.") from None
+        raise unreadable_source(source, exc, is_local=is_local) from None
     if config.model_type != AST_MODEL_TYPE:
         raise ValueError(f"model.pretrained: {source!r} is a {config.model_type!r} model, "
                          f"not an Audio Spectrogram Transformer ({AST_MODEL_TYPE!r})")
