@@ -20,7 +20,7 @@ PER_SPLIT = {"train": 12, "val": 6, "test": 6}  # clips per class
 def fast_overrides(base: Path) -> list[str]:
     """The speech-llm-lora preset at test size: the tiny base, two short epochs, a high rate."""
     return [f"model.pretrained={base}", "train.epochs=5", "train.batch_size=4", "train.grad_accum_steps=1",
-            "train.lr=0.03", "model.lora.rank=8", "model.lora.dropout=0", "train.early_stopping_patience=0",
+            "train.lr=0.01", "model.lora.rank=8", "model.lora.dropout=0", "train.early_stopping_patience=0",
             "model.speech_llm.generated_prompts=1", "model.speech_llm.free_generation_tokens=2"]
 
 
