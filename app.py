@@ -575,6 +575,33 @@ def _cmd_spotcheck(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prompt_search(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.prompt_search import prompt_search
+    with Store.open(args.session, create=False) as store:
+        outcome = prompt_search(store, preset=args.preset, overrides=args.set, init_from=args.init_from,
+                                progress=not (args.quiet or args.json))
+    if args.json:
+        print(json.dumps({"run_id": outcome.run_id, "status": outcome.status, "error": outcome.error,
+                          **{key: outcome.summary.get(key) for key in ("best", "final", "candidates", "rejected")}}),
+              file=args.stdout)
+    else:
+        print("\n".join(outcome.lines()))
+    return 0 if outcome.status == "succeeded" else 1
+
+
+def _register_prompt_search(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("prompt-search", help="audio LLM (B8): score prompt candidates on the val clips (plan B's five, "
+                                             "template variants, the model's own proposals), keep the best, check it "
+                                             "on test; a later fine-tune of the same base asks with it",
+                       parents=_parents(shared, "session", "set", "json", "quiet"))
+    p.add_argument("--preset", default="speech-llm-lora", help="an audio-LLM preset (default speech-llm-lora) or a YAML "
+                                                              "path; point it at the base with --set model.pretrained=DIR")
+    p.add_argument("--init-from", help="score with the adapters of a finished audio-LLM run (run id or checkpoint "
+                                       "folder); default: the base model alone")
+    p.set_defaults(func=_cmd_prompt_search)
+
+
 def _register_spotcheck(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
     p = sub.add_parser("spotcheck", help="pick random relabelled clips for a second listen (A8)",
                        parents=_parents(shared, "session", "seed", "json"))
@@ -589,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     shared = _shared_options()
     for register in (_register_demo, _register_build_factorial, _register_import, _register_stats, _register_export, _register_train,
                      _register_finetune, _register_augment_copies, _register_audit, _register_hygiene, _register_promote, _register_rollback,
-                     _register_compare, _register_compare_detectors, _register_spotcheck, _register_serve):
+                     _register_compare, _register_compare_detectors, _register_prompt_search, _register_spotcheck, _register_serve):
         register(sub, shared)
     return parser
 

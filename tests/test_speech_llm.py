@@ -297,3 +297,13 @@ def test_the_run_is_audited_compared_with_a_vad_and_promoted_through_the_gates(t
         assert list(compared.summary["detectors"]) == [trained_name(run_id), "webrtc-3"]
         outcome = promote(store, run_id=run_id, actor="tester", override=True, reason="tiny model, flow check")
         assert outcome.promoted and store.production_run() == run_id
+
+
+def test_the_cli_refuses_a_missing_base_in_one_line(llm_session, tmp_path, capsys, monkeypatch):
+    import app
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    session = copy_session(llm_session, tmp_path / "session")
+    code = app.main(["prompt-search", "--session", str(session), "--set", f"model.pretrained={tmp_path / 'nowhere'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("earmark: error: model.pretrained:") and err.count("\n") == 1, err
+    assert "nowhere" in err and not (session / "runs").exists()
