@@ -31,6 +31,8 @@ class TinySize:
     layers: int = 2
     heads: int = 4
     kv_heads: int = 2
+    encoder_heads: int = 2
+    vocab_size: int | None = None  # None = the tokenizer's size; larger leaves unused rows, as real vocabularies are
     # Far above transformers' 0.02: at that scale a model this narrow has nearly flat logits and
     # its last position barely depends on the audio, so no adapter can teach it anything quickly.
     init_std: float = 0.2
@@ -50,13 +52,14 @@ def save_tiny_audio_llm(folder: str | Path, *, size: TinySize = TinySize(), seed
                                         chunk_length=size.window_s, n_fft=400)
     processor = Qwen2AudioProcessor(feature_extractor=extractor, tokenizer=tokenizer)
     config = Qwen2AudioConfig(
-        audio_config={"num_mel_bins": size.n_mels, "encoder_layers": size.encoder_layers, "encoder_attention_heads": 2,
+        audio_config={"num_mel_bins": size.n_mels, "encoder_layers": size.encoder_layers,
+                      "encoder_attention_heads": size.encoder_heads,
                       "encoder_ffn_dim": 2 * size.encoder_dim, "d_model": size.encoder_dim,
                       "max_source_positions": frames // 2, "initializer_range": size.init_std},
-        text_config={"model_type": "qwen2", "vocab_size": len(tokenizer), "hidden_size": size.hidden,
+        text_config={"model_type": "qwen2", "vocab_size": size.vocab_size or len(tokenizer), "hidden_size": size.hidden,
                      "intermediate_size": 2 * size.hidden, "num_hidden_layers": size.layers,
                      "num_attention_heads": size.heads, "num_key_value_heads": size.kv_heads,
-                     "max_position_embeddings": 1024, "tie_word_embeddings": False, "initializer_range": size.init_std},
+                     "max_position_embeddings": 4096, "tie_word_embeddings": False, "initializer_range": size.init_std},
         audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
     torch.manual_seed(seed)
     model = Qwen2AudioForConditionalGeneration(config)

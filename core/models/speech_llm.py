@@ -107,7 +107,7 @@ class SpeechLLMClassifier(AudioClassifier):
         if answer_targets is None:
             inputs = self.prompt_inputs(features)
             hidden = self._hidden(inputs)[:, -1]
-            letters = self._lm_head().weight[[self.letter_ids[letter] for letter in self._column_letters()]]
+            letters = self._lm_head().weight[[self.letter_ids[letter] for letter in self.column_letters()]]
             return hidden @ letters.T.to(hidden.dtype)
         return self.answer_loss(features, answer_targets)
 
@@ -116,7 +116,7 @@ class SpeechLLMClassifier(AudioClassifier):
         """Cross-entropy over the vocabulary of the answer letter (and the end-of-turn token), the
         prompt, audio and padding masked out (IGNORE_INDEX)."""
         inputs = self.prompt_inputs(features)
-        letters = self._column_letters()
+        letters = self.column_letters()
         answers = torch.tensor([self.letter_ids[letters[int(y)]] for y in answer_targets])[:, None]
         appended = [answers] + ([torch.full_like(answers, self._end_of_turn_id())] if end_of_turn else [])
         appended = torch.cat(appended, dim=1).to(inputs["input_ids"].device)
@@ -164,7 +164,7 @@ class SpeechLLMClassifier(AudioClassifier):
         return self.processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
     # --- internals -----------------------------------------------------------------------------
-    def _column_letters(self) -> list[str]:
+    def column_letters(self) -> list[str]:
         """The answer letter each output column stands for."""
         other = next(letter for letter in ANSWER_LETTERS if letter != self.prompt.speech_answer)
         return [self.prompt.speech_answer if i == self.speech_column else other for i in range(len(self.labels))]
