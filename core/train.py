@@ -57,7 +57,7 @@ from core.feature_fit import fit_to_clips
 from core.features import FeatureCache, compute_norm_stats, normalize
 from core.losses import build_loss
 from core.mixup import mixup
-from core.models import build_model
+from core.models import AudioClassifier, build_model
 from core.plots import plot_training_curves
 from core.run_folder import (CONFIG_FILE, MANIFEST_FILE, METRICS_FILE, PLOTS_DIR, PREDICTIONS_FILE, EventLog,
                              write_json)
@@ -181,6 +181,8 @@ def _train(context: JobContext, config: ExperimentConfig, job: Job, accelerator)
                      augmentation=run.decision.to_dict())
     state = TrainState(mixup_rng=torch.Generator().manual_seed(config.train.seed))
     accelerator.register_for_checkpointing(state)
+    if accelerator.unwrap_model(run.model).frozen_base:
+        _resume_point_keeps_trainable_only(accelerator, accelerator.unwrap_model(run.model))
     _restore(run, state, context)
     cancelled = False
     try:
@@ -405,6 +407,27 @@ def _save_state(run: Setup, state: TrainState, run_dir: Path) -> None:
                                              "step": state.step, "best_epoch": state.best_epoch})
         shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
         partial.rename(run_dir / STATE_DIR)
+
+
+def _resume_point_keeps_trainable_only(accelerator, net: AudioClassifier) -> None:
+    """Accelerate's save_state writes the whole model: for a 7B frozen base under small adapters
+    (the audio LLM) that is gigabytes per epoch of weights that never change. These hooks keep only
+    the trainable tensors in the resume point and load them back; the base comes from its source."""
+    trainable = net.trainable_names()
+
+    def before_save(models: list, weights: list[dict], output_dir: str) -> None:
+        for i in range(len(weights)):
+            weights[i] = {k: v for k, v in weights[i].items() if k.removeprefix("module.") in trainable}
+
+    def before_load(models: list, input_dir: str) -> None:
+        from safetensors.torch import load_file
+
+        path = Path(input_dir) / "model.safetensors"
+        net.load_trainable({k.removeprefix("module."): v for k, v in load_file(str(path)).items()}, source=str(path))
+        models.clear()  # loaded here: Accelerate must not load the partial file strictly
+
+    accelerator.register_save_state_pre_hook(before_save)
+    accelerator.register_load_state_pre_hook(before_load)
 
 
 def saved_progress(run_dir: str | Path) -> dict[str, Any] | None:

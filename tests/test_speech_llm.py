@@ -261,20 +261,24 @@ def test_the_checkpoint_holds_adapters_and_its_card_and_reloads_to_the_same_scor
     np.testing.assert_allclose(again, np.stack(predictions.probs[:8]), atol=2e-3)
 
 
-def test_cancel_and_crash_leave_the_session_untouched(llm_session, base, tmp_path):
+def test_cancel_crash_and_resume_leave_the_session_untouched(llm_session, base, tmp_path):
     session = copy_session(llm_session, tmp_path / "session")
     with Store.open(session) as store:
         clips, decisions = store.clips(), store.decisions()
-        cancelled = ft.prepare_finetune(store, preset="speech-llm-lora", overrides=[*fast_overrides(base), *LEARN],
-                                        init_from="none")
+        cancelled = ft.prepare_finetune(store, preset="speech-llm-lora", init_from="none",
+                                        overrides=[*fast_overrides(base), *LEARN, "train.epochs=2"])
         process = ft.launch(cancelled.run_dir, module="core.train")
 
         def on_event(event):
-            if event["type"] == "step":
+            if event["type"] == "epoch":
                 ft.cancel(cancelled.run_dir, process)
 
         result = ft.ingest(store, cancelled.run_id, exit_code=ft.follow(cancelled.run_dir, process, on_event=on_event))
-        assert result["status"] == "cancelled"
+        assert result["status"] == "cancelled" and result["epochs_run"] == 1
+        # The resume point keeps the adapters, never the frozen base, and continues from them.
+        assert all("lora_" in name for name in load_file(str(cancelled.run_dir / "state" / "model.safetensors")))
+        resumed = ft.resume(store, cancelled.run_id, progress=False)
+        assert resumed.status == "succeeded" and resumed.result["epochs_run"] == 2, resumed.result
         crashed = ft.prepare_finetune(store, preset="speech-llm-lora", overrides=fast_overrides(base), init_from="none")
         (crashed.run_dir / "config.yaml").write_text(
             (crashed.run_dir / "config.yaml").read_text().replace(str(base), str(tmp_path / "moved")))

@@ -26,6 +26,9 @@ class AudioClassifier(nn.Module):
     """
 
     head_name: str = "head"
+    # True when the weights that matter are few adapters on a pretrained base that is read from its
+    # source, never saved (the audio LLM): checkpoints and resume points keep the trainable tensors only.
+    frozen_base: bool = False
 
     def __init__(self, *, labels: list[str]) -> None:
         super().__init__()
@@ -42,18 +45,38 @@ class AudioClassifier(nn.Module):
         """
         return {}
 
-    def save_weights(self, path: str) -> None:
-        """Write what a checkpoint keeps (safetensors at path): the whole state by default; the
-        audio LLM keeps only what trained (its adapters), its base being a pretrained source."""
-        from safetensors.torch import save_model
+    def trainable_names(self) -> set[str]:
+        """State-dict names of the parameters that train."""
+        return {name for name, p in self.named_parameters() if p.requires_grad}
 
-        save_model(self, path)
+    def save_weights(self, path: str) -> None:
+        """Write what a checkpoint keeps (safetensors at path): the whole state, or with a
+        frozen_base only the trainable tensors (the base is read from its source)."""
+        from safetensors.torch import save_file, save_model
+
+        if not self.frozen_base:
+            save_model(self, path)
+            return
+        save_file({name: p.detach().contiguous().cpu() for name, p in self.named_parameters() if p.requires_grad}, path)
 
     def load_weights(self, path: str) -> None:
-        """Load what save_weights wrote; raises what safetensors raises for a file that does not fit."""
-        from safetensors.torch import load_model
+        """Load what save_weights wrote; raises (RuntimeError, or safetensors' error) for a file
+        that does not fit this model."""
+        from safetensors.torch import load_file, load_model
 
-        load_model(self, path, strict=True)
+        if not self.frozen_base:
+            load_model(self, path, strict=True)
+            return
+        self.load_trainable(load_file(path), source=path)
+
+    def load_trainable(self, tensors: dict[str, Any], *, source: str) -> None:
+        """Load exactly the trainable tensors of a frozen-base model (checkpoint or resume point)."""
+        trainable = self.trainable_names()
+        unexpected, missing = sorted(set(tensors) - trainable), sorted(trainable - set(tensors))
+        if unexpected or missing:
+            raise RuntimeError(f"{source}: the saved tensors do not fit the model's trainable ones: {len(missing)} "
+                               f"missing ({', '.join(missing[:3])}), {len(unexpected)} unexpected ({', '.join(unexpected[:3])})")
+        self.load_state_dict(tensors, strict=False)
 
     def parameter_groups(self, *, backbone_lr: float, head_lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW parameter groups: discriminative LRs (D2) and no decay on biases or norm weights.

@@ -64,6 +64,7 @@ class SpeechLLMClassifier(AudioClassifier):
     """
 
     head_name = "lm_head"  # never trained: every trainable parameter is an adapter (the backbone LR)
+    frozen_base = True
 
     def __init__(self, network: nn.Module, processor: Any, *, labels: list[str], speech_label: str,
                  prompt: Prompt, source: str) -> None:
@@ -83,22 +84,6 @@ class SpeechLLMClassifier(AudioClassifier):
     def architecture(self) -> dict[str, Any]:
         return {"base": self.source, "prompt": self.prompt.text, "speech_answer": self.prompt.speech_answer,
                 "answer_token_ids": dict(self.letter_ids), "speech_label": self.labels[self.speech_column]}
-
-    def save_weights(self, path: str) -> None:
-        from safetensors.torch import save_file
-
-        save_file({name: p.detach().contiguous().cpu() for name, p in self.named_parameters() if p.requires_grad}, path)
-
-    def load_weights(self, path: str) -> None:
-        from safetensors.torch import load_file
-
-        saved = load_file(path)
-        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
-        unexpected, missing = sorted(set(saved) - trainable), sorted(trainable - set(saved))
-        if unexpected or missing:
-            raise RuntimeError(f"adapter weights do not fit the model: {len(missing)} missing "
-                               f"({', '.join(missing[:3])}), {len(unexpected)} unexpected ({', '.join(unexpected[:3])})")
-        self.load_state_dict(saved, strict=False)
 
     # --- scoring and training ------------------------------------------------------------------
     def forward(self, features: torch.Tensor, answer_targets: torch.Tensor | None = None) -> torch.Tensor:
