@@ -102,6 +102,11 @@ def test_the_loss_counts_only_the_answer_token(base):
             1, torch.tensor([inputs["input_ids"].shape[1] - 1]), answers), answer_tokens=1)
         unchanged = masked_lm_loss(hidden, scrambled, lm_head=model.network.get_base_model().lm_head)
         other = model(waves, answer_targets=1 - targets)
+        eot = model.answer_loss(waves, targets, end_of_turn=True)
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], torch.full_like(answers, model._end_of_turn_id())], dim=1)
+        inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(answers)], dim=1)
+        with_eot = model.network.get_base_model()(**inputs, labels=answer_labels(inputs["input_ids"], answer_tokens=2)).loss
+    torch.testing.assert_close(eot, with_eot, atol=1e-4, rtol=1e-4)  # the option counts the end-of-turn token too
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(own, ours, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(unchanged, ours)

@@ -67,7 +67,7 @@ class SpeechLLMClassifier(AudioClassifier):
     frozen_base = True
 
     def __init__(self, network: nn.Module, processor: Any, *, labels: list[str], speech_label: str,
-                 prompt: Prompt, source: str) -> None:
+                 prompt: Prompt, source: str, loss_on_end_of_turn: bool = False) -> None:
         super().__init__(labels=labels)
         if len(labels) != 2 or speech_label not in labels:
             raise ValueError(f"model.speech_llm.speech_label: {speech_label!r} must be one of exactly two labels "
@@ -79,6 +79,7 @@ class SpeechLLMClassifier(AudioClassifier):
         self.speech_column = labels.index(speech_label)
         self.letter_ids = answer_token_ids(processor.tokenizer)
         self.prompt = prompt
+        self.loss_on_end_of_turn = loss_on_end_of_turn
 
     # --- what a checkpoint says about itself -------------------------------------------------
     def architecture(self) -> dict[str, Any]:
@@ -94,12 +95,12 @@ class SpeechLLMClassifier(AudioClassifier):
             hidden = self._hidden(inputs)[:, -1]
             letters = self._lm_head().weight[[self.letter_ids[letter] for letter in self.column_letters()]]
             return hidden @ letters.T.to(hidden.dtype)
-        return self.answer_loss(features, answer_targets)
+        return self.answer_loss(features, answer_targets, end_of_turn=self.loss_on_end_of_turn)
 
     def answer_loss(self, features: torch.Tensor, answer_targets: torch.Tensor, *,
                     end_of_turn: bool = False) -> torch.Tensor:
-        """Cross-entropy over the vocabulary of the answer letter (and the end-of-turn token), the
-        prompt, audio and padding masked out (IGNORE_INDEX)."""
+        """Cross-entropy over the vocabulary of the answer letter (and, with end_of_turn, of the
+        end-of-turn token after it), every prompt, audio and padding position masked out (IGNORE_INDEX)."""
         inputs = self.prompt_inputs(features)
         letters = self.column_letters()
         answers = torch.tensor([self.letter_ids[letters[int(y)]] for y in answer_targets])[:, None]
@@ -229,7 +230,7 @@ def build_speech_llm(model_cfg: ModelConfig, *, feature_cfg: FeatureConfig, labe
     _check_window(processor, network, feature_cfg, source=source)
     prompt = Prompt(architecture.get("prompt", settings.prompt), architecture.get("speech_answer", settings.speech_answer))
     model = SpeechLLMClassifier(network, processor, labels=labels, speech_label=settings.speech_label, prompt=prompt,
-                                source=source)
+                                source=source, loss_on_end_of_turn=settings.loss_on_end_of_turn)
     saved_ids = architecture.get("answer_token_ids")
     if saved_ids and saved_ids != model.letter_ids:
         raise ValueError(f"architecture: the adapters were trained with letter ids {saved_ids}, the tokenizer of "
