@@ -2,11 +2,12 @@
 
 The audit and the gates after training are the pipeline's (pipelines/finetune_audit_gates.py,
 the same as `earmark finetune`); this module queues, follows the training child for live
-progress, cancels, and hands the UI snapshots. Three kinds of submission share the queue: a
+progress, cancels, and hands the UI snapshots. Four kinds of submission share the queue: a
 fine-tune, a resumed fine-tune (a cancelled or crashed run continued from its last finished
-epoch, then audited and gated like any fine-tune), and an audit of a run trained earlier, e.g.
+epoch, then audited and gated like any fine-tune), an audit of a run trained earlier, e.g.
 with `earmark train` while no server was running (the after-training steps alone: audit, then
-gates). A job's id is its run's id (an audit job's, the audited run's).
+gates), and an audio-LLM prompt search (pipelines/prompt_search.py: its child scores prompts,
+the writer ingests the best). A job's id is its run's id (an audit job's, the audited run's).
 
 Why a worker thread in the server: the server is the session's one writer (DESIGN.md). It freezes
 the manifest when the user clicks, launches the trainer as a child process, follows its
@@ -23,6 +24,7 @@ import atexit
 import collections
 import copy
 import dataclasses
+import json
 import logging
 import subprocess
 import threading
@@ -37,6 +39,8 @@ from pipelines import finetune
 from pipelines.child_process import cancel as cancel_child
 from pipelines.child_process import follow, launch, read_events
 from pipelines.finetune_audit_gates import audit_then_gates, cancel_audit, verdict_line
+from pipelines.prompt_search import ingest_prompt_search, prepare_prompt_search
+from pipelines.searched_prompt import KIND as SEARCH_KIND
 
 log = logging.getLogger("earmark.jobs")
 
@@ -52,14 +56,22 @@ PHASES = {
     "ingesting": "storing predictions and metrics",
     "auditing": "auditing the new model",
     "gates": "evaluating the promotion gates",
+    "loading": "starting the prompt search (loading the base model)",
+    "searching": "scoring prompts on the val clips",
+    "final": "checking the best prompt on val, then test",
+    "recording": "storing the prompt table and the best prompt",
     "done": "finished",
 }
+# Phases in which a child process runs: a cancel signals it.
+CHILD_PHASES = ("starting", "features", "training", "evaluate", "loading", "searching", "final")
+SEARCH_MODULE = "core.prompt_search_child"
+NOT_STARTED = "cancelled before it started"
 
 
 @dataclasses.dataclass
 class Job:
-    """One job as the UI sees it: a fine-tune, or an audit of a trained run. The (trained) run's
-    id is the job's id."""
+    """One job as the UI sees it: a fine-tune, an audit of a trained run, or a prompt search. The
+    (trained) run's id is the job's id."""
     run_id: str
     run_dir: Path
     preset: str
@@ -87,8 +99,12 @@ class Job:
     transfer: dict[str, Any] | None = None            # the trainer's record of the tensors it copied from `start`
     cancel_requested: bool = False
     finished_at: float | None = None
-    kind: Literal["fine-tune", "audit"] = "fine-tune"
+    kind: Literal["fine-tune", "audit", "prompt-search"] = "fine-tune"
     events_offset: int = 0                            # where the child's events start (a resumed run's earlier lines are history)
+    search_done: int = 0                              # prompt search: clip answers scored so far, over every prompt
+    search_total: int | None = None                   # ... and in all (prompts x val clips), from the child's start event
+    prompts: int | None = None                        # prompts to score: the candidates, then the model's proposals
+    candidate: str | None = None                      # the prompt being scored ("hand:2", "proposed:1")
 
     @property
     def finished(self) -> bool:
@@ -114,6 +130,9 @@ class Job:
         failed or cancelled job keeps the share it reached."""
         if self.status == "succeeded":
             return 1.0
+        if self.kind == "prompt-search":
+            tail = {"final": 0.95, "recording": 0.99}
+            return tail.get(self.phase, 0.95 * min(self.search_done / self.search_total, 1.0) if self.search_total else 0.0)
         start = 0.0 if self.kind == "audit" else 0.93  # an audit job is all audit
         if self.phase == "auditing" and self.audit_total:
             return start + (0.99 - start) * min(self.audit_done / self.audit_total, 1.0)
@@ -125,6 +144,14 @@ class Job:
         if self.total_steps:
             return 0.9 * min(self.step / self.total_steps, 1.0)
         return 0.0
+
+
+    def prompt_number(self) -> int | None:
+        """Which prompt (1..prompts) is being scored, from the answers counted so far."""
+        if not self.prompts or not self.search_total or not self.search_done:
+            return None
+        per_prompt = self.search_total // self.prompts
+        return min(-(-self.search_done // per_prompt), self.prompts) if per_prompt else None
 
 
 class AfterTraining(Protocol):
@@ -247,6 +274,22 @@ class JobManager:
         job.curve = [point for event in read_events(job.run_dir)[0] for point in curve_points(event)]  # as it trained
         return self._enqueue(job)
 
+    def submit_prompt_search(self, *, preset: str, overrides: list[str] | None = None, submitted_by: str) -> Job:
+        """Freeze the clips and queue a prompt search of the preset's base model (no adapters);
+        returns the job. Raises ConfigError in one line, before anything is queued, for a preset
+        that is not the audio LLM, an unreadable base model, or a session without val and test
+        clips of both labels."""
+        signer = _signer(submitted_by, "a prompt search")
+        overrides = list(overrides or [])
+        run_id, run_dir = prepare_prompt_search(self.store, preset=preset, overrides=overrides)
+        job = Job(run_id=run_id, run_dir=run_dir, preset=preset, overrides=overrides, submitted_by=signer,
+                  frozen_at_decision=int(self.store.run(run_id)["manifest_decision_id"]), submitted_at=time.time(),
+                  kind="prompt-search")
+        self._log(job, f"queued by {signer}: prompt search with preset {preset}"
+                       + (f" with {', '.join(overrides)}" if overrides else "")
+                       + f"; clips frozen at decision {job.frozen_at_decision}")
+        return self._enqueue(job)
+
     def _enqueue(self, job: Job) -> Job:
         """Put a job at the back of the queue and wake the worker. A run has one job at a time:
         a finished one of the same run (its fine-tune, an earlier audit) gives way."""
@@ -274,11 +317,13 @@ class JobManager:
             job.cancel_requested = True
             if run_id in self._queue:
                 self._queue.remove(run_id)
-                self._finish(job, "cancelled", error="cancelled before it started")
-                if job.kind == "fine-tune":  # an audit job's run was trained before: it stays as it is
-                    self.store.set_run_status(run_id, "cancelled", error="cancelled before it started")
-            elif job.phase in ("starting", "features", "training", "evaluate"):
-                self._log(job, "cancel requested: training stops after its current step")
+                self._finish(job, "cancelled", error=NOT_STARTED)
+                if job.kind != "audit":  # an audit job's run was trained before: it stays as it is
+                    self.store.set_run_status(run_id, "cancelled", error=NOT_STARTED)
+            elif job.phase in CHILD_PHASES:
+                self._log(job, "cancel requested: " + ("the search stops after its current batch of clips"
+                                                       if job.kind == "prompt-search" else
+                                                       "training stops after its current step"))
                 if self._process is not None:
                     cancel_child(job.run_dir, self._process)
             elif self.after_training is not None:
@@ -377,17 +422,25 @@ class JobManager:
                     self._wake.notify_all()
 
     def _run(self, job: Job) -> None:
-        if job.kind == "audit":
-            self._run_audit(job)
-            return
-        self._set(job, status="running", phase="starting")
+        {"fine-tune": self._run_training, "audit": self._run_audit, "prompt-search": self._run_prompt_search}[job.kind](job)
+
+    def _launch(self, job: Job, *, phase: str, module: str) -> bool:
+        """Mark the job running and start its child; False (the job cancelled) when a cancel came
+        between leaving the queue and starting."""
+        self._set(job, status="running", phase=phase)
         self.store.set_run_status(job.run_id, "running")
         with self._lock:
-            if job.cancel_requested:  # cancelled between leaving the queue and starting
-                self._finish(job, "cancelled", error="cancelled before it started")
-                self.store.set_run_status(job.run_id, "cancelled", error="cancelled before it started")
-                return
-            self._process = launch(job.run_dir, module="core.train")
+            if job.cancel_requested:
+                self._finish(job, "cancelled", error=NOT_STARTED)
+                self.store.set_run_status(job.run_id, "cancelled", error=NOT_STARTED)
+                return False
+            self._process = launch(job.run_dir, module=module)
+            return True
+
+    def _run_training(self, job: Job) -> None:
+        if not self._launch(job, phase="starting", module="core.train"):
+            return
+        with self._lock:
             self._log(job, f"training process started (pid {self._process.pid})")
         exit_code = follow(job.run_dir, self._process, on_event=lambda event: self._on_event(job, event),
                            poll_s=self.poll_s, offset=job.events_offset)
@@ -418,6 +471,44 @@ class JobManager:
         with self._lock:
             self._finish(job, "cancelled" if job.cancel_requested else "succeeded",
                          error="cancelled: the audit or the gates are not complete" if job.cancel_requested else None)
+
+    def _run_prompt_search(self, job: Job) -> None:
+        if not self._launch(job, phase="loading", module=SEARCH_MODULE):
+            return
+        self._log(job, f"prompt search process started (pid {self._process.pid})")
+        exit_code = follow(job.run_dir, self._process, on_event=lambda event: self._on_search_event(job, event),
+                           poll_s=self.poll_s)
+        self._set(job, phase="recording")
+        result = _child_result(job.run_dir, exit_code, what="prompt search")
+        if job.cancel_requested and result["status"] == "failed":  # stopped before it could catch the signal
+            result = {"status": "cancelled", "error": "cancelled while the prompt search process was starting"}
+        outcome = ingest_prompt_search(self.store, job.run_id, result)
+        with self._lock:
+            job.result = outcome.summary or result
+            for line in outcome.lines():
+                self._log(job, line)
+            self._finish(job, outcome.status, error=outcome.error)
+
+    def _on_search_event(self, job: Job, event: dict[str, Any]) -> None:
+        """Fold one prompt-search event into the job: prompts and answers to score, the prompt
+        being scored, the final check; a log line when a new prompt starts."""
+        with self._lock:
+            kind = event.get("type")
+            if kind == "start":
+                job.phase, job.search_total = "searching", event.get("clips")
+                job.prompts = event.get("candidates", 0) + event.get("proposals", 0)
+                self._log(job, f"scoring {event.get('candidates')} prompts and up to {event.get('proposals', 0)} the "
+                               f"model proposes, on {event.get('dev_clips')} val clips each")
+            elif kind == "progress":
+                new_prompt = event.get("candidate") != job.candidate
+                job.search_done, job.candidate = event.get("done", 0), event.get("candidate")
+                if new_prompt:
+                    self._log(job, f"prompt {job.prompt_number()} of {job.prompts}: {job.candidate}")
+                if job.search_total and job.search_done >= job.search_total:
+                    job.phase = "final"
+            elif kind in ("info", "warning", "error"):
+                self._log(job, describe_event(event))
+            self._touch()
 
     def _on_event(self, job: Job, event: dict[str, Any]) -> None:
         """Fold one child event into the job's progress, curve and log."""
@@ -492,8 +583,12 @@ class JobManager:
         """
         runs = self.store.runs()
         for run in runs[runs.status.isin(["queued", "running"])].itertuples():
-            if run.kind == "train" and (Path(run.run_dir) / RESULT_FILE).exists():
-                finetune.ingest(self.store, run.id)
+            finished = (Path(run.run_dir) / RESULT_FILE).exists()
+            if finished and run.kind in ("train", SEARCH_KIND):
+                if run.kind == "train":
+                    finetune.ingest(self.store, run.id)
+                else:
+                    ingest_prompt_search(self.store, run.id, _child_result(Path(run.run_dir), None, what="prompt search"))
                 log.info("ingested run %s, finished while no workbench was running", run.id)
             else:
                 self.store.set_run_status(run.id, "failed", error="interrupted: the process following this run stopped before it ended")
@@ -505,6 +600,17 @@ def _signer(submitted_by: str, what: str) -> str:
     if not submitted_by or not submitted_by.strip():
         raise ValueError(f"submitted_by: {what} is signed by the person who starts it; enter your name")
     return submitted_by.strip()
+
+
+def _child_result(run_dir: Path, exit_code: int | None, *, what: str) -> dict[str, Any]:
+    """The child's result.json, or a failed result quoting job.log's last lines when it wrote none."""
+    result_file = run_dir / RESULT_FILE
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    log_file = run_dir / LOG_FILE
+    tail = log_file.read_text(errors="replace").strip().splitlines()[-5:] if log_file.exists() else []
+    return {"status": "failed", "error": f"the {what} process ended (exit code {exit_code}) without a result; "
+                                         f"last log lines: {' | '.join(tail) or '(no log)'}"}
 
 
 def curve_points(event: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """A job as the Train tab draws it: the progress bar with its status line, the loss and validation
-curves, the log tail, and the table of this server's jobs. Plain values from a job snapshot
-(workbench/job_queue.py); no store reads, so the 1 s timer stays cheap."""
+curves, the log tail, and the table of this server's jobs; a finished prompt search names its
+best prompt. Plain values from a job snapshot (workbench/job_queue.py); no store reads, so the
+1 s timer stays cheap."""
 from __future__ import annotations
 
 import html
@@ -68,8 +69,9 @@ def progress_html(job: Job | None) -> str:
         return ('<div class="em-job" data-status="none"><div class="em-job-status">No fine-tune has run in this server yet. '
                 'Choose a preset, adjust the settings, and press Fine-tune.</div></div>')
     percent = 100 * job.fraction_done()
-    what = (f"<b>run {html.escape(job.run_id)}</b> &middot; {html.escape(job.preset)}" if job.kind == "fine-tune" else
-            f"<b>audit of run {html.escape(job.run_id)}</b>")
+    what = {"fine-tune": f"<b>run {html.escape(job.run_id)}</b> &middot; {html.escape(job.preset)}",
+            "audit": f"<b>audit of run {html.escape(job.run_id)}</b>",
+            "prompt-search": f"<b>prompt search {html.escape(job.run_id)}</b> &middot; {html.escape(job.preset)}"}[job.kind]
     title = (f"{what} &middot; started by {html.escape(job.submitted_by)} &middot; labels frozen at decision "
              f"{job.frozen_at_decision}")
     error = (f'<div class="em-job-error" style="{ERROR_STYLE}">{html.escape(job.error)}</div>'
@@ -80,7 +82,22 @@ def progress_html(job: Job | None) -> str:
             f'<div style="margin-bottom:4px">{title}</div>'
             f'<div class="em-progress"><div style="width:{percent:.1f}%;background:{BAR_COLOURS.get(job.state, "")}"></div></div>'
             f'<div class="em-job-status" style="margin-top:4px">{" &middot; ".join(html.escape(p) for p in _status(job))}</div>'
-            f'{error}{note}</div>')
+            f'{error}{note}{_best_prompt(job)}</div>')
+
+
+def _best_prompt(job: Job) -> str:
+    """A succeeded prompt search's best prompt, its dev and test scores, and what uses it."""
+    best = (job.result or {}).get("best") if job.kind == "prompt-search" and job.status == "succeeded" else None
+    if not best:
+        return ""
+    final = job.result["final"]
+    test = ("-" if final.get("test_balanced_accuracy") is None
+            else f"{final['test_balanced_accuracy']:.1%} on {final['test_clips']} test clips")
+    return (f'<div class="em-search-best" style="margin-top:6px">Best prompt ({html.escape(best["origin"])}, '
+            f'{html.escape(best["speech_answer"])} = speech): <b>dev balanced accuracy {best["balanced_accuracy"]:.1%}</b> '
+            f'on {best["clips"]} val clips; test balanced accuracy {test} at the dev threshold '
+            f'{final["threshold"]:.3f}. A fine-tune of this base model with prompt_from_search asks with it.'
+            f'<pre class="em-prompt">{html.escape(best["text"])}</pre></div>')
 
 
 def _status(job: Job) -> list[str]:
@@ -92,6 +109,11 @@ def _status(job: Job) -> list[str]:
         parts.append(f"step {job.step} / {job.total_steps}")
     if job.phase == "auditing" and job.audit_total:
         parts.append(f"{job.audit_done} / {job.audit_total} clips predicted")
+    if job.kind == "prompt-search" and job.search_total and not job.finished:
+        number = job.prompt_number()
+        if number is not None:
+            parts.append(f"prompt {number} of {job.prompts} ({job.candidate})")
+        parts.append(f"{job.search_done} / {job.search_total} clip answers scored")
     if job.start_line():
         parts.append(job.start_line())
     if job.eta_s is not None and not job.finished and job.phase == "training":
