@@ -9,7 +9,9 @@ No Gradio here: the tab module maps these values onto components.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import typing
 from typing import Any
 
 import pandas as pd
@@ -21,14 +23,49 @@ from core.config import Config, ConfigError, ExperimentConfig
 SCALAR_KEYS = ("model.name", "train.epochs", "train.batch_size", "train.lr", "train.backbone_lr",
                "train.warmup_steps", "train.schedule", "train.loss", "train.class_weights",
                "train.early_stopping_patience", "mixup_p", "mixup_alpha")
+# The audio LLM's settings (model.name speech_llm), shown only for it: base model, LoRA, prompt.
+LLM_KEYS = ("model.pretrained", "model.lora.rank", "model.lora.alpha", "model.lora.dropout",
+            "model.speech_llm.add_mlp_targets", "model.speech_llm.train_projector",
+            "model.speech_llm.prompt_from_search", "model.speech_llm.speech_answer",
+            "model.speech_llm.generated_prompts", "model.speech_llm.template_variants",
+            "model.speech_llm.free_generation_tokens", "model.speech_llm.prompt")
+FORM_KEYS = SCALAR_KEYS + LLM_KEYS  # every field's value, in this order, reaches the handlers
+MULTILINE_KEYS = {"model.speech_llm.prompt"}  # text kept exactly as typed (other text fields are trimmed)
 COMPOSITION_COLUMNS = ["class", "per batch"]
 AUGMENT_COLUMNS = ["augmentation", "p", "parameters"]
 CURRICULUM_COLUMNS = ["epochs", "hard examples", "hard repeat", "hard fraction", "hard classes", "lr"]
 
 
 def scalar_values(config: ExperimentConfig) -> dict[str, Any]:
-    """The form fields' values for a config (dotted key -> value)."""
-    return {key: _get(config, key) for key in SCALAR_KEYS}
+    """The form fields' values for a config (dotted key -> value, FORM_KEYS order)."""
+    return {key: _get(config, key) for key in FORM_KEYS}
+
+
+def is_llm(config: ExperimentConfig) -> bool:
+    """Whether the config builds the audio LLM, whose fields (LLM_KEYS) the form then shows."""
+    return config.model.name == "speech_llm"
+
+
+@functools.cache
+def field_hint(key: str) -> Any:
+    """The type hint of a dotted config key (model.lora.rank -> int)."""
+    section, _, name = key.rpartition(".")
+    owner: Any = ExperimentConfig
+    for part in filter(None, section.split(".")):
+        owner = typing.get_type_hints(owner)[part]
+    return typing.get_type_hints(owner)[name]
+
+
+def literal_choices(key: str) -> list[str]:
+    """The allowed values of a Literal-typed field (schedule, loss, the speech letter); [] otherwise."""
+    hint = field_hint(key)
+    return list(typing.get_args(hint)) if typing.get_origin(hint) is typing.Literal else []
+
+
+def is_text(key: str) -> bool:
+    """A free-text field (a folder, a prompt): its value is taken as text, never read as YAML, so
+    a prompt with colons or a folder named 123 stays text."""
+    return field_hint(key) in (str, str | None)
 
 
 def epochs_note(config: ExperimentConfig) -> str | None:
@@ -67,7 +104,8 @@ def config_from_form(preset: ExperimentConfig, scalars: dict[str, Any], composit
     A curriculum stage keeps what the preset set for fields the form does not show (its
     per-stage augmentations); an all-zero composition means plain shuffled batches.
     """
-    values: dict[str, Any] = {key: _cell(value) for key, value in scalars.items()}
+    values: dict[str, Any] = {key: _text(value, trim=key not in MULTILINE_KEYS) if is_text(key) else _cell(value)
+                              for key, value in scalars.items()}
     counts = {str(row[0]).strip(): _cell(row[1], default=0) for row in _rows(composition)}
     values["train.batch_composition"] = {k: v for k, v in counts.items() if v != 0} or None
     values["augment"] = [_augment_spec(i, row) for i, row in enumerate(_rows(augment))]
@@ -132,6 +170,14 @@ def _cell(value: Any, *, default: Any = None) -> Any:
         except yaml.YAMLError:
             return text
     return value
+
+
+def _text(value: Any, *, trim: bool) -> str | None:
+    """A text field's value: None when blank (an unset folder); a one-line field trimmed (a
+    pasted folder's stray spaces), a prompt exactly as typed (its line breaks are the prompt)."""
+    if value is None or not str(value).strip():
+        return None
+    return str(value).strip() if trim else str(value)
 
 
 def _augment_spec(index: int, row: list[Any]) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The Train tab's handlers: plain values in, the outputs' new values out; a refusal raises.
 
-The form arrives as the scalar fields' values (train_form.SCALAR_KEYS order) followed by the
-composition, augmentation and curriculum tables; `resolve` turns it (or the advanced YAML) into
-the config a job would run and its overrides against the preset. Lists skip the gate panel's
+The form arrives as the fields' values (train_form.FORM_KEYS order: the scalar settings, then
+the audio LLM's) followed by the composition, augmentation and curriculum tables; `resolve`
+turns it (or the advanced YAML) into the config a job would run and its overrides against the
+preset. The same form queues a fine-tune or, for the audio LLM, a prompt search. Lists skip the gate panel's
 outputs (panel_size of them) while the run it reports on is unchanged: redrawing it reads the
 store and would reset its players on every tick.
 """
@@ -15,7 +16,7 @@ from typing import Any
 import gradio as gr
 
 from core.config import ConfigError, ExperimentConfig, load_preset
-from workbench import gate_panel, train_form
+from workbench import gate_panel, llm_views, train_form
 from workbench.common import message_html, queue_place
 from workbench.context import Workbench, require_annotator
 from workbench.job_queue import Job
@@ -27,18 +28,24 @@ EPOCHS_HELP = ExperimentConfig.field_help().get("train.epochs", "")
 def resolve(preset_name: str, yaml_mode: bool, yaml_text: str, *form: Any,
             session_dir: str | Path | None = None) -> tuple[ExperimentConfig, list[str]]:
     """The config the job would run and its dotted overrides against the preset; ConfigError
-    naming the dotted key for a bad value. With session_dir, also what only the session can
-    answer is checked (a relative noise_bank is its folder: is a bank there? Its files are read
-    when the job is queued, not on every keystroke); the config comes back as written, so the
-    YAML view and the overrides keep the relative folder."""
+    naming the dotted key for a bad value. With session_dir, also what only the session and this
+    machine can answer is checked (a relative noise_bank is its folder: is a bank there? Its files
+    are read when the job is queued, not on every keystroke; the audio LLM's base model: can its
+    config be read here, without a download?); the config comes back as written, so the YAML view
+    and the overrides keep the relative folder."""
     base = load_preset(preset_name)
     if yaml_mode:
         chosen = train_form.config_from_yaml(yaml_text)
     else:
-        scalars = dict(zip(train_form.SCALAR_KEYS, form[:len(train_form.SCALAR_KEYS)]))
-        chosen = train_form.config_from_form(base, scalars, *form[len(train_form.SCALAR_KEYS):])
+        count = len(train_form.FORM_KEYS)
+        chosen = train_form.config_from_form(base, dict(zip(train_form.FORM_KEYS, form[:count])), *form[count:])
     if session_dir is not None:
         chosen.for_session(session_dir, open_bank=False)
+        if train_form.is_llm(chosen):
+            try:
+                llm_views.check_base_here(chosen.model.pretrained)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
     return chosen, train_form.overrides_between(base, chosen)
 
 
@@ -54,13 +61,28 @@ def preview(preset_name: str, yaml_mode: bool, yaml_text: str, *form: Any,
     return [gr.skip() if yaml_mode else train_form.to_yaml(chosen), message_html(note), _epochs_field(chosen)]
 
 
+def llm_view(wb: Workbench, preset_name: str, yaml_mode: bool, yaml_text: str, *form: Any) -> list[Any]:
+    """[the LLM fields' box, Search prompts, the base line, the prompt note]: shown while the form
+    builds the audio LLM, with whether its base model can be read and which prompt a fine-tune
+    asks with; hidden for other models. A form that does not resolve leaves them as they are
+    (the preview names the wrong field)."""
+    try:
+        chosen, _ = resolve(preset_name, yaml_mode, yaml_text, *form)
+    except ConfigError:
+        return [gr.skip()] * 4
+    if not train_form.is_llm(chosen):
+        return [gr.Column(visible=False), gr.Button(visible=False), gr.skip(), gr.skip()]
+    return [gr.Column(visible=True), gr.Button(visible=True), llm_views.base_html(chosen),
+            llm_views.prompt_note_html(wb.store, chosen)]
+
+
 def choose_preset(classes: list[str], preset_name: str) -> list[Any]:
-    """The form filled from a preset: [description, *scalar fields, composition, augmentations,
+    """The form filled from a preset: [description, *fields (FORM_KEYS), composition, augmentations,
     curriculum, YAML, use-YAML off, message]."""
     chosen = load_preset(preset_name)
     scalars = train_form.scalar_values(chosen)
     scalars["train.epochs"] = _epochs_field(chosen, value=scalars["train.epochs"])
-    return [describe(chosen), *(scalars[key] for key in train_form.SCALAR_KEYS),
+    return [describe(chosen), *(scalars[key] for key in train_form.FORM_KEYS),
             train_form.composition_table(chosen, classes), train_form.augment_table(chosen),
             train_form.curriculum_table(chosen), train_form.to_yaml(chosen), False,
             message_html(f"preset {preset_name} loaded")]
@@ -78,11 +100,31 @@ def start_job(wb: Workbench, request: gr.Request | None, name: str | None, prese
     except ConfigError as exc:
         gr.Warning(f"Not started: {exc}")
         return [gr.skip(), message_html(f"Not started: {exc}", error=True)]
-    place = queue_place(wb.jobs, job.run_id)
-    ahead = place - 1 + (wb.jobs.current() is not None) if place else 0
-    where = f"; {ahead} job(s) ahead of it" if ahead else ""
-    return [None, message_html(f"run {job.run_id} queued{where}. The manifest was frozen at decision "
+    return [None, message_html(f"run {job.run_id} queued{_ahead(wb, job.run_id)}. The manifest was frozen at decision "
                                f"{job.frozen_at_decision}. It {job.start_note}.")]
+
+
+def start_prompt_search(wb: Workbench, request: gr.Request | None, name: str | None, preset_name: str,
+                        yaml_mode: bool, yaml_text: str, *form: Any) -> list[Any]:
+    """Search prompts: freeze the clips now and queue a prompt search of the form's base model
+    (B8). [the job to show (None: follow the running one), message]; refused beside the button
+    and as a notice like Fine-tune (a bad setting, an unreadable base, too few val or test clips)."""
+    who = require_annotator(name, request)
+    try:
+        _, overrides = resolve(preset_name, yaml_mode, yaml_text, *form, session_dir=wb.store.session_dir)
+        job = wb.jobs.submit_prompt_search(preset=preset_name, overrides=overrides, submitted_by=who)
+    except ConfigError as exc:
+        gr.Warning(f"Not started: {exc}")
+        return [gr.skip(), message_html(f"Not started: {exc}", error=True)]
+    return [None, message_html(f"prompt search {job.run_id} queued{_ahead(wb, job.run_id)}. The clips were frozen at "
+                               f"decision {job.frozen_at_decision}; it scores the base model alone, on the val clips.")]
+
+
+def _ahead(wb: Workbench, run_id: str) -> str:
+    """'; 2 job(s) ahead of it' for a waiting job (the running one counts), else ''."""
+    place = queue_place(wb.jobs, run_id)
+    ahead = place - 1 + (wb.jobs.current() is not None) if place else 0
+    return f"; {ahead} job(s) ahead of it" if ahead else ""
 
 
 def cancel_job(wb: Workbench, shown: str | None) -> list[Any]:

@@ -4,13 +4,15 @@ The form shows a preset's key settings; what the person changes becomes dotted o
 the advanced YAML view can replace the form entirely. Fine-tune hands the job to the server's
 JobManager (workbench/job_queue.py): the manifest is frozen at that click, the trainer runs as a
 child process, and a timer redraws progress from the manager's snapshot only when something
-moved. Closing the tab does not stop the job; the next visitor sees it. This module holds the
-layout and the wiring; train_handlers.py the handlers, train_progress.py the job's views.
+moved. Closing the tab does not stop the job; the next visitor sees it. For the audio LLM
+(model.name speech_llm) the form also shows its base model, LoRA and prompt fields, and Search
+prompts queues a prompt search (B8) the same way; a fine-tune then asks with its best prompt.
+This module holds the layout and the wiring; train_handlers.py the handlers, train_progress.py
+the job's views.
 """
 from __future__ import annotations
 
 import html
-import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +33,23 @@ LABELS = {"model.name": "model", "train.epochs": "epochs", "train.batch_size": "
           "train.backbone_lr": "backbone learning rate", "train.warmup_steps": "warm-up steps",
           "train.schedule": "schedule", "train.loss": "loss", "train.class_weights": "class weights",
           "train.early_stopping_patience": "early-stopping patience", "mixup_p": "MixUp probability",
-          "mixup_alpha": "MixUp alpha"}
+          "mixup_alpha": "MixUp alpha", "model.pretrained": "base model", "model.lora.rank": "LoRA rank",
+          "model.lora.alpha": "LoRA alpha", "model.lora.dropout": "LoRA dropout",
+          "model.speech_llm.add_mlp_targets": "LoRA on the MLP too",
+          "model.speech_llm.train_projector": "train the projector",
+          "model.speech_llm.prompt_from_search": "prompt from search", "model.speech_llm.speech_answer": "speech letter",
+          "model.speech_llm.generated_prompts": "prompts the model proposes",
+          "model.speech_llm.template_variants": "template variants",
+          "model.speech_llm.free_generation_tokens": "free-answer tokens", "model.speech_llm.prompt": "prompt"}
 OPTIONAL_KEYS = {"train.backbone_lr"}
-INTEGER_KEYS = {"train.epochs", "train.batch_size", "train.warmup_steps", "train.early_stopping_patience"}
+INTEGER_KEYS = {"train.epochs", "train.batch_size", "train.warmup_steps", "train.early_stopping_patience",
+                "model.lora.rank", "model.lora.alpha", "model.speech_llm.generated_prompts",
+                "model.speech_llm.free_generation_tokens"}
+# The LLM fields' rows below the base model (train_form.LLM_KEYS less the base and the prompt).
+LLM_ROWS = (("model.lora.rank", "model.lora.alpha", "model.lora.dropout", "model.speech_llm.add_mlp_targets",
+             "model.speech_llm.train_projector"),
+            ("model.speech_llm.prompt_from_search", "model.speech_llm.speech_answer", "model.speech_llm.generated_prompts",
+             "model.speech_llm.template_variants", "model.speech_llm.free_generation_tokens"))
 CURVE_HEIGHT = 360
 # After Fine-tune: bring the job's progress, curves and log into view (they sit below the form).
 SHOW_PROGRESS_JS = """() => { if (document.querySelector('#em-train-message')?.innerText.includes('queued')) {
@@ -46,10 +62,14 @@ class Layout:
     preset: gr.Dropdown
     init_from: gr.Dropdown
     launch: gr.Button
+    search: gr.Button       # Search prompts: shown for the audio LLM
     cancel: gr.Button
     message: gr.HTML
     description: gr.Markdown
-    fields: dict[str, gr.Component]  # train_form.SCALAR_KEYS -> its form field
+    fields: dict[str, gr.Component]  # train_form.FORM_KEYS -> its form field
+    llm_box: gr.Column      # the audio LLM's fields (train_form.LLM_KEYS), shown for it
+    llm_base: gr.HTML       # whether its base model can be read here
+    llm_prompt: gr.HTML     # which prompt a fine-tune asks with
     composition: gr.Dataframe
     augment: gr.Dataframe
     curriculum: gr.Dataframe
@@ -68,8 +88,13 @@ class Layout:
 
     @property
     def form(self) -> list[gr.Component]:
-        """The form as handlers.resolve reads it: the scalar fields in SCALAR_KEYS order, then the tables."""
-        return [self.fields[key] for key in train_form.SCALAR_KEYS] + [self.composition, self.augment, self.curriculum]
+        """The form as handlers.resolve reads it: the fields in FORM_KEYS order, then the tables."""
+        return [self.fields[key] for key in train_form.FORM_KEYS] + [self.composition, self.augment, self.curriculum]
+
+    @property
+    def llm_outputs(self) -> list[gr.Component]:
+        """What handlers.llm_view fills."""
+        return [self.llm_box, self.search, self.llm_base, self.llm_prompt]
 
     @property
     def job_outputs(self) -> list[gr.Component]:
@@ -112,6 +137,7 @@ def layout(wb: Workbench, classes: list[str], *, annotator: gr.Component) -> Lay
                                         info="the weights the fine-tune starts from (production = the promoted model)")
             with gr.Row(equal_height=True):
                 launch = gr.Button("Fine-tune", variant="primary", elem_id="em-train-launch", scale=1)
+                search = gr.Button("Search prompts", elem_id="em-train-search", scale=1, visible=train_form.is_llm(config))
                 cancel = gr.Button("Cancel job", variant="stop", elem_id="em-train-cancel", scale=1, interactive=False)
             message = gr.HTML(elem_id="em-train-message")
         with gr.Column(scale=1):
@@ -121,6 +147,7 @@ def layout(wb: Workbench, classes: list[str], *, annotator: gr.Component) -> Lay
         with gr.Row(equal_height=True):
             for key in row_keys:
                 fields[key] = _field(key, values[key], help_text.get(key, ""), config)
+    llm_box, llm_base, llm_prompt = _llm_fields(fields, values, help_text, config)
     with gr.Row():
         composition = gr.Dataframe(train_form.composition_table(config, classes), label="batch composition (train.batch_composition)",
                                    interactive=True, static_columns=[0], datatype=["str", "number"], scale=2,
@@ -152,11 +179,36 @@ def layout(wb: Workbench, classes: list[str], *, annotator: gr.Component) -> Lay
     log_tail = gr.Textbox(label=f"log, last {LOG_TAIL} lines (the trainer's own output is in the run folder's job.log)",
                           lines=LOG_TAIL, max_lines=LOG_TAIL, interactive=False, elem_id="em-train-log")
     panel = gate_panel.build(wb, annotator=annotator, prefix="em-train")
-    return Layout(preset=preset, init_from=init_from, launch=launch, cancel=cancel, message=message,
-                  description=description, fields=fields, composition=composition, augment=augment,
+    return Layout(preset=preset, init_from=init_from, launch=launch, search=search, cancel=cancel, message=message,
+                  description=description, fields=fields, llm_box=llm_box, llm_base=llm_base, llm_prompt=llm_prompt,
+                  composition=composition, augment=augment,
                   curriculum=curriculum, use_yaml=use_yaml, yaml_view=yaml_view, progress=progress,
                   jobs_table=jobs_table, loss_plot=loss_plot, metric_plot=metric_plot, log_tail=log_tail, panel=panel,
                   shown_job=shown_job, seen_version=seen_version, panel_for=gr.State(None), timer=gr.Timer(1.0))
+
+
+def _llm_fields(fields: dict[str, gr.Component], values: dict[str, Any], help_text: dict[str, str],
+               config: ExperimentConfig) -> tuple[gr.Column, gr.HTML, gr.HTML]:
+    """The audio LLM's fields into `fields`, in a box shown only while the form builds it; the
+    base model line and the prompt note are filled by handlers.llm_view."""
+    with gr.Column(visible=train_form.is_llm(config), elem_id="em-train-llm", elem_classes="em-train-llm") as box:
+        gr.Markdown("**Audio LLM** (model.name speech_llm): the base model it loads, its LoRA adapters, and the "
+                    "prompt it answers A or B to. Search prompts scores prompts on the val clips; Fine-tune trains "
+                    "the adapters.")
+        key = "model.pretrained"
+        fields[key] = gr.Textbox(values[key] or "", label=f"{LABELS[key]} ({key})", info=help_text[key],
+                                 placeholder="a Qwen2-Audio folder written by save_pretrained, or a hub id in the "
+                                             "local Hugging Face cache", elem_id=_elem(key))
+        base = gr.HTML(elem_id="em-train-llm-base")
+        for row_keys in LLM_ROWS:
+            with gr.Row(equal_height=True):
+                for key in row_keys:
+                    fields[key] = _field(key, values[key], help_text.get(key, ""), config)
+        prompt_note = gr.HTML(elem_id="em-train-llm-prompt-note")
+        key = "model.speech_llm.prompt"
+        fields[key] = gr.Textbox(values[key], label=f"{LABELS[key]} ({key})", info=help_text[key], lines=5,
+                                 max_lines=14, elem_id=_elem(key))
+    return box, base, prompt_note
 
 
 def wire(wb: Workbench, ui: Layout, *, classes: list[str], annotator: gr.Component, tab: gr.Tab,
@@ -167,16 +219,29 @@ def wire(wb: Workbench, ui: Layout, *, classes: list[str], annotator: gr.Compone
     epochs = ui.fields["train.epochs"]
     preview = safe(lambda *form: handlers.preview(*form, session_dir=wb.store.session_dir))
     preview_inputs, preview_outputs = [ui.preset, ui.use_yaml, ui.yaml_view, *ui.form], [ui.yaml_view, ui.message, epochs]
+    llm = safe(lambda *form: handlers.llm_view(wb, *form))
+    # always_last: keystrokes typed while a check runs are not dropped; the last value is checked after it.
     for component in [*ui.form, ui.use_yaml]:
-        component.input(preview, preview_inputs, preview_outputs, show_progress="hidden")
+        component.input(preview, preview_inputs, preview_outputs, show_progress="hidden", trigger_mode="always_last").then(
+            llm, preview_inputs, ui.llm_outputs, show_progress="hidden")
     ui.preset.input(safe(lambda name: handlers.choose_preset(classes, name)), ui.preset,
-                    [ui.description, *ui.form, ui.yaml_view, ui.use_yaml, ui.message])
+                    [ui.description, *ui.form, ui.yaml_view, ui.use_yaml, ui.message]).then(
+        llm, preview_inputs, ui.llm_outputs, show_progress="hidden")
+    # A job that has just finished (a prompt search) may change the prompt a fine-tune asks with.
+    ui.panel_for.change(llm, preview_inputs, ui.llm_outputs, show_progress="hidden")
 
     @safe
     def on_launch(request: gr.Request, name, preset_name, start_from, yaml_mode, yaml_text, *form):
         return handlers.start_job(wb, request, name, preset_name, start_from, yaml_mode, yaml_text, *form)
 
     ui.launch.click(on_launch, [annotator, ui.preset, ui.init_from, ui.use_yaml, ui.yaml_view, *ui.form],
+                    [ui.shown_job, ui.message]).then(None, None, None, js=SHOW_PROGRESS_JS)
+
+    @safe
+    def on_search(request: gr.Request, name, preset_name, yaml_mode, yaml_text, *form):
+        return handlers.start_prompt_search(wb, request, name, preset_name, yaml_mode, yaml_text, *form)
+
+    ui.search.click(on_search, [annotator, ui.preset, ui.use_yaml, ui.yaml_view, *ui.form],
                     [ui.shown_job, ui.message]).then(None, None, None, js=SHOW_PROGRESS_JS)
     ui.cancel.click(safe(lambda shown: handlers.cancel_job(wb, shown)), ui.shown_job, [ui.shown_job, ui.message])
 
@@ -201,7 +266,9 @@ def _field(key: str, value: Any, help_text: str, config: ExperimentConfig) -> gr
     if key == "train.epochs":
         editable, info = handlers.epochs_state(config)
         return gr.Number(value, label=label, info=info, interactive=editable, precision=0, elem_id=_elem(key))
-    choices = available_models() if key == "model.name" else _literal_choices(key)
+    if train_form.field_hint(key) is bool:
+        return gr.Checkbox(value, label=label, info=help_text, elem_id=_elem(key))
+    choices = available_models() if key == "model.name" else train_form.literal_choices(key)
     if choices:
         return gr.Dropdown(choices, value=value, label=label, info=help_text, elem_id=_elem(key))
     if key in OPTIONAL_KEYS:  # a number box cannot be left empty, and empty means "not set" here
@@ -212,13 +279,3 @@ def _field(key: str, value: Any, help_text: str, config: ExperimentConfig) -> gr
 
 def _elem(key: str) -> str:
     return "em-train-" + key.replace(".", "-").replace("_", "-")
-
-
-def _literal_choices(key: str) -> list[str]:
-    """The allowed values of a Literal-typed config field (schedule, loss, class weights)."""
-    section, _, name = key.rpartition(".")
-    owner: Any = ExperimentConfig
-    for part in filter(None, section.split(".")):
-        owner = typing.get_type_hints(owner)[part]
-    hint = typing.get_type_hints(owner)[name]
-    return list(typing.get_args(hint)) if typing.get_origin(hint) is typing.Literal else []
