@@ -25,7 +25,7 @@ from core.store import StoreError
 from pipelines.detector_comparison import compare_detectors
 from pipelines.finetune import RESUMABLE
 from pipelines.promotion import check_reason, compare_runs, rollback, rollback_plan
-from workbench import gate_panel
+from workbench import gate_panel, llm_views
 from workbench.common import message_html, queue_place
 from workbench.context import Workbench, require_annotator
 from workbench.gate_panel import SPOT_CHECK_FMAX_HZ
@@ -117,8 +117,38 @@ def report_view(wb: Workbench, run_id: str | None) -> list[Any]:
     run = wb.store.run(run_id) if run_id else None
     shown = run is not None and is_comparison(run)
     offered = run is not None and speech_labels(run) is not None
-    return [gr.Button(visible=offered), gr.Column(visible=not shown), gr.Column(visible=shown),
+    plotted = not shown and not llm_views.is_prompt_search(run)  # a prompt search has no plots either
+    return [gr.Button(visible=offered), gr.Column(visible=plotted), gr.Column(visible=shown),
             *comparison_report_views(run if shown else None)]
+
+
+def llm_view(wb: Workbench, run_id: str | None, split_name: str) -> list[Any]:
+    """[the audio-LLM column, its Markdown, the per-clip predictions, an empty player] for the
+    selected run: a prompt search shows its best prompt and ranked table; an audio-LLM training
+    run its answer card and, on the split, each clip's prediction with its A/B probability of
+    speech; any other run hides the column."""
+    run = wb.store.run(run_id) if run_id else None
+    hidden = gr.Dataframe(visible=False)
+    if llm_views.is_prompt_search(run):
+        return [gr.Column(visible=True), llm_views.prompt_search_markdown(run), hidden, ""]
+    found = llm_views.answer_card(run)
+    if found is None:
+        return [gr.Column(visible=False), "", hidden, ""]
+    card, labels = found
+    frame = llm_views.llm_predictions_frame(wb.store, run_id, split_name, card, labels)
+    return [gr.Column(visible=True), llm_views.answer_card_markdown(card),
+            gr.Dataframe(frame, visible=True, label=f"each {split_name} clip's prediction with the A/B probability of "
+                                                    f"speech, most confidently wrong first (select one to listen)"), ""]
+
+
+def play_llm_clip(wb: Workbench, run_id: str | None, row: list[Any]) -> str:
+    """A row of an audio-LLM run's predictions (clip, label, predicted, p(speech), at the
+    threshold) as a captioned player."""
+    clip_id, label, predicted, p_speech = row[:4]
+    view = wb.views.get(int(clip_id), run_id=run_id, fmax_hz=SPOT_CHECK_FMAX_HZ)
+    caption = (f"clip {clip_id}: label {html.escape(str(label))}; the model says {html.escape(str(predicted))}, "
+               f"p(speech) {float(p_speech):.3f} from its A/B letters")
+    return f"<div style='margin-bottom:4px'>{caption}</div>{view.html}"
 
 
 def compare_speech_detectors(wb: Workbench, request: gr.Request | None, name: str | None, run_id: str | None,

@@ -1,7 +1,8 @@
 """Runs: every run of the session, one run's plots, metrics and gates, two runs compared, and
 the production history with promote and rollback. It opens on the production run. A speech
 model's run offers Compare detectors (beside WebRTC and Silero VAD); a comparison run shows its
-report (Markdown and figures) in place of the plots.
+report (Markdown and figures) in place of the plots. An audio-LLM run shows its answer card and
+each clip's A/B probability of speech; a prompt search its best prompt and ranked prompts.
 
 This module holds the layout and the wiring; runs_handlers.py the handlers (the only writes:
 promotion decisions, detector comparisons and jobs handed to the queue), runs_views.py what a
@@ -55,6 +56,10 @@ class Layout:
     report_durations: gr.Gallery    # accuracy against SNR per clip duration
     report_worst: gr.Dataframe      # each detector's worst test clips (runs_views.WORST_COLUMNS)
     report_player: gr.HTML          # the worst clip selected, playable
+    llm_column: gr.Column           # an audio-LLM run's card or a prompt search's table (handlers.llm_view)
+    llm_markdown: gr.Markdown
+    llm_predictions: gr.Dataframe   # an audio-LLM training run: per clip, the A/B probability of speech
+    llm_player: gr.HTML
     panel: gate_panel.GatePanel
     baseline: gr.Dropdown
     candidate: gr.Dropdown
@@ -103,6 +108,11 @@ class Layout:
         """What handlers.report_view fills."""
         return [self.detectors_button, self.split_column, self.report_column, self.report_markdown,
                 *self.report_figures, self.report_durations, self.report_worst, self.report_player]
+
+    @property
+    def llm_outputs(self) -> list[gr.Component]:
+        """What handlers.llm_view fills."""
+        return [self.llm_column, self.llm_markdown, self.llm_predictions, self.llm_player]
 
     @property
     def compare_outputs(self) -> list[gr.Component]:
@@ -157,6 +167,12 @@ def _selected_run(wb: Workbench, annotator: gr.Component) -> dict[str, Any]:
     audit_message = gr.HTML(elem_id="em-runs-audit-message")
     downloads = gr.File(label="downloads", file_count="multiple", interactive=False, visible=False,
                         elem_id="em-runs-downloads")
+    with gr.Column(visible=False, elem_id="em-runs-llm") as llm_column:
+        llm_markdown = gr.Markdown(elem_id="em-runs-llm-markdown")
+        with gr.Row():
+            llm_predictions = gr.Dataframe(interactive=False, max_height=360, scale=2, visible=False,
+                                           elem_id="em-runs-llm-predictions", **WIDE)
+            llm_player = gr.HTML(scale=3, elem_id="em-runs-llm-player")
     with gr.Column(elem_id="em-runs-split-views") as split_column:
         with gr.Column(elem_id="em-runs-plots"):  # the curves are wide (two panels): a row of their own
             with gr.Row():
@@ -190,7 +206,8 @@ def _selected_run(wb: Workbench, annotator: gr.Component) -> dict[str, Any]:
                 breakdown_table=breakdown_table, breakdown_plot=breakdown_plot, split_column=split_column,
                 report_column=report_column, report_markdown=report_markdown, report_figures=report_figures,
                 report_durations=report_durations, report_worst=report_worst, report_player=report_player,
-                panel=panel)
+                llm_column=llm_column, llm_markdown=llm_markdown, llm_predictions=llm_predictions,
+                llm_player=llm_player, panel=panel)
 
 
 def _compare(wb: Workbench) -> dict[str, Any]:
@@ -256,18 +273,23 @@ def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component, tab: gr.Tab, pag
     def on_run(split_name, event: gr.SelectData):
         return handlers.open_run(wb, str(event.row_value[0]), split_name)
 
-    # The comparison button and report follow whichever run is now selected.
+    # The comparison button and report, and the audio-LLM views, follow whichever run is now selected.
     report_view = safe(lambda run_id: handlers.report_view(wb, run_id))
-    ui.runs_table.select(on_run, ui.split, ui.run_outputs).then(report_view, ui.selected, ui.report_outputs)
+    llm_view = safe(lambda run_id, split_name: handlers.llm_view(wb, run_id, split_name))
+
+    def selection_views(event: Any) -> Any:
+        return event.then(report_view, ui.selected, ui.report_outputs).then(llm_view, [ui.selected, ui.split],
+                                                                              ui.llm_outputs)
+
+    selection_views(ui.runs_table.select(on_run, ui.split, ui.run_outputs))
     page.load(safe(lambda *current: handlers.overview(wb, *current)), ui.overview_inputs, ui.overview_outputs,
               show_progress="hidden")
-    page.load(safe(lambda split_name: handlers.first_view(wb, split_name)), ui.split, ui.run_outputs).then(
-        report_view, ui.selected, ui.report_outputs)
+    selection_views(page.load(safe(lambda split_name: handlers.first_view(wb, split_name)), ui.split, ui.run_outputs))
     tab.select(safe(lambda *current: handlers.tab_shown(wb, *current, panel_size=size)), [*ui.overview_inputs, ui.selected],
                [*ui.overview_outputs, ui.title, ui.resume_button, *ui.panel.outputs], show_progress="hidden").then(
         report_view, ui.selected, ui.report_outputs, show_progress="hidden")
     ui.split.change(safe(lambda run_id, split_name: handlers.change_split(wb, run_id, split_name)),
-                    [ui.selected, ui.split], ui.split_outputs)
+                    [ui.selected, ui.split], ui.split_outputs).then(llm_view, [ui.selected, ui.split], ui.llm_outputs)
     ui.evaluate_button.click(safe(lambda run_id: handlers.evaluate_gates(wb, run_id)), ui.selected, ui.panel.outputs)
 
     @safe
@@ -290,8 +312,8 @@ def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component, tab: gr.Tab, pag
             report=lambda done, total: progress((done, total), desc="compare detectors", unit="clips"))
 
     # Then the comparison run (now selected) shows its report, and the table lists it.
-    ui.detectors_button.click(on_compare_detectors, [ui.selected, ui.split, annotator], ui.run_outputs).then(
-        report_view, ui.selected, ui.report_outputs).then(
+    selection_views(ui.detectors_button.click(on_compare_detectors, [ui.selected, ui.split, annotator],
+                                              ui.run_outputs)).then(
         safe(lambda *current: handlers.overview(wb, *current, force=True)), ui.overview_inputs, ui.overview_outputs,
         show_progress="hidden")
     ui.compare_button.click(safe(lambda *chosen: handlers.compare(wb, *chosen)),
@@ -308,6 +330,12 @@ def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component, tab: gr.Tab, pag
         return handlers.play_worst_clip(wb, event.row_value)
 
     ui.report_worst.select(on_worst_clip, None, ui.report_player)
+
+    @safe
+    def on_llm_clip(run_id, event: gr.SelectData):
+        return handlers.play_llm_clip(wb, run_id, event.row_value)
+
+    ui.llm_predictions.select(on_llm_clip, ui.selected, ui.llm_player)
 
     @safe
     def on_ask(request: gr.Request, name, why):
