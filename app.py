@@ -559,6 +559,96 @@ def _register_compare_detectors(sub: argparse._SubParsersAction, shared: SharedO
     p.set_defaults(func=_cmd_compare_detectors)
 
 
+STUDY_PLAN_FLAGS = ("grid", "seeds", "metric", "init_from", "folds", "leave_one_group_out")  # fixed when a study starts
+
+
+def _cmd_grid(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from core.study import DEFAULT_SEEDS, read_grid
+    from pipelines.study import resume_study, run_grid
+    refusal = _resume_refusal(args)
+    if refusal:
+        print(f"earmark: error: {refusal}", file=sys.stderr)
+        return 2
+    grid = read_grid(args.grid) if args.grid else None  # a bad file is refused before the session is opened
+    with Store.open(args.session, create=False) as store:
+        options = _study_options(args)
+        if args.resume:
+            outcome = resume_study(store, args.resume, **options)
+        else:
+            outcome = run_grid(store, preset=args.preset, grid=grid, seeds=args.seeds or DEFAULT_SEEDS, overrides=args.set,
+                               init_from=args.init_from or "none", metric=args.metric or "f1_macro", **options)
+    return _study_output(args, outcome)
+
+
+def _resume_refusal(args: argparse.Namespace) -> str | None:
+    """--resume continues a study as it was planned: the options that plan one do not apply."""
+    if not args.resume:
+        return None
+    given = [name for name in STUDY_PLAN_FLAGS if getattr(args, name, None)] + (["set"] if args.set else [])
+    if not given:
+        return None
+    return (f"--{given[0].replace('_', '-')} does not apply to --resume: a resumed study trains the configs, seeds and "
+            "splits it was started with")
+
+
+def _study_options(args: argparse.Namespace) -> dict[str, typing.Any]:
+    from pipelines.study import default_parallel
+    return {"parallel": args.parallel if args.parallel is not None else default_parallel(),
+            "keep_models": not args.drop_models, "progress": not (args.quiet or args.json)}
+
+
+def _study_output(args: argparse.Namespace, outcome) -> int:
+    """Print a study's outcome (lines, or one JSON object); exit 0 only when every trial succeeded."""
+    report = outcome.report
+    if args.json:
+        table = "configs" if outcome.study.study == "grid" else "folds"
+        print(json.dumps({"study_id": outcome.study_id, "status": outcome.status, "counts": report["counts"],
+                          "best": report.get("best"), table: report[table],
+                          **({"across_folds": report["across_folds"], "worst_group": report["worst_group"]}
+                             if table == "folds" else {}),
+                          "timing": report["timing"], "files": {k: str(v) for k, v in outcome.files.items()}}),
+              file=args.stdout)
+    else:
+        print("\n".join(outcome.lines()))
+    return 0 if outcome.status == "succeeded" and not report["counts"]["failed"] else 1
+
+
+def _add_study_options(p: argparse.ArgumentParser) -> None:
+    """The options every study takes (grid and cross-validation)."""
+    from core.study import DEFAULT_SEEDS
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--preset", default="demo-fast", help=f"preset name ({', '.join(list_presets())}) or a YAML path")
+    start.add_argument("--resume", metavar="STUDY_ID",
+                       help="continue a stopped or crashed study: finished trials are skipped, a stopped trial "
+                            "continues from its last finished epoch, the others start again")
+    p.add_argument("--seeds", help="comma-separated seeds; every config (or fold) trains once per seed "
+                                   f"(default {','.join(map(str, DEFAULT_SEEDS))})")
+    p.add_argument("--parallel", type=int, help="trials trained side by side (default: one per 4 cores, at least 1)")
+    p.add_argument("--drop-models", action="store_true",
+                   help="delete the trials' checkpoints when the study ends (runs and metrics stay; a grid keeps its "
+                        "best run's)")
+
+
+def _register_grid(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    from core.study import STUDY_METRICS
+    p = sub.add_parser("grid", help="grid search (B3): train every config of a grid file at several seeds, rank the "
+                                    "configs by a val metric's mean over seeds; each trial is an ordinary run",
+                       description="Grid search: every config at every seed is an ordinary training run of this "
+                                   "session; the study (a run of kind study) ranks the configs on val and writes "
+                                   "results.json/.csv/.md and a plot. Ctrl-C stops it; --resume continues it. Exit 0 "
+                                   "when every trial succeeded, 1 otherwise.",
+                       parents=_parents(shared, "session", "set", "json", "quiet"))
+    _add_study_options(p)
+    p.add_argument("--grid", metavar="FILE", help="YAML with dotted preset keys: 'grid: {train.lr: [1e-3, 2e-3]}' (full "
+                                                  "factorial) or 'configs: [{name: a, set: {...}}, ...]'; default: the "
+                                                  "preset alone (seeds only)")
+    p.add_argument("--metric", choices=STUDY_METRICS, help="val metric the configs are ranked by (default f1_macro)")
+    p.add_argument("--init-from", help="what every trial starts from: none (default: the preset's own start), "
+                                       "production, a run id or a checkpoint folder")
+    p.set_defaults(func=_cmd_grid)
+
+
 def _cmd_spotcheck(args: argparse.Namespace) -> int:
     from core.store import Store
     from pipelines.audit import spot_check
@@ -616,7 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
     shared = _shared_options()
     for register in (_register_demo, _register_build_factorial, _register_import, _register_stats, _register_export, _register_train,
                      _register_finetune, _register_augment_copies, _register_audit, _register_hygiene, _register_promote, _register_rollback,
-                     _register_compare, _register_compare_detectors, _register_prompt_search, _register_spotcheck, _register_serve):
+                     _register_compare, _register_compare_detectors, _register_prompt_search, _register_grid,
+                     _register_spotcheck, _register_serve):
         register(sub, shared)
     return parser
 

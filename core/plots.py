@@ -1,6 +1,7 @@
 """Evaluation pictures saved as PNG per run: confusion matrices (and their differences),
 training curves, reliability diagrams (one model's, or several detectors' side by side),
-psychometric curves (one, or several on one axes), metadata breakdowns and grouped bars.
+psychometric curves (one, or several on one axes), metadata breakdowns, grouped bars and a
+study's spread over seeds.
 
 Each function draws on its own matplotlib `Figure` with an Agg canvas (never pyplot, so no
 global state and nothing left open), writes `path` and returns it as a `Path`. Inputs are the
@@ -257,6 +258,33 @@ def plot_metric_by_group(path: str | Path, *, groups: Sequence[str], series: dic
     ax.set_yticks([0, 25, 50, 75, 100])
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncols=min(4, len(series)), loc="upper center")
+    return _save(fig, path)
+
+
+def plot_spread(path: str | Path, *, values: dict[str, Sequence[float]], ylabel: str, title: str = "") -> Path:
+    """One bar per entry (a study's configs in rank order, or its folds): the mean of its values
+    (one per seed, in [0, 1], drawn as percentages), an error bar of one standard deviation,
+    and each value as a dot, so one lucky seed is seen as one. An entry without values is an
+    empty slot labelled "no result"."""
+    if not values:
+        raise ValueError("values: expected {name: one value per seed} with at least one name")
+    names = list(values)
+    fig = _new_figure(max(6.0, 0.9 * len(names) + 2.0), 4.8)
+    ax = fig.add_subplot()
+    for x, name in enumerate(names):
+        points = 100 * np.asarray([v for v in values[name] if _is_number(v)], dtype=float)
+        if not len(points):
+            ax.annotate("no result", (x, 2), ha="center", fontsize=8, rotation=90)
+            continue
+        std = float(points.std(ddof=1)) if len(points) > 1 else 0.0
+        ax.bar(x, points.mean(), width=0.6, color="tab:blue", alpha=0.6, edgecolor="black",
+               yerr=std, capsize=4, error_kw={"elinewidth": 1.2})
+        ax.scatter(np.full(len(points), x), points, color="black", s=14, zorder=3)
+        ax.annotate(f"{points.mean():.1f}", (x + 0.3, points.mean()), xytext=(2, 0), textcoords="offset points",
+                    ha="left", va="center", fontsize=7)
+    ax.set_xticks(range(len(names)), names, rotation=30 if max(len(n) for n in names) > 8 else 0, ha="right", fontsize=8)
+    ax.set(ylim=(0, 105), ylabel=f"{ylabel} (%)", title=title)
+    ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
 

@@ -78,7 +78,7 @@ def cross_validate(pool: pd.DataFrame, *, folder: Path, config: ExperimentConfig
     the running fold cleanly and raises CrossvalCancelled; a failed fold raises RuntimeError
     with its reason.
     """
-    folds = assign_folds(labels=pool["label"].tolist(), groups=_groups(pool), n_folds=n_folds, seed=seed)
+    folds = assign_folds(labels=pool["label"].tolist(), groups=clip_groups(pool), n_folds=n_folds, seed=seed)
     # 'auto' features are fixed once from the whole pool (every clip trains in some fold): one
     # length for all folds, so they share one feature cache.
     config = dataclasses.replace(config, features=fit_to_clips(config.features, pool).features)
@@ -109,7 +109,7 @@ def _stacked(predictions: pd.DataFrame, n_classes: int) -> np.ndarray:
     return np.stack(predictions["probs"].to_numpy()) if len(predictions) else np.zeros((0, n_classes))
 
 
-def _groups(pool: pd.DataFrame) -> list[str]:
+def clip_groups(pool: pd.DataFrame) -> list[str]:
     """A clip without a source group is a group of its own."""
     return [g if isinstance(g, str) and g not in ("", "None", "nan") else f"clip-{c}"
             for g, c in zip(pool["source_group"], pool["clip_id"])]

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from core import train as trainer
 from core.checkpoint import checkpoint_dir, has_checkpoint, read_configs
 from core.config import AUTO, ConfigError, ExperimentConfig, load_preset
+from core.models import available_models
 from core.models.speech_llm import check_base
 from core.store import Store, StoreError
 from core.run_folder import (CANCEL_FILE, CONFIG_FILE, EVENTS_FILE, LOG_FILE, MANIFEST_FILE, METRICS_FILE,
@@ -142,17 +143,25 @@ def _true_label(metadata: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def prepare_finetune(store: Store, *, preset: str, overrides: list[str] | None = None,
-                     init_from: str | None = "production", workers: int = 2) -> PreparedRun:
-    """Resolve the preset, freeze the manifest and write the run folder; register the run.
+@dataclasses.dataclass
+class FinetunePlan:
+    """A fine-tune checked against the session but not yet written: what prepare_finetune
+    registers. A study plans every trial first, so a bad one is refused before any trains."""
+    config: ExperimentConfig
+    labels: list[str]
+    init_checkpoint: str | None
+    start: str | None
+    inherited: list[str]
+    prompt_line: str | None
 
-    init_from: "production" (default: the production model, if any), "none" (the preset's
-    own start), a run id, or a checkpoint folder. A relative noise_bank is a folder of this
-    session; the run's config holds it absolute, and a missing bank is refused before anything
-    is written.
-    """
+
+def plan_finetune(store: Store, *, preset: str, overrides: list[str] | None, init_from: str | None,
+                  manifest: pd.DataFrame) -> FinetunePlan:
+    """Resolve the preset against the session and a frozen manifest, refusing (ConfigError, one
+    line naming the key) whatever could not train: no train or val clips, one class, classes the
+    recipe names that the session lacks, a start model of another architecture, an audio-LLM
+    base that is not there. Writes nothing. A relative noise_bank is a folder of this session."""
     config = load_preset(preset, overrides, session_dir=store.session_dir)
-    manifest, as_of = freeze_manifest(store)
     splits = set(manifest.split)
     if not {"train", "val"} <= splits:
         raise ConfigError(f"the session needs usable clips in both train and val splits to fine-tune; it has {sorted(splits) or 'none'}")
@@ -163,6 +172,9 @@ def prepare_finetune(store: Store, *, preset: str, overrides: list[str] | None =
         unknown = sorted(set(getattr(config.train, key) or {}) - set(labels))
         if unknown:
             raise ConfigError(f"train.{key}: classes {unknown} are not in the session's labels {labels}")
+    if config.model.name not in available_models():
+        raise ConfigError(f"model.name: {config.model.name!r} is not a registered model; available: "
+                          f"{', '.join(available_models())}")
     init_checkpoint, start = resolve_init(store, init_from)
     inherited: list[str] = []
     if init_checkpoint is not None:
@@ -173,18 +185,71 @@ def prepare_finetune(store: Store, *, preset: str, overrides: list[str] | None =
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     config, prompt_line = with_searched_prompt(store, config)
+    return FinetunePlan(config=config, labels=labels, init_checkpoint=init_checkpoint, start=start,
+                        inherited=inherited, prompt_line=prompt_line)
+
+
+SPLITS = ("train", "val", "test")
+
+
+def frozen_manifest(store: Store, *, as_of: int | None = None,
+                    splits: pd.Series | None = None) -> tuple[pd.DataFrame, int]:
+    """The training manifest as of a decision id (freeze_manifest), with the session's splits,
+    or with `splits` (clip id -> train/val/test, e.g. a cross-validation fold) in their place."""
+    if splits is None:
+        return freeze_manifest(store, as_of=as_of)
+    manifest, as_of = freeze_manifest(store, as_of=as_of, quarantined_in=SPLITS)
+    return resplit_manifest(manifest, splits), as_of
+
+
+def resplit_manifest(manifest: pd.DataFrame, splits: pd.Series) -> pd.DataFrame:
+    """manifest (frozen with quarantined clips in every split) with each clip's split taken
+    from `splits` (clip id -> "train", "val" or "test"; every original clip needs one). The
+    training rules hold for the new splits: a quarantined clip never trains, and an augmented
+    copy follows its parent and is kept only when that parent trains."""
+    if not isinstance(splits, pd.Series):
+        raise ValueError(f"splits: expected a pandas Series of split names indexed by clip id, got {type(splits).__name__}")
+    unknown = sorted(set(splits.dropna()) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"splits: {unknown[0]!r} is not a split; allowed: {', '.join(SPLITS)}")
+    originals = manifest["parent_clip_id"].isna()
+    missing = ~manifest.loc[originals, "clip_id"].isin(splits.dropna().index)
+    if missing.any():
+        raise ValueError(f"splits: {int(missing.sum())} of the manifest's clips have no split "
+                         f"(e.g. clip {int(manifest.loc[originals, 'clip_id'][missing].iloc[0])})")
+    owner = manifest["parent_clip_id"].fillna(manifest["clip_id"]).astype("int64")
+    split = owner.map(splits).astype(str)
+    keep = (split != "train") | ~manifest["quarantined"]
+    keep &= originals | (split == "train")
+    return manifest.assign(split=split.to_numpy())[keep.to_numpy()].reset_index(drop=True)
+
+
+def prepare_finetune(store: Store, *, preset: str, overrides: list[str] | None = None,
+                     init_from: str | None = "production", workers: int = 2, as_of: int | None = None,
+                     splits: pd.Series | None = None) -> PreparedRun:
+    """Resolve the preset, freeze the manifest and write the run folder; register the run.
+
+    init_from: "production" (default: the production model, if any), "none" (the preset's
+    own start), a run id, or a checkpoint folder. as_of: the decision id to freeze the labels
+    at (default: now; a study freezes every trial at its start). splits: clip id -> split for
+    this run instead of the session's (a cross-validation fold; see resplit_manifest). A
+    relative noise_bank is a folder of this session; the run's config holds it absolute, and a
+    missing bank is refused before anything is written.
+    """
+    manifest, as_of = frozen_manifest(store, as_of=as_of, splits=splits)
+    plan = plan_finetune(store, preset=preset, overrides=overrides, init_from=init_from, manifest=manifest)
     run_id = new_run_id("train")
     run_dir = Path(store.session_dir) / "runs" / run_id
     run_dir.mkdir(parents=True)
-    config.save(run_dir / CONFIG_FILE)
+    plan.config.save(run_dir / CONFIG_FILE)
     manifest.to_parquet(run_dir / MANIFEST_FILE)
-    job = trainer.Job(run_id=run_id, labels=labels, cache_dir=str(Path(store.session_dir) / "cache"),
-                      init_checkpoint=init_checkpoint, frozen_at_decision=as_of, workers=workers)
+    job = trainer.Job(run_id=run_id, labels=plan.labels, cache_dir=str(Path(store.session_dir) / "cache"),
+                      init_checkpoint=plan.init_checkpoint, frozen_at_decision=as_of, workers=workers)
     job.save(run_dir)
-    store.create_run(run_id, kind="train", preset=config.name, config=config.to_dict(),
-                     parent_run_id=_run_of_checkpoint(init_checkpoint), manifest_decision_id=as_of, run_dir=run_dir)
-    return PreparedRun(run_id=run_id, run_dir=run_dir, config=config, job=job, manifest=manifest, start=start,
-                       inherited=inherited, prompt_line=prompt_line)
+    store.create_run(run_id, kind="train", preset=plan.config.name, config=plan.config.to_dict(),
+                     parent_run_id=_run_of_checkpoint(plan.init_checkpoint), manifest_decision_id=as_of, run_dir=run_dir)
+    return PreparedRun(run_id=run_id, run_dir=run_dir, config=plan.config, job=job, manifest=manifest, start=plan.start,
+                       inherited=plan.inherited, prompt_line=plan.prompt_line)
 
 
 def resolve_init(store: Store, init_from: str | None) -> tuple[str | None, str | None]:
@@ -350,7 +415,7 @@ def finetune(store: Store, *, preset: str, overrides: list[str] | None = None, i
              processes: int = 1, progress: bool = True) -> FinetuneResult:
     """The CLI's fine-tune: prepare, run the child with a progress bar, ingest. Ctrl-C cancels cleanly."""
     prepared = prepare_finetune(store, preset=preset, overrides=overrides, init_from=init_from)
-    return _train_and_ingest(store, prepared, processes=processes, progress=progress)
+    return train_and_ingest(store, prepared, processes=processes, progress=progress)
 
 
 # A succeeded run has nothing left to do; a running or queued one is still followed by its writer.
@@ -387,10 +452,10 @@ def resume(store: Store, run_id: str, *, processes: int = 1, progress: bool = Tr
     ingest it like any run; it ends with the metrics an uninterrupted run of the same seed has.
     Ctrl-C cancels it cleanly again (and it can be resumed again)."""
     prepared = prepare_resume(store, run_id)
-    return _train_and_ingest(store, prepared, processes=processes, progress=progress)
+    return train_and_ingest(store, prepared, processes=processes, progress=progress)
 
 
-def _train_and_ingest(store: Store, prepared: PreparedRun, *, processes: int, progress: bool) -> FinetuneResult:
+def train_and_ingest(store: Store, prepared: PreparedRun, *, processes: int, progress: bool) -> FinetuneResult:
     """Run the trainer child on a prepared folder with a progress bar, then ingest what it left."""
     store.set_run_status(prepared.run_id, "running")
     process = launch(prepared.run_dir, module="core.train", processes=processes)
