@@ -649,6 +649,45 @@ def _register_grid(sub: argparse._SubParsersAction, shared: SharedOptions) -> No
     p.set_defaults(func=_cmd_grid)
 
 
+def _cmd_crossval(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from core.study import DEFAULT_SEEDS
+    from pipelines.study import resume_study
+    from pipelines.study_crossval import run_crossval
+    refusal = _resume_refusal(args)
+    if refusal:
+        print(f"earmark: error: {refusal}", file=sys.stderr)
+        return 2
+    with Store.open(args.session, create=False) as store:
+        options = _study_options(args)
+        if args.resume:
+            outcome = resume_study(store, args.resume, **options)
+        else:
+            folds = None if args.leave_one_group_out else args.folds or 5
+            outcome = run_crossval(store, preset=args.preset, folds=folds, leave_one_group_out=args.leave_one_group_out,
+                                   seeds=args.seeds or DEFAULT_SEEDS, overrides=args.set, split_seed=args.seed, **options)
+    return _study_output(args, outcome)
+
+
+def _register_crossval(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("crossval", help="grouped cross-validation (B4): k folds by source group, or leave one group "
+                                        "out; per-fold and mean ± std accuracy, balanced accuracy, F1-macro, and the "
+                                        "worst group; each fold model is an ordinary run",
+                       description="Cross-validation by source group: every (fold, seed) is a training run of this "
+                                   "session from the preset's own start; test = the fold's held-out groups, val = "
+                                   "other groups. Ctrl-C stops it; --resume continues it. Exit 0 when every run "
+                                   "succeeded, 1 otherwise.",
+                       parents=_parents(shared, "session", "set", "json", "quiet"))
+    _add_study_options(p)
+    design = p.add_mutually_exclusive_group()
+    design.add_argument("--folds", type=int, help="k folds of whole source groups (default 5)")
+    design.add_argument("--leave-one-group-out", action="store_true",
+                        help="one fold per source group (the speaker, for speech): LOSO")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0); --seeds are the "
+                                                       "training seeds")
+    p.set_defaults(func=_cmd_crossval)
+
+
 def _cmd_spotcheck(args: argparse.Namespace) -> int:
     from core.store import Store
     from pipelines.audit import spot_check
@@ -707,7 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
     for register in (_register_demo, _register_build_factorial, _register_import, _register_stats, _register_export, _register_train,
                      _register_finetune, _register_augment_copies, _register_audit, _register_hygiene, _register_promote, _register_rollback,
                      _register_compare, _register_compare_detectors, _register_prompt_search, _register_grid,
-                     _register_spotcheck, _register_serve):
+                     _register_crossval, _register_spotcheck, _register_serve):
         register(sub, shared)
     return parser
 

@@ -348,10 +348,10 @@ def _prepare_trial(store: Store, study: Study, trial: Trial) -> PreparedRun | No
         if trainer.saved_progress(run["run_dir"]) is not None:
             return prepare_resume(store, trial.run_id)
     return prepare_finetune(store, preset=str(study.study_dir / PRESET_FILE), overrides=study.run_overrides(trial),
-                            init_from=study.init_from, as_of=study.as_of, splits=fold_splits(study, trial))
+                            init_from=study.init_from, as_of=study.as_of, splits=trial_splits(study, trial))
 
 
-def fold_splits(study: Study, trial: Trial) -> pd.Series | None:
+def trial_splits(study: Study, trial: Trial) -> pd.Series | None:
     """clip id -> split for a cross-validation trial's fold; None for a grid trial."""
     if trial.fold is None:
         return None

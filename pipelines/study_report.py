@@ -121,7 +121,8 @@ def _crossval(store: Store, study: Study, trials: pd.DataFrame) -> dict[str, Any
     folds = summarise(trials, by="name", columns=CROSSVAL_COLUMNS)
     held_out = {fold: sorted(splits.loc[splits[fold] == "test", "group"].unique()) for fold in folds["name"]}
     folds.insert(1, "groups", [len(held_out[f]) for f in folds["name"]])
-    folds.insert(2, "test_clips", [int((splits[f] == "test").sum()) for f in folds["name"]])
+    folds.insert(2, "held_out", [_names(held_out[f]) for f in folds["name"]])
+    folds.insert(3, "test_clips", [int((splits[f] == "test").sum()) for f in folds["name"]])
     across = {c: spread(folds[f"{c}_mean"].tolist()) for c in CROSSVAL_COLUMNS}
     groups = group_accuracy(store, trials, splits)
     worst = groups.iloc[0].to_dict() if len(groups) else None
@@ -134,8 +135,8 @@ def _crossval(store: Store, study: Study, trials: pd.DataFrame) -> dict[str, Any
                 f"frozen at decision {study.as_of}. Each fold holds its groups out as test; val (early stopping) is "
                 "drawn from the other groups; every model trains from scratch. Cells: mean ± std over seeds "
                 "[95% t-interval].", "",
-                *_table(["fold", "groups", "test clips", "seeds ok", "accuracy", "balanced accuracy", "F1-macro"],
-                        [[r["name"], r["groups"], r["test_clips"], f"{r['succeeded']}/{r['trials']}",
+                *_table(["fold", "held-out groups", "test clips", "seeds ok", "accuracy", "balanced accuracy", "F1-macro"],
+                        [[r["name"], r["held_out"], r["test_clips"], f"{r['succeeded']}/{r['trials']}",
                           *(_cell(r, c) for c in CROSSVAL_COLUMNS)] for _, r in folds.iterrows()]),
                 "", "Over folds (mean ± std of the fold means [95% t-interval]): "
                 + "; ".join(f"{SHOWN[c.removeprefix('test_')]} {_spread_text(across[c])}" for c in CROSSVAL_COLUMNS), "",
@@ -179,7 +180,7 @@ def report_lines(study: Study, report: dict[str, Any], files: dict[str, Path]) -
             lines.append(f"  best: {report['best']['name']} (run {report['best']['run_id']}, its best seed)")
     else:
         for row in report["folds"]:
-            lines.append(f"  {row['name']} ({row['groups']} groups, {row['test_clips']} test clips): "
+            lines.append(f"  {row['name']} ({row['held_out']}; {row['test_clips']} test clips): "
                          + ", ".join(f"{SHOWN[c.removeprefix('test_')]} {_cell(row, c)}" for c in CROSSVAL_COLUMNS))
         lines.append("  over folds: " + "; ".join(f"{SHOWN[c.removeprefix('test_')]} {_spread_text(report['across_folds'][c])}"
                                                  for c in CROSSVAL_COLUMNS))
@@ -224,6 +225,11 @@ def _spread_text(s: dict[str, Any]) -> str:
     if s.get("std") is None:
         return f"{s['mean']:.3f} (one value)"
     return f"{s['mean']:.3f} ± {s['std']:.3f} [{s['ci95_low']:.3f}, {s['ci95_high']:.3f}]"
+
+
+def _names(groups: list[str], shown: int = 3) -> str:
+    """'ana, ben, cal' or 'ana, ben, cal + 4 more'."""
+    return ", ".join(groups[:shown]) + (f" + {len(groups) - shown} more" if len(groups) > shown else "")
 
 
 def _start(init_from: str) -> str:

@@ -91,6 +91,9 @@ def rng() -> np.random.Generator:
 # clips instead of 3-10 s: demo-fast's auto clip length becomes 5 s, so every model trained or
 # fine-tuned from it costs half as much.
 SMALL_DEMO = {"clips_per_class": 12, "duration_range_s": (2.0, 5.0)}
+# One epoch of a narrow CNN on 1 s of each clip: a study's trial costs seconds, not minutes.
+TINY_CNN = ["features.max_length_s=1.0", "features.n_mels=32", "model.cnn_channels=[8, 16, 16, 16]", "train.batch_size=16",
+            "train.epochs=1", "train.early_stopping_patience=0"]
 # Gates anyone passes: the baseline is the model a person may promote with the ordinary button.
 LENIENT_GATES = ["gates.min_key_class_accuracy=0", "gates.min_class_accuracy=0", "gates.max_relative_regression=1"]
 

@@ -12,15 +12,12 @@ import pandas as pd
 import pytest
 
 import app
-from conftest import copy_session
+from conftest import TINY_CNN, copy_session
 from core.config import ConfigError, ExperimentConfig
 from core.store import Store
 from core.study import DEFAULT_SEEDS, parse_grid, parse_seeds, rank, read_grid, spread, summarise
 from pipelines import study as studies
 
-# One epoch of a narrow CNN on 1 s of each clip: a trial costs seconds, not minutes.
-TINY = ["features.max_length_s=1.0", "features.n_mels=32", "model.cnn_channels=[8, 16, 16, 16]", "train.batch_size=16",
-        "train.epochs=1", "train.early_stopping_patience=0"]
 
 
 # --- grid files, seeds, summaries (pure) -------------------------------------------------------------
@@ -101,7 +98,7 @@ def grid_study(tmp_path_factory, small_demo_session):
                                    {"name": "crashes", "set": {"model.lora.enabled": True}}]})
     events = []
     with Store.open(session) as store:
-        outcome = studies.run_grid(store, preset="demo-fast", grid=grid, seeds=[1, 2], overrides=TINY,
+        outcome = studies.run_grid(store, preset="demo-fast", grid=grid, seeds=[1, 2], overrides=TINY_CNN,
                                    progress=False, on_event=events.append)
         runs = store.runs()
         manifests = {r: pd.read_parquet(Path(store.run(r)["run_dir"]) / "manifest.parquet") for r in runs.id
@@ -173,7 +170,7 @@ def test_a_stopped_grid_keeps_finished_trials_and_a_resume_trains_only_the_rest(
         def stop_after_first(event):  # as a UI's Cancel would, from outside the study's loop
             studies.cancel_study(store.run(event["study_id"])["run_dir"])
 
-        stopped = studies.run_grid(store, preset="demo-fast", grid=grid, seeds=[7], overrides=TINY, progress=False,
+        stopped = studies.run_grid(store, preset="demo-fast", grid=grid, seeds=[7], overrides=TINY_CNN, progress=False,
                                    on_event=stop_after_first)
         assert stopped.status == "cancelled" and [t.status for t in stopped.study.trials] == ["succeeded", "pending"]
         assert store.run(stopped.study_id)["status"] == "cancelled" and len(store.runs(kind="train")) == 1

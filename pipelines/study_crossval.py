@@ -1,0 +1,108 @@
+"""Grouped cross-validation (B4) as a study: how well a recipe does on source groups (speakers,
+recordings) it never heard, with the spread over folds and seeds, and the group it does worst on.
+
+The session's usable clips of every split are pooled and cut into folds of whole source groups
+(a clip without a group is a group of its own): k folds with the class shares kept as even as
+the groups allow, or one fold per group (leave one group out: the speaker, for speech). Fold k
+holds its groups out as test; val, which early stopping and the best epoch read, comes from the
+other groups (k-fold: the next fold; leave one group out: a label-stratified fifth of the other
+groups); the rest train. Each (fold, seed) is an ordinary training run from the preset's own
+start, never from a session checkpoint: a model that has seen a held-out clip is no judge of it.
+The folds are drawn once (with split_seed) and kept in the study's splits.parquet, so every
+seed, and a resume, trains on the same folds. The study machinery (pipelines/study.py) runs,
+stops, resumes and reports it.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from core.config import ConfigError
+from core.store import Store
+from core.study import DEFAULT_SEEDS, parse_seeds
+from pipelines.crossval import assign_folds, clip_groups
+from pipelines.finetune import SPLITS, freeze_manifest, plan_finetune, resplit_manifest
+from pipelines.study import StudyOutcome, Trial, check_parallel, create_study, execute
+
+MIN_GROUPS = 3          # a held-out group, one to validate on, one to train on
+VAL_SHARE_FOLDS = 5     # leave one group out: val is one of this many stratified parts of the other groups
+
+
+def fold_name(k: int) -> str:
+    return f"fold-{k + 1}"
+
+
+def fold_splits(pool: pd.DataFrame, *, folds: int | None = None, leave_one_group_out: bool = False,
+                seed: int = 0) -> pd.DataFrame:
+    """Each clip's split in each fold: clip_id, group, and a column per fold (fold-1, ...) of
+    "train", "val" or "test". pool: clip_id, label, source_group. Give folds (k >= 3) or
+    leave_one_group_out; ConfigError in one line for fewer groups than folds or a leave one
+    group out with fewer than 3 groups."""
+    if leave_one_group_out == (folds is not None):
+        raise ConfigError("folds: give a number of folds or leave_one_group_out, not both or neither")
+    groups = np.asarray(clip_groups(pool), dtype=object)
+    labels = pool["label"].to_numpy()
+    table = pd.DataFrame({"clip_id": pool["clip_id"].to_numpy(), "group": groups})
+    if leave_one_group_out:
+        names = sorted(set(groups))
+        if len(names) < MIN_GROUPS:
+            raise ConfigError(f"leave_one_group_out: needs at least {MIN_GROUPS} source groups (one held out, one to "
+                              f"validate on, one to train on); the session's usable clips have {len(names)}")
+        for k, name in enumerate(names):
+            held = groups == name
+            val = _validation(labels, groups, among=~held, seed=seed + k)
+            table[fold_name(k)] = np.where(held, "test", np.where(val, "val", "train"))
+        return table
+    fold_of = assign_folds(labels=labels.tolist(), groups=groups.tolist(), n_folds=folds, seed=seed)
+    for k in range(folds):
+        table[fold_name(k)] = np.where(fold_of == k, "test", np.where(fold_of == (k + 1) % folds, "val", "train"))
+    return table
+
+
+def _validation(labels: np.ndarray, groups: np.ndarray, *, among: np.ndarray, seed: int) -> np.ndarray:
+    """A mask of the clips (of `among`) whose groups validate: one label-stratified part of
+    min(VAL_SHARE_FOLDS, groups) of the groups among, at least one group."""
+    rows = np.flatnonzero(among)
+    parts = min(VAL_SHARE_FOLDS, len(set(groups[rows])))
+    splitter = StratifiedGroupKFold(n_splits=parts, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # a class with fewer clips than parts only makes the shares uneven
+        warnings.simplefilter("ignore", UserWarning)
+        _, picked = next(splitter.split(np.zeros(len(rows)), labels[rows], groups[rows]))
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[rows[picked]] = True
+    return mask
+
+
+def run_crossval(store: Store, *, preset: str, folds: int | None = None, leave_one_group_out: bool = False,
+                 seeds: Sequence[int] | str = DEFAULT_SEEDS, overrides: Sequence[str] | None = None, split_seed: int = 0,
+                 parallel: int = 1, keep_models: bool = True, progress: bool = True,
+                 on_event: Callable[[dict[str, Any]], None] | None = None) -> StudyOutcome:
+    """Cross-validate the preset by source group: one run per (fold, seed), then per-fold and
+    over-fold accuracy, balanced accuracy and F1-macro on the held-out groups, and the worst
+    group. Every fold is checked against the preset before any run exists (ConfigError, one
+    line). keep_models=False deletes the fold models' checkpoints when the study ends."""
+    seeds, parallel = parse_seeds(seeds), check_parallel(parallel)
+    overrides = list(overrides or [])
+    manifest, as_of = freeze_manifest(store, quarantined_in=SPLITS)
+    pool = manifest[manifest["parent_clip_id"].isna()]
+    if pool.empty:
+        raise ConfigError("the session has no usable labelled clips to cross-validate")
+    table = fold_splits(pool, folds=folds, leave_one_group_out=leave_one_group_out, seed=split_seed)
+    names = [c for c in table.columns if c.startswith("fold-")]
+    for name in names:
+        try:
+            plan_finetune(store, preset=preset, overrides=overrides, init_from="none",
+                          manifest=resplit_manifest(manifest, table.set_index("clip_id")[name]))
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    trials = [Trial(name=name, seed=seed, overrides=[], fold=name) for name in names for seed in seeds]
+    settings = {"folds": len(names), "leave_one_group_out": leave_one_group_out, "groups": int(table["group"].nunique()),
+                "split_seed": split_seed}
+    study = create_study(store, study="crossval", preset=preset, overrides=overrides, init_from="none",
+                         metric="accuracy", seeds=seeds, as_of=as_of, trials=trials, settings=settings, splits=table)
+    return execute(store, study, parallel=parallel, keep_models=keep_models, progress=progress, on_event=on_event)
