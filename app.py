@@ -495,7 +495,11 @@ def _register_rollback(sub: argparse._SubParsersAction, shared: SharedOptions) -
 def _cmd_compare(args: argparse.Namespace) -> int:
     from core.store import Store
     from pipelines.promotion import compare_runs
+    from pipelines.study_compare import compare_seed_runs, is_seed_spec
     with Store.open(args.session, create=False) as store:
+        if is_seed_spec(store, args.baseline) or is_seed_spec(store, args.candidate):
+            return _seed_comparison_output(args, *compare_seed_runs(store, baseline=args.baseline,
+                                                                    candidate=args.candidate, split=args.split))
         comparison, paths = compare_runs(store, baseline=args.baseline, candidate=args.candidate, split=args.split)
     if args.json:
         print(json.dumps({**comparison, "files": {k: str(v) for k, v in paths.items()}}), file=args.stdout)
@@ -517,11 +521,25 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seed_comparison_output(args: argparse.Namespace, comparison: dict, files: dict) -> int:
+    """A comparison over seeds (C3): lines with the verdict, or one JSON object; exit 0 either way
+    (the verdict is information, as a failing gate report is)."""
+    from pipelines.study_compare import seed_comparison_lines
+    if args.json:
+        print(json.dumps({**comparison, "files": {k: str(v) for k, v in files.items()}}), file=args.stdout)
+    else:
+        print("\n".join(seed_comparison_lines(comparison)) + f"\n  report: {files['markdown']}")
+    return 0
+
+
 def _register_compare(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
-    p = sub.add_parser("compare", help="compare two runs clip by clip: per-class deltas, confusion change, flipped clips",
+    p = sub.add_parser("compare", help="compare two runs clip by clip: per-class deltas, confusion change, flipped "
+                                       "clips; or two grid configs over their seeds with a go/no-go verdict (C3)",
                        parents=_parents(shared, "session", "json"))
-    p.add_argument("baseline", help="baseline run id (a training run or an audit)")
-    p.add_argument("candidate", help="candidate run id (a training run or an audit)")
+    p.add_argument("baseline", help="baseline run id (a training run or an audit), or a grid study (STUDY: its best "
+                                    "config, or STUDY:CONFIG) to compare over seeds")
+    p.add_argument("candidate", help="candidate run id (a training run or an audit), or a grid study (STUDY or "
+                                     "STUDY:CONFIG)")
     p.add_argument("--split", default="test", help="split to compare on (default test)")
     p.set_defaults(func=_cmd_compare)
 

@@ -194,7 +194,7 @@ def _overall(policy: GatePolicy, report: dict[str, Any]) -> list[Criterion]:
     if policy.max_ece is not None:
         criteria.append(_at_most("ece", report["calibration"]["ece"], policy.max_ece, "ECE"))
     if policy.min_rare_class_f1 is not None:
-        rare = _rare_classes(policy, report)
+        rare = rare_classes(policy, report)
         scores = [report["per_class"][c]["f1"] for c in rare if report["per_class"][c]["f1"] is not None]
         value = float(np.mean(scores)) if scores else None
         criteria.append(_at_least("rare_class_f1", value, policy.min_rare_class_f1,
@@ -221,7 +221,9 @@ def _beats_vads(policy: GatePolicy, baselines: dict[str, Any] | None) -> list[Cr
                       f"{'>' if status == PASS else '<='} best VAD {best_name} {best:.4f}")]
 
 
-def _rare_classes(policy: GatePolicy, report: dict[str, Any]) -> list[str]:
+def rare_classes(policy: GatePolicy, report: dict[str, Any]) -> list[str]:
+    """The classes the rare-class gate reads: the policy's list (those the model has), else the
+    rare_class_count classes with the fewest clips in the report's split (ties by name)."""
     if policy.rare_classes:
         return [c for c in policy.rare_classes if c in report["per_class"]]
     by_support = sorted(report["per_class"], key=lambda c: (report["per_class"][c]["support"], c))

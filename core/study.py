@@ -219,3 +219,24 @@ def rank(summary: pd.DataFrame, *, column: str) -> pd.DataFrame:
     ranks = [None if pd.isna(v) else i + 1 for i, v in enumerate(ordered[column])]
     ordered.insert(0, "rank", pd.Series(ranks, dtype=object))
     return ordered
+
+
+def difference(baseline: Sequence[float | None], candidate: Sequence[float | None]) -> dict[str, float | None]:
+    """candidate mean - baseline mean over their seeds, with the 95% Welch t-interval of that
+    difference (the two sides' seeds are independent draws; their spreads may differ).
+    within_noise: the interval holds 0 (None when a side has fewer than 2 numbers: one seed
+    cannot tell a difference from seed noise)."""
+    b, c = spread(baseline, bounds=(-math.inf, math.inf)), spread(candidate, bounds=(-math.inf, math.inf))
+    if b["mean"] is None or c["mean"] is None:
+        return {"delta": None, "ci95_low": None, "ci95_high": None, "within_noise": None}
+    delta = c["mean"] - b["mean"]
+    if b["std"] is None or c["std"] is None:
+        return {"delta": delta, "ci95_low": None, "ci95_high": None, "within_noise": None}
+    var_b, var_c = b["std"] ** 2 / b["n"], c["std"] ** 2 / c["n"]
+    if var_b + var_c == 0:  # every seed gave the same number on both sides
+        half = 0.0
+    else:
+        df = (var_b + var_c) ** 2 / (var_b ** 2 / (b["n"] - 1) + var_c ** 2 / (c["n"] - 1))
+        half = float(stats.t.ppf(0.975, df) * math.sqrt(var_b + var_c))
+    low, high = delta - half, delta + half
+    return {"delta": delta, "ci95_low": low, "ci95_high": high, "within_noise": bool(low <= 0 <= high)}

@@ -163,6 +163,28 @@ def test_the_report_ranks_configs_on_val_over_seeds_with_each_number_from_its_ru
     assert timing["trials_timed"] == 6 and 0 < timing["overhead_share"] < 1
 
 
+def test_two_configs_compare_over_their_seeds_with_a_verdict(grid_study, capsys):
+    outcome = grid_study[0]
+    session, study_id = outcome.study.study_dir.parent.parent, outcome.study_id
+    code = app.main(["compare", "--session", str(session), f"{study_id}:narrow", f"{study_id}:wider", "--json"])
+    comparison = json.loads(capsys.readouterr().out)
+    assert code == 0 and comparison["seeds"] == {"baseline": 2, "candidate": 2} and comparison["split"] == "test"
+    configs = {c["name"]: c for c in outcome.report["configs"]}
+    for metric in ("accuracy", "f1_macro"):
+        expected = configs["wider"][f"test_{metric}_mean"] - configs["narrow"][f"test_{metric}_mean"]
+        assert comparison["overall"][metric]["delta"]["delta"] == pytest.approx(expected)
+    assert set(comparison["per_class"]) == set(comparison["labels"]) and comparison["rare_classes"]
+    assert comparison["verdict"]["headline"].startswith(("go: ", "no-go: "))
+    assert Path(comparison["files"]["markdown"]).read_text().startswith(f"test: {study_id}:wider (2 seeds) vs")
+    best = outcome.report["best"]["name"]
+    code = app.main(["compare", "--session", str(session), f"{study_id}:narrow", study_id])  # a study alone: its best
+    assert code == 0 and f"{study_id}:{best} (2 seeds)" in capsys.readouterr().out
+    code = app.main(["compare", "--session", str(session), f"{study_id}:narrow", f"{study_id}:nope"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == (f"earmark: error: {study_id}:nope: study {study_id} has no config 'nope'; its configs: "
+                                 "narrow, wider, crashes\n")
+
+
 def test_a_stopped_grid_keeps_finished_trials_and_a_resume_trains_only_the_rest(tmp_path, small_demo_session):
     session = copy_session(small_demo_session, tmp_path / "session")
     grid = parse_grid({"grid": {"train.lr": [0.002, 0.004]}})
