@@ -3,9 +3,9 @@
 The form arrives as the fields' values (train_form.FORM_KEYS order: the scalar settings, then
 the audio LLM's) followed by the composition, augmentation and curriculum tables; `resolve`
 turns it (or the advanced YAML) into the config a job would run and its overrides against the
-preset. The same form queues a fine-tune or, for the audio LLM, a prompt search. Lists skip the gate panel's
-outputs (panel_size of them) while the run it reports on is unchanged: redrawing it reads the
-store and would reset its players on every tick.
+preset. The same form queues a fine-tune or, for the audio LLM, a prompt search. Lists skip the
+gate panel's outputs (panel_size of them) while the run it reports on is unchanged: redrawing it
+reads the store and would reset its players on every tick.
 """
 from __future__ import annotations
 
