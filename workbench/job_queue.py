@@ -497,8 +497,9 @@ class JobManager:
             if kind == "start":
                 job.phase, job.search_total = "searching", event.get("clips")
                 job.prompts = event.get("candidates", 0) + event.get("proposals", 0)
-                self._log(job, f"scoring {event.get('candidates')} prompts and up to {event.get('proposals', 0)} the "
-                               f"model proposes, on {event.get('dev_clips')} val clips each")
+                proposals = event.get("proposals", 0)
+                self._log(job, f"scoring {event.get('candidates')} prompts on {event.get('dev_clips')} val clips each"
+                               + (f", then up to {proposals} the model proposes" if proposals else ""))
             elif kind == "progress":
                 new_prompt = event.get("candidate") != job.candidate
                 job.search_done, job.candidate = event.get("done", 0), event.get("candidate")

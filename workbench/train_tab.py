@@ -45,11 +45,14 @@ OPTIONAL_KEYS = {"train.backbone_lr"}
 INTEGER_KEYS = {"train.epochs", "train.batch_size", "train.warmup_steps", "train.early_stopping_patience",
                 "model.lora.rank", "model.lora.alpha", "model.speech_llm.generated_prompts",
                 "model.speech_llm.free_generation_tokens"}
-# The LLM fields' rows below the base model (train_form.LLM_KEYS less the base and the prompt).
-LLM_ROWS = (("model.lora.rank", "model.lora.alpha", "model.lora.dropout", "model.speech_llm.add_mlp_targets",
-             "model.speech_llm.train_projector"),
-            ("model.speech_llm.prompt_from_search", "model.speech_llm.speech_answer", "model.speech_llm.generated_prompts",
-             "model.speech_llm.template_variants", "model.speech_llm.free_generation_tokens"))
+# The LLM fields' rows below the base model (train_form.LLM_KEYS less the base and the prompt): the
+# adapters, what else trains, how prompt search searches, how the model is asked. Few to a row:
+# their labels name long dotted keys.
+LLM_ROWS = (("model.lora.rank", "model.lora.alpha", "model.lora.dropout"),
+            ("model.speech_llm.add_mlp_targets", "model.speech_llm.train_projector"),
+            ("model.speech_llm.template_variants", "model.speech_llm.generated_prompts",
+             "model.speech_llm.free_generation_tokens"),
+            ("model.speech_llm.prompt_from_search", "model.speech_llm.speech_answer"))
 CURVE_HEIGHT = 360
 # After Fine-tune: bring the job's progress, curves and log into view (they sit below the form).
 SHOW_PROGRESS_JS = """() => { if (document.querySelector('#em-train-message')?.innerText.includes('queued')) {
@@ -261,20 +264,19 @@ def wire(wb: Workbench, ui: Layout, *, classes: list[str], annotator: gr.Compone
 
 
 def _field(key: str, value: Any, help_text: str, config: ExperimentConfig) -> gr.Component:
-    """The form field of one scalar setting, labelled with its dotted key, with the field's help."""
-    label = f"{LABELS[key]} ({key})"
+    """The form field of one setting, labelled with its dotted key, with the field's help."""
+    label, elem = f"{LABELS[key]} ({key})", {"elem_id": _elem(key)}
     if key == "train.epochs":
         editable, info = handlers.epochs_state(config)
-        return gr.Number(value, label=label, info=info, interactive=editable, precision=0, elem_id=_elem(key))
+        return gr.Number(value, label=label, info=info, interactive=editable, precision=0, **elem)
     if train_form.field_hint(key) is bool:
-        return gr.Checkbox(value, label=label, info=help_text, elem_id=_elem(key))
+        return gr.Checkbox(value, label=label, info=help_text, **elem)
     choices = available_models() if key == "model.name" else train_form.literal_choices(key)
     if choices:
-        return gr.Dropdown(choices, value=value, label=label, info=help_text, elem_id=_elem(key))
+        return gr.Dropdown(choices, value=value, label=label, info=help_text, **elem)
     if key in OPTIONAL_KEYS:  # a number box cannot be left empty, and empty means "not set" here
-        return gr.Textbox("" if value is None else str(value), label=label, info=f"{help_text} Empty = not set.",
-                          elem_id=_elem(key))
-    return gr.Number(value, label=label, info=help_text, precision=0 if key in INTEGER_KEYS else None, elem_id=_elem(key))
+        return gr.Textbox("" if value is None else str(value), label=label, info=f"{help_text} Empty = not set.", **elem)
+    return gr.Number(value, label=label, info=help_text, precision=0 if key in INTEGER_KEYS else None, **elem)
 
 
 def _elem(key: str) -> str:
