@@ -97,9 +97,9 @@ def test_every_llm_field_carries_its_help_and_other_presets_hide_them(wb):
 
 
 def test_a_base_that_cannot_be_read_here_is_named_in_the_form_and_refused_before_anything_is_queued(wb):
-    missing = (f"model.pretrained: '{HUB_ID}' is not a local folder and was not found in the local Hugging Face "
-               f"cache; the workbench downloads no base model. Download it first (hf download {HUB_ID}) or point "
-               "model.pretrained at a folder written by save_pretrained.")
+    missing = (f"model.pretrained: '{HUB_ID}' is not a local folder and is not in the local Hugging Face cache; "
+               f"Earmark downloads no base model: download it first (hf download {HUB_ID}) or point "
+               "model.pretrained at a folder written by save_pretrained")
     _, message, _ = train_handlers.preview(PRESET, False, "", *form(), session_dir=wb.store.session_dir)
     assert message == f'<span class="em-message-error">{html.escape(missing)}</span>'  # one line, no traceback
     runs_before = len(wb.store.runs())
@@ -138,7 +138,7 @@ def test_a_hub_id_in_the_local_cache_is_read_from_there(wb, built, tmp_path):
     (tmp_path / "hub" / "models--tiny--qwen2-audio" / "refs").mkdir()
     (tmp_path / "hub" / "models--tiny--qwen2-audio" / "refs" / "main").write_text("abc123")
     _, _, base, _ = train_handlers.llm_view(wb, PRESET, False, "", *form(model__pretrained="tiny/qwen2-audio"))
-    assert base.startswith(f'<div class="em-message-ok">base: Qwen2-Audio at {snapshot}: ')
+    assert base.startswith('<div class="em-message-ok">base: Qwen2-Audio at tiny/qwen2-audio: '), base
 
 
 # --- the job ------------------------------------------------------------------------------------------

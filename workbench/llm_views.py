@@ -1,11 +1,6 @@
 """The audio LLM (model.name speech_llm) as the workbench shows it: whether the form's base model
 can be read here, which prompt a fine-tune will ask with, a prompt search run's ranked prompts,
 and a trained run's answer card and per-clip A/B probabilities. Plain values; only reads.
-
-Why a base check of its own: core's check_base may ask the Hugging Face hub for a hub id that
-is not cached, and without a network that takes half a minute of retries. The form checks on
-every keystroke and the preset promises that nothing is downloaded, so here a hub id counts only
-when its config is already in the local cache.
 """
 from __future__ import annotations
 
@@ -30,33 +25,10 @@ ESCAPED_BREAK = re.compile(r"(?<!\\)\\n")
 
 
 # --- the Train form -------------------------------------------------------------------------------
-def check_base_here(source: str | None) -> str:
-    """check_base of a local folder, or of a hub id's snapshot already in the local Hugging Face
-    cache; what it is in one line, else ValueError in one line naming model.pretrained."""
-    if source and not Path(source).expanduser().is_dir():
-        cached = _cached_config(source)
-        if cached is None:
-            raise ValueError(f"model.pretrained: {source!r} is not a local folder and was not found in the local "
-                             f"Hugging Face cache; the workbench downloads no base model. Download it first "
-                             f"(hf download {source}) or point model.pretrained at a folder written by save_pretrained.")
-        return check_base(str(Path(cached).parent))
-    return check_base(source)
-
-
-def _cached_config(repo_id: str) -> str | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        found = try_to_load_from_cache(repo_id, "config.json")
-    except ValueError:  # not a valid hub id either (a folder path that does not exist)
-        return None
-    return found if isinstance(found, str) else None
-
-
 def base_html(config: ExperimentConfig) -> str:
     """The base model line of the LLM fields: what it is (green) or why it cannot be used (red)."""
     try:
-        line, error = check_base_here(config.model.pretrained), False
+        line, error = check_base(config.model.pretrained), False
     except ValueError as exc:
         line, error = str(exc), True
     return f'<div class="{"em-message-error" if error else "em-message-ok"}">base: {html.escape(line)}</div>'

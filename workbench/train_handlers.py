@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from core.config import ConfigError, ExperimentConfig, load_preset
+from core.models.speech_llm import check_base
 from workbench import gate_panel, llm_views, train_form
 from workbench.common import message_html, queue_place
 from workbench.context import Workbench, require_annotator
@@ -43,7 +44,7 @@ def resolve(preset_name: str, yaml_mode: bool, yaml_text: str, *form: Any,
         chosen.for_session(session_dir, open_bank=False)
         if train_form.is_llm(chosen):
             try:
-                llm_views.check_base_here(chosen.model.pretrained)
+                check_base(chosen.model.pretrained)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
     return chosen, train_form.overrides_between(base, chosen)

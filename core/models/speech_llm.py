@@ -29,7 +29,7 @@ from torch import nn
 
 from core.config import ANSWER_LETTERS, FeatureConfig, ModelConfig, SpeechLLMSettings
 from core.models import AudioClassifier, register_model
-from core.models.pretrained import hub_offline, pretrained_location, unreadable_source
+from core.models.pretrained import pretrained_location, unreadable_source
 
 if TYPE_CHECKING:
     from transformers import BatchFeature
@@ -240,10 +240,10 @@ def build_speech_llm(model_cfg: ModelConfig, *, feature_cfg: FeatureConfig, labe
 
 
 def check_base(source: str | None) -> str:
-    """Read only the config of model.pretrained (fast: no weights) and say what it is, e.g.
-    "Qwen2-Audio at /models/q2a (7.7 B text parameters...)"; ValueError in one line naming the
-    folder or id when it is unset, unreadable or another kind of model. Forms and the writer call
-    it before anything is queued."""
+    """Read only the config of model.pretrained (no weights, no network: a folder, or a hub id
+    already in the local Hugging Face cache) and say what it is in one line; ValueError in one
+    line naming the folder or id when it is unset, not here, unreadable or another kind of
+    model. Forms check it as they are typed, the writer before anything is queued."""
     from transformers import AutoConfig
 
     if not source:
@@ -251,9 +251,14 @@ def check_base(source: str | None) -> str:
                          "save_pretrained (or a hub id in the local cache)")
     location, is_local = pretrained_location(source)
     try:
-        config = AutoConfig.from_pretrained(location, local_files_only=hub_offline())
+        # Never the network: a 7B base is not something to fetch by accident (nor to wait on retries for).
+        config = AutoConfig.from_pretrained(location, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise unreadable_source(source, exc, is_local=is_local) from None
+        if is_local:
+            raise unreadable_source(source, exc, is_local=True) from None
+        raise ValueError(f"model.pretrained: {source!r} is not a local folder and is not in the local Hugging Face "
+                         f"cache; Earmark downloads no base model: download it first (hf download {source}) or point "
+                         f"model.pretrained at a folder written by save_pretrained") from None
     if config.model_type != MODEL_TYPE:
         raise ValueError(f"model.pretrained: {source!r} is a {config.model_type!r} model, not Qwen2-Audio ({MODEL_TYPE!r})")
     text, audio = config.text_config, config.audio_config
@@ -263,15 +268,15 @@ def check_base(source: str | None) -> str:
 
 def load_base(source: str, *, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, Any]:
     """Qwen2AudioForConditionalGeneration and Qwen2AudioProcessor from a folder or a cached hub id,
-    through from_pretrained; one line naming the source when it is missing or another model."""
+    through from_pretrained (never downloading); one line naming the source when it is missing or
+    another model."""
     from transformers import Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
 
     check_base(source)
     location, _ = pretrained_location(source)
-    offline = hub_offline()
     try:
-        processor = Qwen2AudioProcessor.from_pretrained(location, local_files_only=offline)
-        network = Qwen2AudioForConditionalGeneration.from_pretrained(location, local_files_only=offline, dtype=dtype)
+        processor = Qwen2AudioProcessor.from_pretrained(location, local_files_only=True)
+        network = Qwen2AudioForConditionalGeneration.from_pretrained(location, local_files_only=True, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ValueError(f"model.pretrained: could not read the processor or weights of {source!r}: "
                          f"{str(exc).partition(chr(10))[0]}") from None
