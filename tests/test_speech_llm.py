@@ -3,6 +3,7 @@ and loaded through from_pretrained: constrained A/B scoring, loss masking, LoRA,
 checkpoints, prompt search, and the fine-tune -> audit -> comparison -> gates flow of a session."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -218,18 +219,48 @@ def test_a_fine_tune_asks_with_the_searched_prompt(searched, base, tmp_path):
     assert searched[1].run_id in prepared.start_line()
 
 
+@dataclasses.dataclass
+class Trained:
+    session: Path
+    run_id: str
+    cancelled: dict        # the ingested result of the run cancelled after its first epoch
+    resume_point: list     # tensor names in its resume point then
+    resumed: dict          # the result of resuming it to the end
+    untouched: bool        # the session's clips and decisions after all that are as before
+
+
 @pytest.fixture(scope="module")
-def trained(llm_session, base, tmp_path_factory) -> tuple[Path, str]:
+def trained(llm_session, base, tmp_path_factory) -> Trained:
+    """One LoRA fine-tune of the tiny base, cancelled after its first epoch and resumed to the end
+    (the way a person stops a long run and continues it later)."""
     session = copy_session(llm_session, tmp_path_factory.mktemp("llm-trained") / "session")
     with Store.open(session) as store:
-        run = ft.finetune(store, preset="speech-llm-lora", overrides=[*fast_overrides(base), *LEARN], init_from="none",
-                          progress=False)
-    assert run.status == "succeeded", run.result
-    return session, run.run_id
+        clips, decisions = store.clips(), store.decisions()
+        prepared = ft.prepare_finetune(store, preset="speech-llm-lora", overrides=[*fast_overrides(base), *LEARN],
+                                       init_from="none")
+        process = ft.launch(prepared.run_dir, module="core.train")
+
+        def on_event(event):
+            if event["type"] == "epoch":
+                ft.cancel(prepared.run_dir, process)
+
+        cancelled = ft.ingest(store, prepared.run_id, exit_code=ft.follow(prepared.run_dir, process, on_event=on_event))
+        resume_point = list(load_file(str(prepared.run_dir / "state" / "model.safetensors")))
+        resumed = ft.resume(store, prepared.run_id, progress=False).result
+        untouched = store.clips().equals(clips) and store.decisions().equals(decisions)
+    return Trained(session, prepared.run_id, cancelled, resume_point, resumed, untouched)
 
 
-def test_fine_tuning_raises_dev_balanced_accuracy(trained, llm_session, base):
-    session, run_id = trained
+def test_a_cancelled_run_resumes_from_its_adapters_and_the_session_is_untouched(trained):
+    assert trained.cancelled["status"] == "cancelled" and trained.cancelled["epochs_run"] == 1
+    # The resume point keeps the adapters, never the frozen base.
+    assert trained.resume_point and all("lora_" in name for name in trained.resume_point)
+    assert trained.resumed["status"] == "succeeded" and trained.resumed["epochs_run"] == 5, trained.resumed
+    assert trained.untouched
+
+
+def test_fine_tuning_raises_dev_balanced_accuracy(trained, base):
+    session, run_id = trained.session, trained.run_id
     run_dir = session / "runs" / run_id
     history = json.loads((run_dir / "metrics.json").read_text())["history"]
     # The same base, before any step, on the same val clips.
@@ -246,7 +277,7 @@ def test_fine_tuning_raises_dev_balanced_accuracy(trained, llm_session, base):
 
 
 def test_the_checkpoint_holds_adapters_and_its_card_and_reloads_to_the_same_scores(trained):
-    session, run_id = trained
+    session, run_id = trained.session, trained.run_id
     run_dir = session / "runs" / run_id
     folder = checkpoint_dir(run_dir)
     saved = load_file(str(folder / "model.safetensors"))
@@ -265,38 +296,26 @@ def test_the_checkpoint_holds_adapters_and_its_card_and_reloads_to_the_same_scor
     np.testing.assert_allclose(again, np.stack(predictions.probs[:8]), atol=2e-3)
 
 
-def test_cancel_crash_and_resume_leave_the_session_untouched(llm_session, base, tmp_path):
+def test_a_crashing_run_is_recorded_and_leaves_the_session_untouched(llm_session, base, tmp_path):
     session = copy_session(llm_session, tmp_path / "session")
     with Store.open(session) as store:
         clips, decisions = store.clips(), store.decisions()
-        cancelled = ft.prepare_finetune(store, preset="speech-llm-lora", init_from="none",
-                                        overrides=[*fast_overrides(base), *LEARN, "train.epochs=2"])
-        process = ft.launch(cancelled.run_dir, module="core.train")
-
-        def on_event(event):
-            if event["type"] == "epoch":
-                ft.cancel(cancelled.run_dir, process)
-
-        result = ft.ingest(store, cancelled.run_id, exit_code=ft.follow(cancelled.run_dir, process, on_event=on_event))
-        assert result["status"] == "cancelled" and result["epochs_run"] == 1
-        # The resume point keeps the adapters, never the frozen base, and continues from them.
-        assert all("lora_" in name for name in load_file(str(cancelled.run_dir / "state" / "model.safetensors")))
-        resumed = ft.resume(store, cancelled.run_id, progress=False)
-        assert resumed.status == "succeeded" and resumed.result["epochs_run"] == 2, resumed.result
         crashed = ft.prepare_finetune(store, preset="speech-llm-lora", overrides=fast_overrides(base), init_from="none")
+        # The base moved away between the click and the child's start: the child cannot load it.
         (crashed.run_dir / "config.yaml").write_text(
             (crashed.run_dir / "config.yaml").read_text().replace(str(base), str(tmp_path / "moved")))
         process = ft.launch(crashed.run_dir, module="core.train")
         failed = ft.ingest(store, crashed.run_id, exit_code=ft.follow(crashed.run_dir, process, on_event=lambda e: None))
         assert failed["status"] == "failed" and "moved" in failed["error"] and "\n" not in failed["error"]
+        assert store.run(crashed.run_id)["status"] == "failed"
         pd.testing.assert_frame_equal(store.clips(), clips)
         pd.testing.assert_frame_equal(store.decisions(), decisions)
         assert store.production_run() is None and store.predictions(crashed.run_id).empty
 
 
 def test_the_run_is_audited_compared_with_a_vad_and_promoted_through_the_gates(trained, tmp_path):
-    session = copy_session(trained[0], tmp_path / "session")
-    run_id = trained[1]
+    session = copy_session(trained.session, tmp_path / "session")
+    run_id = trained.run_id
     with Store.open(session) as store:
         audited = audit_then_gates(store, run_id=run_id)
         assert audited.status == "succeeded", audited.error

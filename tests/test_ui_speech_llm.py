@@ -59,7 +59,7 @@ def test_search_prompts_fine_tune_with_lora_and_read_both_runs(built):
         # The preset's hub id is not in this machine's cache: said in the form, in one line.
         base_line = page.locator("#em-train-llm-base")
         base_line.get_by_text("base: model.pretrained: 'Qwen/Qwen2-Audio-7B-Instruct' is not a local folder and was "
-                              "not found in the local Hugging Face cache").wait_for(timeout=30000)
+                              "not in the local Hugging Face cache").wait_for(timeout=30000)
         screenshot(page, "speech_llm_train_missing_base", full_page=False)
 
         # Point it at the tiny base, keep the search small (the preset's prompts, no rephrasings or proposals).
