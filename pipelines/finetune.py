@@ -192,16 +192,6 @@ def plan_finetune(store: Store, *, preset: str, overrides: list[str] | None, ini
 SPLITS = ("train", "val", "test")
 
 
-def frozen_manifest(store: Store, *, as_of: int | None = None,
-                    splits: pd.Series | None = None) -> tuple[pd.DataFrame, int]:
-    """The training manifest as of a decision id (freeze_manifest), with the session's splits,
-    or with `splits` (clip id -> train/val/test, e.g. a cross-validation fold) in their place."""
-    if splits is None:
-        return freeze_manifest(store, as_of=as_of)
-    manifest, as_of = freeze_manifest(store, as_of=as_of, quarantined_in=SPLITS)
-    return resplit_manifest(manifest, splits), as_of
-
-
 def resplit_manifest(manifest: pd.DataFrame, splits: pd.Series) -> pd.DataFrame:
     """manifest (frozen with quarantined clips in every split) with each clip's split taken
     from `splits` (clip id -> "train", "val" or "test"; every original clip needs one). The
@@ -236,7 +226,11 @@ def prepare_finetune(store: Store, *, preset: str, overrides: list[str] | None =
     relative noise_bank is a folder of this session; the run's config holds it absolute, and a
     missing bank is refused before anything is written.
     """
-    manifest, as_of = frozen_manifest(store, as_of=as_of, splits=splits)
+    if splits is None:
+        manifest, as_of = freeze_manifest(store, as_of=as_of)
+    else:  # quarantined clips frozen in every split: resplit_manifest keeps the ones that do not train
+        manifest, as_of = freeze_manifest(store, as_of=as_of, quarantined_in=SPLITS)
+        manifest = resplit_manifest(manifest, splits)
     plan = plan_finetune(store, preset=preset, overrides=overrides, init_from=init_from, manifest=manifest)
     run_id = new_run_id("train")
     run_dir = Path(store.session_dir) / "runs" / run_id

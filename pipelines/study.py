@@ -279,7 +279,7 @@ def execute(store: Store, study: Study, *, parallel: int, keep_models: bool, pro
             _stop_all(store, stop, running.values())
             concurrent.futures.wait(running)
     bar.close()
-    study.status = _final_status(study, stopped=stop.is_set())
+    study.status = _final_status(study)
     with lock:
         study.save()
     report, files = write_report(store, study)
@@ -300,9 +300,10 @@ def _stop_all(store: Store, stop: threading.Event, running: Sequence[Trial]) -> 
             cancel(Path(store.run(trial.run_id)["run_dir"]))
 
 
-def _final_status(study: Study, *, stopped: bool) -> str:
+def _final_status(study: Study) -> str:
+    """cancelled while a trial is left to train; else succeeded when any trial did, failed when none."""
     counts = study.counts()
-    if stopped or counts["pending"] or counts["cancelled"]:
+    if counts["pending"] or counts["cancelled"]:
         return "cancelled"
     return "succeeded" if counts["succeeded"] else "failed"
 
