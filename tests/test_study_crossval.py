@@ -85,11 +85,12 @@ def test_new_splits_keep_the_training_rules():
 
 @pytest.fixture(scope="module")
 def crossval_study(tmp_path_factory, small_demo_session):
-    """The small demo (24 source groups) in 3 folds x 1 seed, fold models dropped at the end."""
+    """The small demo (24 source groups) in 3 folds x 1 seed, two folds trained side by side, fold models
+    dropped at the end."""
     session = copy_session(small_demo_session, tmp_path_factory.mktemp("crossval") / "session")
     with Store.open(session) as store:
         outcome = run_crossval(store, preset="demo-fast", folds=3, seeds=[5], overrides=TINY_CNN, keep_models=False,
-                               progress=False)
+                               parallel=2, progress=False)
         runs = {t.run_id: store.run(t.run_id) for t in outcome.study.trials}
         predictions = {t.run_id: store.predictions(t.run_id, split="test") for t in outcome.study.trials}
         study_run = store.run(outcome.study_id)
