@@ -58,7 +58,7 @@ def test_search_prompts_fine_tune_with_lora_and_read_both_runs(built):
         assert "Also put LoRA adapters on the language model's MLP projections" in llm.inner_text()
         # The preset's hub id is not in this machine's cache: said in the form, in one line.
         base_line = page.locator("#em-train-llm-base")
-        base_line.get_by_text("base: model.pretrained: 'Qwen/Qwen2-Audio-7B-Instruct' is not a local folder and was "
+        base_line.get_by_text("base: model.pretrained: 'Qwen/Qwen2-Audio-7B-Instruct' is not a local folder and is "
                               "not in the local Hugging Face cache").wait_for(timeout=30000)
         screenshot(page, "speech_llm_train_missing_base", full_page=False)
 

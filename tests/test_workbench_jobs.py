@@ -139,11 +139,12 @@ def test_a_child_that_dies_fails_its_job_with_the_reason_and_the_next_job_runs(s
 
 def test_a_failure_inside_the_child_is_shown_with_its_message(store):
     manager = JobManager(store, after_training=None)
-    job = manager.submit(preset="demo-fast", overrides=[*FAST, "model.name=no_such_model"], submitted_by="ana",
+    # The CNN refuses its channel list only when the child builds it.
+    job = manager.submit(preset="demo-fast", overrides=[*FAST, "model.cnn_channels=[]"], submitted_by="ana",
                          init_from="none")
     done = manager.wait(job.run_id, timeout_s=120)
     assert done.status == "failed"
-    assert "model.name: 'no_such_model' is not a registered model" in done.error
+    assert "model.cnn_channels: need a non-empty list of positive ints" in done.error
     assert any(line.startswith("error: ") for line in done.log)
 
 
