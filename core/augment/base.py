@@ -121,13 +121,17 @@ class ValueDraw:
         return float(rng.uniform(*self.range))
 
 
-def run_audiomentations(transform_cls: type, parameters: dict[str, Any], wave: np.ndarray, sample_rate_hz: int,
+def run_audiomentations(transform_name: str, parameters: dict[str, Any], wave: np.ndarray, sample_rate_hz: int,
                         **init: Any) -> np.ndarray:
-    """Apply an audiomentations transform with parameters drawn here, bypassing its own draw.
+    """Apply the audiomentations transform of that class name with parameters drawn here,
+    bypassing its own draw.
 
     A fresh instance per call: audiomentations keeps the parameters on the instance, so one
-    shared across the loader's threads would race.
+    shared across the loader's threads would race. Imported on first use: audiomentations pulls
+    in scipy.signal, 1.3 s at the start of every child job, most of which augment nothing.
     """
-    instance = transform_cls(p=1.0, **init)
+    import audiomentations
+
+    instance = getattr(audiomentations, transform_name)(p=1.0, **init)
     instance.parameters = {"should_apply": True, **parameters}
     return instance.apply(np.ascontiguousarray(wave, dtype=np.float32), sample_rate_hz)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from audiomentations import Gain as _AmGain
 
 from core.augment.base import Transform, check_pair, register_transform, run_audiomentations
 
@@ -31,4 +30,4 @@ class Gain(Transform):
         return {"gain_db": float(rng.uniform(*self.gain_db))}
 
     def apply(self, x: np.ndarray, params: dict[str, Any]) -> np.ndarray:
-        return run_audiomentations(_AmGain, {"amplitude_ratio": 10 ** (params["gain_db"] / 20)}, x, self.sample_rate_hz)
+        return run_audiomentations("Gain", {"amplitude_ratio": 10 ** (params["gain_db"] / 20)}, x, self.sample_rate_hz)

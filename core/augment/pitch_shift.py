@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from audiomentations import PitchShift as _AmPitchShift
 
 from core.augment.base import Transform, ValueDraw, register_transform, run_audiomentations
 
@@ -36,4 +35,4 @@ class PitchShift(Transform):
         return {"semitones": self.semitones.draw(rng)}
 
     def apply(self, x: np.ndarray, params: dict[str, Any]) -> np.ndarray:
-        return run_audiomentations(_AmPitchShift, {"num_semitones": params["semitones"]}, x, self.sample_rate_hz)
+        return run_audiomentations("PitchShift", {"num_semitones": params["semitones"]}, x, self.sample_rate_hz)

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from audiomentations import TimeStretch as _AmTimeStretch
 
 from core.augment.base import Transform, ValueDraw, register_transform, run_audiomentations
 
@@ -39,7 +38,7 @@ class TimeStretch(Transform):
         return {"rate": self.rate.draw(rng)}
 
     def apply(self, x: np.ndarray, params: dict[str, Any]) -> np.ndarray:
-        return run_audiomentations(_AmTimeStretch, {"rate": params["rate"]}, x, self.sample_rate_hz,
+        return run_audiomentations("TimeStretch", {"rate": params["rate"]}, x, self.sample_rate_hz,
                                    leave_length_unchanged=False)
 
     def output_length(self, n_samples: int, params: dict[str, Any]) -> int:
