@@ -77,7 +77,8 @@ def _search(context: JobContext, config: ExperimentConfig, job: PromptSearchJob)
     rejected = _proposals(context, model, scorer, rows, count=settings.generated_prompts, seed=config.train.seed)
     rows.sort(key=rank_key)
     best = rows[0]
-    final = _final_check(context, model, cache, clips, best)
+    final = _final_check(context, model, cache, clips[clips["split"] == TEST_SPLIT], best,
+                         dev=(scorer.p_speech[best["origin"]], scorer.is_speech))
     _write_table(context.run_dir, rows, rejected, final)
     return {"status": "succeeded", "best": {key: best[key] for key in _COLUMNS}, "final": final,
             "candidates": len(rows), "rejected": len(rejected), "tables": TABLE_FILES}
@@ -90,6 +91,7 @@ class _Scorer:
                  free_tokens: int) -> None:
         self.context, self.model, self.cache, self.clips, self.free_tokens = context, model, cache, clips, free_tokens
         self.is_speech = clips["label"].to_numpy() == model.labels[model.speech_column]
+        self.p_speech: dict[str, np.ndarray] = {}  # origin -> p(speech) per dev clip: the final check reuses it
         self.done = 0
 
     def score(self, candidate: Candidate) -> dict[str, Any]:
@@ -103,7 +105,8 @@ class _Scorer:
                 answers += self.model.generate_answers(features, prompt=prompt, max_new_tokens=self.free_tokens)
             self.done += len(features)
             self.context.events.write("progress", done=self.done, candidate=candidate.origin)
-        scores = score_candidate(p_speech=np.concatenate(p_speech), is_speech=self.is_speech,
+        self.p_speech[candidate.origin] = np.concatenate(p_speech)
+        scores = score_candidate(p_speech=self.p_speech[candidate.origin], is_speech=self.is_speech,
                                  free_answers=answers if self.free_tokens else None)
         return {"text": candidate.text, "speech_answer": candidate.speech_answer, "origin": candidate.origin, **scores}
 
@@ -139,21 +142,16 @@ def _proposals(context: JobContext, model: SpeechLLMClassifier, scorer: _Scorer,
     return rejected
 
 
-def _final_check(context: JobContext, model: SpeechLLMClassifier, cache: FeatureCache, clips: pd.DataFrame,
-                 best: dict[str, Any]) -> dict[str, Any]:
-    """The best prompt's dev threshold (balanced accuracy, B5), applied unchanged to the test clips."""
+def _final_check(context: JobContext, model: SpeechLLMClassifier, cache: FeatureCache, test: pd.DataFrame,
+                 best: dict[str, Any], *, dev: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """The best prompt's threshold on its dev scores (p(speech), truth; balanced accuracy, B5),
+    applied unchanged to the test clips, scored now for the first time."""
     prompt = Prompt(best["text"], best["speech_answer"])
-    speech_label = model.labels[model.speech_column]
-    scores = {}
-    for split in (DEV_SPLIT, TEST_SPLIT):
-        part = clips[clips["split"] == split]
-        context.events.write("info", message=f"scoring the best prompt on {split} ({len(part)} clips)")
-        batches = [torch.from_numpy(cache.take(part["row"].to_numpy()[i:i + BATCH])) for i in range(0, len(part), BATCH)]
-        scores[split] = (np.concatenate([p_speech_of(model, b, prompt) for b in batches]) if batches else np.zeros(0),
-                         part["label"].to_numpy() == speech_label)
-    dev_scores, dev_truth = scores[DEV_SPLIT]
-    threshold = calibrate_threshold(scores=dev_scores, y_true_binary=dev_truth)["threshold"]
-    test_scores, test_truth = scores[TEST_SPLIT]
+    threshold = calibrate_threshold(scores=dev[0], y_true_binary=dev[1])["threshold"]
+    context.events.write("info", message=f"scoring the best prompt on {TEST_SPLIT} ({len(test)} clips)")
+    batches = [torch.from_numpy(cache.take(test["row"].to_numpy()[i:i + BATCH])) for i in range(0, len(test), BATCH)]
+    test_scores = np.concatenate([p_speech_of(model, b, prompt) for b in batches]) if batches else np.zeros(0)
+    test_truth = test["label"].to_numpy() == model.labels[model.speech_column]
     said = test_scores >= threshold
     recalls = [float((said[test_truth == v] == v).mean()) for v in (True, False) if (test_truth == v).any()]
     return {"threshold": threshold, "test_clips": int(len(test_scores)),

@@ -80,6 +80,7 @@ class SpeechLLMClassifier(AudioClassifier):
         self.letter_ids = answer_token_ids(processor.tokenizer)
         self.prompt = prompt
         self.loss_on_end_of_turn = loss_on_end_of_turn
+        self._chat_texts: dict[Prompt, str] = {}
 
     # --- what a checkpoint says about itself -------------------------------------------------
     def architecture(self) -> dict[str, Any]:
@@ -127,7 +128,13 @@ class SpeechLLMClassifier(AudioClassifier):
         return inputs.to(device).to(dtype)  # BatchFeature casts only floating tensors
 
     def chat_text(self, prompt: Prompt) -> str:
-        """One user turn (the clip, then the prompt) and the assistant's opening, by the processor's template."""
+        """One user turn (the clip, then the prompt) and the assistant's opening, by the processor's
+        template; rendered once per prompt (every training and scoring batch asks for it)."""
+        if prompt not in self._chat_texts:
+            self._chat_texts[prompt] = self._render_chat(prompt)
+        return self._chat_texts[prompt]
+
+    def _render_chat(self, prompt: Prompt) -> str:
         conversation = [{"role": "user", "content": [{"type": "audio", "audio_url": "clip"},
                                                      {"type": "text", "text": prompt.text}]}]
         return self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
