@@ -40,7 +40,7 @@ LOCK_FILENAME = "workbench.lock"
 # as_of value meaning "everything": larger than any id the sequence will hand out.
 LATEST = 2**62
 
-DECISION_ACTIONS = ("tag", "relabel", "exclude", "include", "quarantine", "release", "keep", "note", "undo")
+DECISION_ACTIONS = ("tag", "relabel", "exclude", "include", "quarantine", "release", "keep", "note", "move", "undo")
 RULE_ACTIONS = ("relabel", "exclude", "keep")
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 CLIP_COLUMNS = ("path", "duration_s", "sample_rate_hz", "channels", "split", "fold", "source_group",
@@ -62,6 +62,10 @@ class SchemaVersionError(StoreError):
 # --- schema ----------------------------------------------------------------------------
 # Each migration is a list of statements applied in one transaction; never edit a released
 # migration, append a new one.
+# The current_labels view always shows the latest labels query. DuckDB binds a view when it is
+# created, so the view is (re)built once, by the last pending migration that asks for it: an
+# early migration cannot bind columns that a later one adds.
+REFRESH_LABELS_VIEW = "CREATE OR REPLACE VIEW current_labels AS {labels_sql}"
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, [
         "CREATE SEQUENCE event_seq START 1",
@@ -111,11 +115,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX predictions_run ON predictions (run_id)",
         # The current state of every clip, for ad-hoc queries; labels(as_of=...) is the
         # parameterised form of the same query.
-        "CREATE VIEW current_labels AS " + "{labels_sql}",
+        REFRESH_LABELS_VIEW,
     ]),
     (2, [
         # Derived clips (augmented copies) follow their parent: the view picks up the new query.
-        "CREATE OR REPLACE VIEW current_labels AS " + "{labels_sql}",
+        REFRESH_LABELS_VIEW,
         "CREATE INDEX clips_parent ON clips (parent_clip_id)",
     ]),
     (3, [
@@ -132,6 +136,14 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             run_id VARCHAR NOT NULL, clip_id BIGINT NOT NULL, detector VARCHAR NOT NULL,
             fraction DOUBLE NOT NULL, frame_s DOUBLE NOT NULL, frame_scores FLOAT[])""",
         "CREATE INDEX vad_measurements_clip ON vad_measurements (clip_id)",
+    ]),
+    (5, [
+        # A decision can move a clip to another split or source group (an inbox clip joining
+        # training, a near-duplicate joining its partner's group): split and group are derived
+        # from the log like the label, so every move is audited and undoable.
+        "ALTER TABLE decisions ADD COLUMN set_split VARCHAR",
+        "ALTER TABLE decisions ADD COLUMN set_group VARCHAR",
+        REFRESH_LABELS_VIEW,
     ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -151,10 +163,18 @@ WITH undone AS (
         arg_max(new_label, id) FILTER (WHERE new_label IS NOT NULL) AS new_label,
         arg_max(set_excluded, id) FILTER (WHERE set_excluded IS NOT NULL) AS excluded,
         arg_max(set_quarantined, id) FILTER (WHERE set_quarantined IS NOT NULL) AS quarantined,
+        arg_max(set_split, id) FILTER (WHERE set_split IS NOT NULL) AS moved_split,
+        arg_max(set_group, id) FILTER (WHERE set_group IS NOT NULL) AS moved_group,
         max(id) AS last_decision_id
     FROM effective GROUP BY clip_id
 )
-SELECT c.id AS clip_id, c.dataset_id, c.path, coalesce(p.split, c.split) AS split, c.fold, c.source_group, c.status,
+SELECT c.id AS clip_id, c.dataset_id, c.path,
+       CASE WHEN c.parent_clip_id IS NULL THEN coalesce(s.moved_split, c.split)
+            ELSE coalesce(ps.moved_split, p.split, c.split) END AS split,
+       c.fold,
+       CASE WHEN c.parent_clip_id IS NULL THEN coalesce(s.moved_group, c.source_group)
+            ELSE coalesce(ps.moved_group, c.source_group) END AS source_group,
+       c.status,
        c.original_label, c.parent_clip_id, c.duration_s,
        CASE WHEN c.parent_clip_id IS NULL THEN coalesce(s.new_label, c.original_label)
             ELSE coalesce(ps.new_label, p.original_label) END AS label,
@@ -301,11 +321,13 @@ class Store:
                 raise SchemaVersionError(
                     f"session {self.session_dir} uses schema version {current}, but this Earmark knows only up "
                     f"to version {SCHEMA_VERSION}: upgrade Earmark to open it")
-            for version, statements in MIGRATIONS:
-                if version <= current:
-                    continue
+            pending = [(version, statements) for version, statements in MIGRATIONS if version > current]
+            view_at = max((version for version, statements in pending if REFRESH_LABELS_VIEW in statements), default=None)
+            for version, statements in pending:
                 with self._transaction():
                     for statement in statements:
+                        if statement == REFRESH_LABELS_VIEW and version != view_at:
+                            continue
                         self._exec(statement.replace("{labels_sql}", _LABELS_SQL.format(as_of=LATEST)))
                     self._exec("INSERT INTO schema_version VALUES (?, ?)", [version, _now()])
 
@@ -437,7 +459,7 @@ class Store:
     def record_decision(self, clip_id: int, *, annotator: str, action: str, tag: str | None = None,
                         rule: str | None = None, new_label: str | None = None,
                         set_excluded: bool | None = None, set_quarantined: bool | None = None,
-                        note: str | None = None) -> int:
+                        note: str | None = None, set_split: str | None = None, set_group: str | None = None) -> int:
         """Append one decision and commit it; returns its id once durable."""
         _check_decision(action, annotator)
         with self._mutex:
@@ -445,18 +467,19 @@ class Store:
                 raise StoreError(f"no clip with id {clip_id}")
             decision_id = self._next_event()
             self._exec(
-                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
                 [decision_id, clip_id, annotator, action, tag, rule, new_label, set_excluded,
-                 set_quarantined, note, _now()])
+                 set_quarantined, note, _now(), set_split, set_group])
         return decision_id
 
     def record_decisions(self, decisions: pd.DataFrame) -> list[int]:
         """Append many decisions in one transaction (e.g. an audit's quarantine proposals).
 
         Columns: clip_id, annotator, action and optionally tag, rule, new_label, set_excluded,
-        set_quarantined, note. Returns the new ids in row order.
+        set_quarantined, note, set_split, set_group. Returns the new ids in row order.
         """
-        columns = ["clip_id", "annotator", "action", "tag", "rule", "new_label", "set_excluded", "set_quarantined", "note"]
+        columns = ["clip_id", "annotator", "action", "tag", "rule", "new_label", "set_excluded", "set_quarantined", "note",
+                   "set_split", "set_group"]
         unknown = sorted(set(decisions.columns) - set(columns))
         if unknown:
             raise ValueError(f"decisions has unknown columns {unknown}; allowed: {columns}")
@@ -467,7 +490,7 @@ class Store:
             raise ValueError("annotator must be a non-empty name on every decision")
         if frame.empty:
             return []
-        frame = frame.astype({"set_excluded": "boolean", "set_quarantined": "boolean"})
+        frame = frame.astype({"set_excluded": "boolean", "set_quarantined": "boolean", "set_split": "string", "set_group": "string"})
         frame.insert(0, "row_order", range(len(frame)))
         with self._mutex:
             with self._transaction(incoming_decisions=frame):
@@ -479,7 +502,7 @@ class Store:
                 self._exec(
                     """INSERT INTO decisions
                        SELECT nextval('event_seq'), clip_id, annotator, action, tag, rule, new_label,
-                              set_excluded, set_quarantined, note, NULL, ?
+                              set_excluded, set_quarantined, note, NULL, ?, set_split, set_group
                        FROM (SELECT * FROM incoming_decisions ORDER BY row_order)""", [_now()])
                 ids = [r[0] for r in self._exec(
                     "SELECT id FROM decisions WHERE id > ? ORDER BY id", [first or 0]).fetchall()]
@@ -498,7 +521,7 @@ class Store:
                 raise StoreError(f"decision {decision_id} is already undone")
             undo_id = self._next_event()
             self._exec(
-                "INSERT INTO decisions VALUES (?, ?, ?, 'undo', NULL, NULL, NULL, NULL, NULL, ?, ?, ?)",
+                "INSERT INTO decisions VALUES (?, ?, ?, 'undo', NULL, NULL, NULL, NULL, NULL, ?, ?, ?, NULL, NULL)",
                 [undo_id, row[0], annotator, note, decision_id, _now()])
         return undo_id
 
@@ -554,7 +577,7 @@ class Store:
                 now = _now()
                 self._exec(
                     """INSERT INTO decisions SELECT nextval('event_seq'), clip_id, ?, 'quarantine', NULL, NULL, NULL,
-                              NULL, true, reason, NULL, ? FROM (SELECT * FROM incoming_quarantine ORDER BY row_order)""",
+                              NULL, true, reason, NULL, ?, NULL, NULL FROM (SELECT * FROM incoming_quarantine ORDER BY row_order)""",
                     [annotator, now])
                 ids = [r[0] for r in self._exec("SELECT id FROM decisions WHERE id > ? ORDER BY id", [first]).fetchall()]
                 self._exec(
