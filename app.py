@@ -195,6 +195,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         else:
             outcome = runs.finetune(store, preset=args.preset, overrides=args.set, init_from=args.init_from or "production",
                                     processes=args.processes, progress=progress)
+    return _print_run_result(args, outcome)
+
+
+def _print_run_result(args: argparse.Namespace, outcome: typing.Any) -> int:
+    """A finished training (or ensemble) run in one line, or one JSON object with --json."""
     result = outcome.result
     line = {"run_id": outcome.run_id, "status": result["status"], "seconds": result.get("seconds"),
             "val_accuracy": result.get("accuracy", {}).get("val"),
@@ -230,6 +235,28 @@ def _register_train(sub: argparse._SubParsersAction, shared: SharedOptions) -> N
     p.add_argument("--init-from", help="production (default), none, a run id, or a checkpoint folder")
     p.add_argument("--processes", type=int, default=1, help="training processes (Accelerate DDP); default 1")
     p.set_defaults(func=_cmd_train)
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines import ensemble
+
+    members, weights = ensemble.parse_members(args.members)
+    with Store.open(args.session, create=False) as store:
+        prepared = ensemble.prepare_ensemble(store, members=members, weights=weights)
+        if not (args.quiet or args.json):
+            print(prepared.start_line())
+        outcome = ensemble.run_prepared(store, prepared, progress=not (args.quiet or args.json))
+    return _print_run_result(args, outcome)
+
+
+def _register_ensemble(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("ensemble", help="combine finished runs (e.g. the CNN and the AST) into one run that averages "
+                                        "their probabilities, each calibrated on val (D5); audit, compare and promote "
+                                        "it like any run", parents=_parents(shared, "session", "json", "quiet"))
+    p.add_argument("--members", required=True, metavar="RUN[:WEIGHT],RUN[:WEIGHT]",
+                   help="two or more finished training runs with the same classes, optionally weighted (default equal)")
+    p.set_defaults(func=_cmd_ensemble)
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
@@ -762,7 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     shared = _shared_options()
     for register in (_register_demo, _register_build_factorial, _register_import, _register_stats, _register_export, _register_train,
-                     _register_finetune, _register_augment_copies, _register_audit, _register_hygiene, _register_promote, _register_rollback,
+                     _register_ensemble, _register_finetune, _register_augment_copies, _register_audit, _register_hygiene, _register_promote, _register_rollback,
                      _register_compare, _register_compare_detectors, _register_prompt_search, _register_grid,
                      _register_crossval, _register_spotcheck, _register_serve):
         register(sub, shared)

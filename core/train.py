@@ -67,7 +67,8 @@ from core.split_report import UNQUARANTINED, headline_accuracy, quarantine_count
 # CHECKPOINT_DIR and the run-folder file names stay importable from here: callers name a run's
 # outputs through the trainer that writes them.
 __all__ = ["CHECKPOINT_DIR", "EVAL_BATCH", "MANIFEST_COLUMNS", "METRICS_FILE", "PLOTS_DIR", "PREDICTIONS_FILE",
-           "Job", "TrainState", "main", "predict_probs", "predict_sharded", "run_training", "saved_progress"]
+           "Job", "TrainState", "done_summary", "evaluate_splits", "main", "predict_probs", "predict_sharded", "read_manifest",
+           "run_training", "saved_progress"]
 
 EVAL_BATCH = 64
 STATE_DIR = "state"              # the resume point, rewritten whole after every epoch
@@ -199,7 +200,7 @@ def _train(context: JobContext, config: ExperimentConfig, job: Job, accelerator)
 def _setup(context: JobContext, config: ExperimentConfig, job: Job, accelerator) -> Setup:
     """Data, features, model, optimizer, epoch plan and augmentation feed, ready for the loop."""
     run_dir, events = context.run_dir, context.events
-    manifest = _read_manifest(run_dir, job.labels)
+    manifest = read_manifest(run_dir, job.labels)
     events.write("phase", phase="features", clips=len(manifest))
     config = _fit_features(run_dir, config, manifest, events, save=accelerator.is_main_process)
     cache, manifest = _cached_features(manifest, config, job, accelerator, events)
@@ -236,7 +237,7 @@ def _setup(context: JobContext, config: ExperimentConfig, job: Job, accelerator)
     return run
 
 
-def _read_manifest(run_dir: Path, labels: list[str]) -> pd.DataFrame:
+def read_manifest(run_dir: Path, labels: list[str]) -> pd.DataFrame:
     """The frozen manifest with each clip's class id y (the job's label order)."""
     manifest = pd.read_parquet(run_dir / MANIFEST_FILE)
     label_index = {label: i for i, label in enumerate(labels)}
@@ -546,29 +547,44 @@ def _final_outputs(run_dir: Path, manifest: pd.DataFrame, history: list[dict], j
     events.write("phase", phase="evaluate")
     loaded = load_checkpoint(checkpoint_dir(run_dir))
     probs = predict_probs(loaded.model, cache, manifest["row"].to_numpy(), loaded.norm_stats)
-    predicted = probs.argmax(1)
-    predictions_frame(manifest, probs, job.labels).to_parquet(run_dir / PREDICTIONS_FILE)
-    plan = plan_breakdowns(manifest, evaluation)
-    metrics: dict[str, Any] = {"labels": job.labels, "splits": {}, "counts": {}, "history": history, "breakdowns": {},
-                               "breakdowns_skipped": plan.skipped}
-    for split, part in manifest.groupby("split"):
-        idx = part.index.to_numpy()
-        entry = split_reports(y=part["y"].to_numpy(), probs=probs[idx], labels=job.labels,
-                              quarantined=_quarantined(part).to_numpy(),
-                              true_labels=part["true_label"] if "true_label" in part else None)
-        breakdowns = plan.report(idx, y_true=part["y"].to_numpy(), y_pred=predicted[idx], labels=job.labels)
-        metrics["splits"][split] = entry
-        metrics["counts"][split] = {"clips": len(part), **quarantine_counts(_quarantined(part).to_numpy())}
-        if breakdowns:
-            metrics["breakdowns"][split] = breakdowns
-        plot_split(run_dir / PLOTS_DIR, split, entry["given"], breakdowns, job.labels,
-                   confusion_title=f"{split} (given labels)",
-                   breakdowns_title=f"{split}: accuracy by clip metadata (given labels)")
+    metrics = evaluate_splits(run_dir, manifest, probs, job.labels, evaluation=evaluation)
+    metrics["history"] = history
     plot_training_curves(run_dir / PLOTS_DIR / "training_curves.png", history=history)
     if loaded.model_cfg.name == "speech_llm":
         metrics["answer_card"] = _answer_card(run_dir, loaded, manifest, probs)
     write_json(run_dir / METRICS_FILE, metrics)
     _write_model_card(run_dir, job, metrics, epochs_run=len(history), best_epoch=best_epoch)
+    return done_summary(metrics, events)
+
+
+def evaluate_splits(run_dir: Path, manifest: pd.DataFrame, probs: np.ndarray, labels: list[str], *,
+                    evaluation: EvaluationConfig) -> dict[str, Any]:
+    """A finished model's evaluation of its frozen manifest (column y: class ids in labels' order):
+    predictions.parquet, per-split metrics against the given labels with metadata breakdowns, and
+    their plots. Returns the metrics (metrics.json's content, without history)."""
+    predicted = probs.argmax(1)
+    predictions_frame(manifest, probs, labels).to_parquet(run_dir / PREDICTIONS_FILE)
+    plan = plan_breakdowns(manifest, evaluation)
+    metrics: dict[str, Any] = {"labels": labels, "splits": {}, "counts": {}, "history": [], "breakdowns": {},
+                               "breakdowns_skipped": plan.skipped}
+    for split, part in manifest.groupby("split"):
+        idx = part.index.to_numpy()
+        entry = split_reports(y=part["y"].to_numpy(), probs=probs[idx], labels=labels,
+                              quarantined=_quarantined(part).to_numpy(),
+                              true_labels=part["true_label"] if "true_label" in part else None)
+        breakdowns = plan.report(idx, y_true=part["y"].to_numpy(), y_pred=predicted[idx], labels=labels)
+        metrics["splits"][split] = entry
+        metrics["counts"][split] = {"clips": len(part), **quarantine_counts(_quarantined(part).to_numpy())}
+        if breakdowns:
+            metrics["breakdowns"][split] = breakdowns
+        plot_split(run_dir / PLOTS_DIR, split, entry["given"], breakdowns, labels,
+                   confusion_title=f"{split} (given labels)",
+                   breakdowns_title=f"{split}: accuracy by clip metadata (given labels)")
+    return metrics
+
+
+def done_summary(metrics: dict[str, Any], events: EventLog) -> dict[str, dict[str, float]]:
+    """The headline figures per split ({accuracy: {val: .., test: ..}, ...}), also sent as the 'done' event."""
     summary: dict[str, dict[str, float]] = {}
     for split, entry in metrics["splits"].items():
         for name, value in headline_accuracy(entry).items():

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from core import train as trainer
 from core.checkpoint import checkpoint_dir, has_checkpoint, read_configs
 from core.config import AUTO, ConfigError, ExperimentConfig, load_preset
-from core.models import available_models
+from core.models import ASSEMBLED_MODELS, available_models
 from core.models.speech_llm import check_base
 from core.store import Store, StoreError
 from core.run_folder import (CANCEL_FILE, CONFIG_FILE, EVENTS_FILE, LOG_FILE, MANIFEST_FILE, METRICS_FILE,
@@ -284,6 +284,10 @@ def inherit_architecture(config: ExperimentConfig, checkpoint: str | Path, *, st
     advanced YAML's) that contradicts the checkpoint.
     """
     saved_model, saved_features = read_configs(checkpoint)
+    if saved_model.name in ASSEMBLED_MODELS:
+        raise ConfigError(f"init_from: {start} is an {saved_model.name} of finished runs, which is never trained itself; "
+                          f"start from one of its members (init_from RUN_ID, listed on its model card) or from scratch "
+                          f"(init_from none, 'scratch' in the Train tab)")
     if saved_model.name != config.model.name:
         raise ConfigError(f"init_from: preset {config.name!r} builds model.name {config.model.name!r}, but {start} is "
                           f"model.name {saved_model.name!r}, so its weights cannot start this fine-tune; start from scratch "

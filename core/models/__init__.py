@@ -115,7 +115,15 @@ class ModelBuilder(Protocol):
 
 _MODELS: Registry[ModelBuilder] = Registry("model")
 register_model = _MODELS.register  # decorator: @register_model("cnn")
-available_models = _MODELS.names   # registered model names, sorted (the UI drop-down)
+# Built from finished runs (core/models/ensemble.py), never trained from a preset.
+ASSEMBLED_MODELS = frozenset({"ensemble"})
+
+
+def available_models() -> list[str]:
+    """The registered models a preset can train, sorted (the UI drop-down)."""
+    return [name for name in _MODELS.names() if name not in ASSEMBLED_MODELS]
+
+
 
 
 def build_model(model_cfg: ModelConfig, *, feature_cfg: FeatureConfig, labels: list[str],
@@ -142,4 +150,4 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
 
 
 # Importing the built-in architectures registers them (explicit, so the registry is never empty).
-from core.models import ast, cnn, speech_llm  # noqa: E402,F401
+from core.models import ast, cnn, ensemble, speech_llm  # noqa: E402,F401
