@@ -188,7 +188,10 @@ def test_a_running_study_reports_trials_and_best_then_cancels_and_resumes_to_the
         study = Study.load(done.run_dir)
         assert done.status == "succeeded" and done.trials_done == 2 and [t.status for t in study.trials] == ["succeeded"] * 2
         assert study.trials[0].run_id == finished  # the finished trial stayed; only the rest trained
-        assert len(wb.store.runs(kind="train")) == 2 and wb.store.run(study_id)["status"] == "succeeded"
+        runs = wb.store.runs(kind="train").set_index("id")
+        assert wb.store.run(study_id)["status"] == "succeeded"
+        assert set(runs.index[runs.status == "succeeded"]) == {t.run_id for t in study.trials}
+        assert set(runs.status) <= {"succeeded", "cancelled"}  # a trial stopped before its first epoch trains anew
         assert f"(select study {study_id})" in train_progress.progress_html(done)
 
         views = runs_handlers.study_view(wb, study_id)

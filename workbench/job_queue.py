@@ -117,6 +117,7 @@ class Job:
     trials_done: int = 0                              # study: trials finished (succeeded, failed or cancelled) ...
     trials_total: int | None = None                   # ... and in all
     trials_failed: int = 0
+    trials_stopped: int = 0                           # study: trials a cancel stopped (a resume trains them)
     trial: str | None = None                          # study: the running trial ("train.lr=0.002 seed 42, run X")
     best: dict[str, Any] | None = None                # study: the config leading so far (pipelines.study.best_so_far)
     metric: str | None = None                         # study: what ranks its configs (val f1_macro, ...)
@@ -614,9 +615,11 @@ class JobManager:
                 job.trial = f"{event['trial']} seed {event['seed']}, run {event['run_id']}"
                 job.step, job.total_steps, job.epoch, job.epochs, job.curve = 0, None, 0.0, None, []
                 self._log(job, f"trial {job.trials_done + 1} of {job.trials_total}: {job.trial}")
-            elif kind == "trial":
-                job.trials_done, job.best, job.eta_s, job.trial = event["done"], event["best"], event["eta_s"], None
+            elif kind == "trial":  # a trial stopped by a cancel is not done: a resume trains it
                 job.trials_failed += event["status"] == "failed"
+                job.trials_stopped += event["status"] == "cancelled"
+                job.trials_done, job.best, job.trial = event["done"] - job.trials_stopped, event["best"], None
+                job.eta_s = event["eta_s"]
                 self._log(job, f"trial {event['trial']} seed {event['seed']} {event['status']}"
                                + (f": {event['error']}" if event.get("error") else ""))
                 if job.trials_done >= (job.trials_total or 0):

@@ -54,11 +54,11 @@ def headline_markdown(run: dict[str, Any], study: Study) -> str:
              f"cross-validation of preset **{study.preset}**: "
              + ("leave one group out" if study.settings["leave_one_group_out"] else f"{study.settings['folds']} folds")
              + f" of {study.settings['groups']} source groups")
+    start = "the preset's own start" if study.init_from in ("none", "") else study.init_from
+    changed = f"; settings changed from the preset: `{', '.join(study.overrides)}`" if study.overrides else ""
     lines = [f"### {state}", "",
              f"{shape} x {len(study.seeds)} seed(s) ({', '.join(map(str, study.seeds))}); labels frozen at decision "
-             f"{study.as_of}; every trial from "
-             f"{'the preset' + chr(39) + 's own start' if study.init_from in ('none', '') else study.init_from}"
-             + (f"; settings changed from the preset: `{', '.join(study.overrides)}`" if study.overrides else "") + "."]
+             f"{study.as_of}; every trial from {start}{changed}."]
     if study.study == "grid":
         lines += ["", f"Configs are ranked by val {SHOWN[study.metric]}: mean ± std over seeds [95% t-interval of the "
                       "mean]; two configs whose intervals overlap are not told apart. Test is reported, never selected on.",
