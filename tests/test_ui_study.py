@@ -50,16 +50,11 @@ def test_a_study_from_the_train_tab_to_its_best_trial_through_the_gates(small_de
         seeds = page.locator("#em-study-seeds input, #em-study-seeds textarea").first
         seeds.fill("7, 8")
         seeds.press("Tab")
-        try:
-            page.locator("#em-study-message").get_by_text("1 config x 2 seeds = 2 trials").wait_for(timeout=30000)
-        except Exception:
-            screenshot(page, "study_debug")
-            print("MESSAGE", page.locator("#em-study-message").inner_text())
-            print("YAML", page.locator("#em-study-yaml .cm-content").inner_text())
-            raise
+        page.locator("#em-study-message").get_by_text("1 config x 2 seeds = 2 trials").wait_for(timeout=30000)
         screenshot(page, "study_train_form")
         page.locator("#em-study-launch").click()
         page.locator("#em-study-message").get_by_text("queued").wait_for(timeout=30000)
+        assert "every trial from the preset's own start (no production model yet)" in page.locator("#em-study-message").inner_text()
         study_id = re.search(r"study (\S+-study-\S+) queued: 2 trials", page.locator("#em-study-message").inner_text()).group(1)
 
         # The progress line: the running trial with its steps, then trials done with the best so far.
@@ -91,6 +86,7 @@ def test_a_study_from_the_train_tab_to_its_best_trial_through_the_gates(small_de
         assert trials.count("succeeded") == 2
         assert not page.locator("#em-runs-audit").is_visible() and not page.locator("#em-runs-evaluate").is_visible()
         assert not page.locator("#em-runs-plots").is_visible()  # no run plots for the study itself
+        assert page.locator("#em-runs-export").inner_text().startswith("Prepare downloads: the study's report")
         target = page.locator("#em-runs-study-target input").input_value()
         assert target.startswith("tiny seed ") and "the best config's best seed" in target
         best_run = re.search(r"run (\S+-train-\S+) ", target).group(1)
@@ -103,7 +99,7 @@ def test_a_study_from_the_train_tab_to_its_best_trial_through_the_gates(small_de
         verdict = page.locator("#em-runs-verdict")
         verdict.get_by_text(re.compile(r"Every gate passes|gate\(s\) failed")).wait_for(timeout=JOB_TIMEOUT_MS)
         screenshot(page, "study_runs_gates")
-        if verdict.get_attribute("data-passed") == "true":
+        if verdict.locator(".em-verdict").get_attribute("data-passed") == "true":
             page.locator("#em-runs-promote").click()
             verdict.get_by_text("This run is the production model.").wait_for(timeout=30000)
             page.locator("#em-runs-production").get_by_text(f"Production: run {best_run}").wait_for(timeout=30000)

@@ -40,6 +40,8 @@ from workbench.runs_views import (comparison_report_views, comparison_views, com
 # (done, total) -> the progress bar; total is None until the child has counted the clips.
 Report = Callable[[int, "int | None"], None]
 RESUME_RUN = "Resume this run from its last finished epoch (a queued job)"
+EXPORT_RUN = "Prepare downloads: report (JSON), predictions (CSV), checkpoint (zip)"
+EXPORT_STUDY = "Prepare downloads: the study's report (JSON, CSV, Markdown), its trials (CSV) and its plot"
 
 
 # --- the overview: table, production line, history, compare choices --------------------------------
@@ -191,13 +193,14 @@ def play_llm_clip(wb: Workbench, run_id: str | None, row: list[Any]) -> str:
 # --- a study -------------------------------------------------------------------------------------
 def study_view(wb: Workbench, run_id: str | None, sort_by: str | None = None, target: str | None = None) -> list[Any]:
     """[the study column, its Markdown, Sort by, results, plot, trials, the trial to promote,
-    Promote through the gates, Audit, Evaluate gates, split] for the selected run: a study shows
+    Promote through the gates, Audit, Evaluate gates, split, Prepare downloads] for the selected run: a study shows
     its views (sorted by sort_by, default its own metric on val) and hides what makes no sense
     for it (auditing or gating the study itself, a split); any other run hides the study column."""
     run = wb.store.run(run_id) if run_id else None
     if not study_views.is_study(run):
         return [gr.Column(visible=False), "", gr.skip(), gr.skip(), None, gr.skip(), gr.Dropdown(choices=[], value=None),
-                gr.Button(visible=False), gr.Button(visible=True), gr.Button(visible=True), gr.Dropdown(visible=True)]
+                gr.Button(visible=False), gr.Button(visible=True), gr.Button(visible=True), gr.Dropdown(visible=True),
+                gr.Button(value=EXPORT_RUN)]
     study = study_views.load(run)
     grid = study.study == "grid"
     sort_by = sort_by if grid and sort_by else f"val_{study.metric}"
@@ -208,7 +211,7 @@ def study_view(wb: Workbench, run_id: str | None, sort_by: str | None = None, ta
             gr.Dropdown(choices=study_views.sort_choices(), value=sort_by, visible=grid),
             study_views.results_frame(study, sort_by), served(plot) if plot else None, study_views.trials_table(study),
             gr.Dropdown(choices=choices, value=chosen, visible=grid), gr.Button(visible=grid, interactive=bool(choices)),
-            gr.Button(visible=False), gr.Button(visible=False), gr.Dropdown(visible=False)]
+            gr.Button(visible=False), gr.Button(visible=False), gr.Dropdown(visible=False), gr.Button(value=EXPORT_STUDY)]
 
 
 def study_panel(wb: Workbench, run_id: str, sort_by: str | None, target: str | None) -> list[Any]:

@@ -131,7 +131,7 @@ class Layout:
         """What handlers.study_view fills."""
         return [self.study_column, self.study_markdown, self.study_sort, self.study_results, self.study_plot,
                 self.study_trials, self.study_target, self.study_promote, self.audit_button, self.evaluate_button,
-                self.split]
+                self.split, self.export_button]
 
     @property
     def compare_outputs(self) -> list[gr.Component]:
@@ -178,8 +178,7 @@ def _selected_run(wb: Workbench, annotator: gr.Component) -> dict[str, Any]:
             with gr.Row():
                 resume_button = gr.Button("Resume this run from its last finished epoch (a queued job)",
                                           size="sm", variant="primary", visible=False, elem_id="em-runs-resume")
-                export_button = gr.Button("Prepare downloads: report (JSON), predictions (CSV), checkpoint (zip)",
-                                          size="sm", elem_id="em-runs-export")
+                export_button = gr.Button(handlers.EXPORT_RUN, size="sm", elem_id="em-runs-export")
                 detectors_button = gr.Button("Compare detectors: this model beside WebRTC and Silero VAD on val and "
                                              "test (a comparison run, tens of seconds)", size="sm", visible=False,
                                              elem_id="em-runs-compare-detectors")

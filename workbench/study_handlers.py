@@ -68,8 +68,14 @@ def start_study(wb: Workbench, request: gr.Request | None, name: str | None, pre
     except ConfigError as exc:
         gr.Warning(f"Study not started: {exc}")
         return [gr.skip(), message_html(f"Study not started: {exc}", error=True)]
-    start = ("every trial from the preset's own start" if study.design == CROSSVAL or init_from == "none"
-             else f"every trial from {'the production model' if init_from == 'production' else 'run ' + init_from}")
-    return [None, message_html(f"study {job.run_id} queued{ahead(wb, job.run_id)}: {job.trials_total} trials, {start}; "
-                               f"labels frozen at decision {job.frozen_at_decision}. Its progress shows below; when "
-                               "it ends, open it in the Runs tab.")]
+    return [None, message_html(f"study {job.run_id} queued{ahead(wb, job.run_id)}: {job.trials_total} trials, every "
+                               f"trial from {_start(wb, init_from)}; labels frozen at decision {job.frozen_at_decision}. "
+                               "Its progress shows below; when it ends, open it in the Runs tab.")]
+
+
+def _start(wb: Workbench, init_from: str) -> str:
+    """Where the trials' weights start, in words (production named, or its absence)."""
+    if init_from == "production":
+        production = wb.store.production_run()
+        return f"the production model (run {production})" if production else "the preset's own start (no production model yet)"
+    return "the preset's own start" if init_from == "none" else f"run {init_from}"

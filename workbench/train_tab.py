@@ -334,7 +334,7 @@ def _wire_study(wb: Workbench, ui: Layout, *, annotator: gr.Component, page: gr.
                       [box.grid_box, box.metric, box.folds, box.leave_one_group_out], show_progress="hidden")
     # One event for every field, run one at a time: a slow check of an earlier keystroke can never
     # overwrite the line of a later one.
-    gr.on([field.input for field in box.fields], study_handlers.preview, box.fields, box.message, show_progress="hidden",
+    gr.on([field.change for field in box.fields], study_handlers.preview, box.fields, box.message, show_progress="hidden",
           trigger_mode="always_last", concurrency_limit=1)
     # The default K follows the session's source groups as the page opens (imports and moves change them).
     page.load(safe(lambda: study_handlers.folds_view(wb)), None, box.folds, show_progress="hidden")
