@@ -204,7 +204,7 @@ def test_a_running_study_reports_trials_and_best_then_cancels_and_resumes_to_the
         by_test = runs_handlers.resort_study(wb, study_id, "test_accuracy")
         assert by_test.columns[3] == "test accuracy"
         files = runs_handlers.prepare_downloads(wb, study_id).value
-        assert sorted(Path(f).name for f in files) == sorted(f"{study_id}-{n}" for n in
+        assert sorted(Path(f["path"]).name for f in files) == sorted(f"{study_id}-{n}" for n in
                                                              ("results.json", "results.csv", "trials.csv", "results.md",
                                                               "spread.png"))
     finally:

@@ -119,7 +119,8 @@ class Job:
     trials_failed: int = 0
     trials_stopped: int = 0                           # study: trials a cancel stopped (a resume trains them)
     trial: str | None = None                          # study: the running trial ("train.lr=0.002 seed 42, run X")
-    best: dict[str, Any] | None = None                # study: the config leading so far (pipelines.study.best_so_far)
+    design: str | None = None                         # study: "grid" or "crossval"
+    best: dict[str, Any] | None = None                # grid: the config leading so far (pipelines.study.best_so_far)
     metric: str | None = None                         # study: what ranks its configs (val f1_macro, ...)
 
     @property
@@ -340,7 +341,8 @@ class JobManager:
         events = study.study_dir / EVENTS_FILE
         job = Job(run_id=study.study_id, run_dir=study.study_dir, preset=study.preset, overrides=list(study.overrides),
                   submitted_by=submitted_by, frozen_at_decision=study.as_of, submitted_at=time.time(), kind="study",
-                  trials_done=done, trials_total=len(study.trials), best=best_so_far(study), metric=study.metric,
+                  trials_done=done, trials_total=len(study.trials), design=study.study, metric=study.metric,
+                  best=best_so_far(study) if study.study == "grid" else None,
                   events_offset=events.stat().st_size if events.exists() else 0)
         shape = (f"{len(study.settings['grid']['configs'])} config(s)" if study.study == "grid"
                  else f"{study.settings['folds']} folds of {study.settings['groups']} source groups")
@@ -618,7 +620,9 @@ class JobManager:
             elif kind == "trial":  # a trial stopped by a cancel is not done: a resume trains it
                 job.trials_failed += event["status"] == "failed"
                 job.trials_stopped += event["status"] == "cancelled"
-                job.trials_done, job.best, job.trial = event["done"] - job.trials_stopped, event["best"], None
+                job.trials_done, job.trial = event["done"] - job.trials_stopped, None
+                if job.design == "grid":  # folds are not rivals: a cross-validation has no best so far
+                    job.best = event["best"]
                 job.eta_s = event["eta_s"]
                 self._log(job, f"trial {event['trial']} seed {event['seed']} {event['status']}"
                                + (f": {event['error']}" if event.get("error") else ""))

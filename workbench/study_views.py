@@ -18,7 +18,7 @@ from core.study import METRIC_COLUMNS, rank, summarise
 from pipelines.study import KIND, Study
 from pipelines.study_report import RESULTS_FILES, SHOWN, best_run, spread_cell, spread_text, trials_frame
 
-TRIAL_COLUMNS = ["config", "seed", "status", "run", "val F1-macro", "val accuracy", "test accuracy", "minutes"]
+TRIAL_COLUMNS = ["config or fold", "seed", "status", "run", "val F1-macro", "val accuracy", "test accuracy", "minutes"]
 FOLD_COLUMNS = ["fold", "held-out groups", "test clips", "seeds ok", "accuracy", "balanced accuracy", "F1-macro"]
 CROSSVAL_COLUMNS = ("test_accuracy", "test_balanced_accuracy", "test_f1_macro")
 
@@ -54,7 +54,9 @@ def headline_markdown(run: dict[str, Any], study: Study) -> str:
              f"cross-validation of preset **{study.preset}**: "
              + ("leave one group out" if study.settings["leave_one_group_out"] else f"{study.settings['folds']} folds")
              + f" of {study.settings['groups']} source groups")
-    start = "the preset's own start" if study.init_from in ("none", "") else study.init_from
+    start = {"none": "the preset's own start", "": "the preset's own start",
+             "production": "the production model of the moment (the preset's own start while there was none)"}.get(
+        study.init_from, study.init_from)
     changed = f"; settings changed from the preset: `{', '.join(study.overrides)}`" if study.overrides else ""
     lines = [f"### {state}", "",
              f"{shape} x {len(study.seeds)} seed(s) ({', '.join(map(str, study.seeds))}); labels frozen at decision "
