@@ -142,8 +142,20 @@ def run_grid(store: Store, *, preset: str, grid: Grid | None = None, seeds: Sequ
     keep_models: False deletes every trial's checkpoint but the best one's when the study ends
     (the runs and their metrics stay). Every config is checked first: ConfigError, one line
     naming the config and key, before any run exists."""
+    parallel = check_parallel(parallel)
+    study = plan_grid(store, preset=preset, grid=grid, seeds=seeds, overrides=overrides, init_from=init_from,
+                      metric=metric)
+    return execute(store, study, parallel=parallel, keep_models=keep_models, progress=progress, on_event=on_event)
+
+
+def plan_grid(store: Store, *, preset: str, grid: Grid | None = None, seeds: Sequence[int] | str = DEFAULT_SEEDS,
+              overrides: Sequence[str] | None = None, init_from: str = "none", metric: str = "f1_macro") -> Study:
+    """Check every config of the grid against the preset and the session, then write the study's
+    folder and register its run (status queued), every trial pending; nothing trains yet
+    (execute does, e.g. in the workbench's job queue). ConfigError in one line, naming the
+    config and key, before anything exists."""
     grid = grid or preset_only()
-    seeds, metric, parallel = parse_seeds(seeds), check_metric(metric), check_parallel(parallel)
+    seeds, metric = parse_seeds(seeds), check_metric(metric)
     check_seeds_not_in_grid(grid)
     overrides = list(overrides or [])
     manifest, as_of = freeze_manifest(store)
@@ -155,9 +167,8 @@ def run_grid(store: Store, *, preset: str, grid: Grid | None = None, seeds: Sequ
             raise ConfigError(f"grid config {config.name!r}: {exc}") from None
     trials = [Trial(name=config.name, seed=seed, overrides=config.assignments())
               for config in grid.configs for seed in seeds]
-    study = create_study(store, study="grid", preset=preset, overrides=overrides, init_from=init_from, metric=metric,
-                         seeds=seeds, as_of=as_of, trials=trials, settings={"grid": grid.to_dict()})
-    return execute(store, study, parallel=parallel, keep_models=keep_models, progress=progress, on_event=on_event)
+    return create_study(store, study="grid", preset=preset, overrides=overrides, init_from=init_from, metric=metric,
+                        seeds=seeds, as_of=as_of, trials=trials, settings={"grid": grid.to_dict()})
 
 
 def check_parallel(parallel: int) -> int:
@@ -237,6 +248,9 @@ def execute(store: Store, study: Study, *, parallel: int, keep_models: bool, pro
     def report_trial(trial: Trial) -> None:
         with lock:
             study.save()
+            if trial.status == "running":  # a UI follows the running trial's own events from its run
+                events.write("trial_start", study_id=study.study_id, trial=trial.name, seed=trial.seed,
+                             run_id=trial.run_id)
             if trial.status not in FINAL:
                 return
             walls.append(trial.timing.get("wall_s", 0.0))

@@ -27,7 +27,7 @@ from core.store import Store
 from core.study import DEFAULT_SEEDS, parse_seeds
 from pipelines.crossval import assign_folds, clip_groups
 from pipelines.finetune import SPLITS, freeze_manifest, plan_finetune, resplit_manifest
-from pipelines.study import StudyOutcome, Trial, check_parallel, create_study, execute
+from pipelines.study import Study, StudyOutcome, Trial, check_parallel, create_study, execute
 
 MIN_GROUPS = 3          # a held-out group, one to validate on, one to train on
 VAL_SHARE_FOLDS = 5     # leave one group out: val is one of this many stratified parts of the other groups
@@ -86,7 +86,20 @@ def run_crossval(store: Store, *, preset: str, folds: int | None = None, leave_o
     over-fold accuracy, balanced accuracy and F1-macro on the held-out groups, and the worst
     group. Every fold is checked against the preset before any run exists (ConfigError, one
     line). keep_models=False deletes the fold models' checkpoints when the study ends."""
-    seeds, parallel = parse_seeds(seeds), check_parallel(parallel)
+    parallel = check_parallel(parallel)
+    study = plan_crossval(store, preset=preset, folds=folds, leave_one_group_out=leave_one_group_out, seeds=seeds,
+                          overrides=overrides, split_seed=split_seed)
+    return execute(store, study, parallel=parallel, keep_models=keep_models, progress=progress, on_event=on_event)
+
+
+def plan_crossval(store: Store, *, preset: str, folds: int | None = None, leave_one_group_out: bool = False,
+                  seeds: Sequence[int] | str = DEFAULT_SEEDS, overrides: Sequence[str] | None = None,
+                  split_seed: int = 0) -> Study:
+    """Cut the folds, check each against the preset, then write the study's folder and register
+    its run (status queued), every trial pending; nothing trains yet (execute does). ConfigError
+    in one line (fewer groups than folds, a leave one group out of too few groups, a bad key or
+    value) before anything exists."""
+    seeds = parse_seeds(seeds)
     overrides = list(overrides or [])
     manifest, as_of = freeze_manifest(store, quarantined_in=SPLITS)
     pool = manifest[manifest["parent_clip_id"].isna()]
@@ -103,6 +116,12 @@ def run_crossval(store: Store, *, preset: str, folds: int | None = None, leave_o
     trials = [Trial(name=name, seed=seed, overrides=[], fold=name) for name in names for seed in seeds]
     settings = {"folds": len(names), "leave_one_group_out": leave_one_group_out, "groups": int(table["group"].nunique()),
                 "split_seed": split_seed}
-    study = create_study(store, study="crossval", preset=preset, overrides=overrides, init_from="none",
-                         metric="accuracy", seeds=seeds, as_of=as_of, trials=trials, settings=settings, splits=table)
-    return execute(store, study, parallel=parallel, keep_models=keep_models, progress=progress, on_event=on_event)
+    return create_study(store, study="crossval", preset=preset, overrides=overrides, init_from="none",
+                        metric="accuracy", seeds=seeds, as_of=as_of, trials=trials, settings=settings, splits=table)
+
+
+def pool_groups(store: Store) -> int:
+    """How many source groups the clips a cross-validation would pool hold now (the Train tab's
+    default number of folds follows it)."""
+    manifest, _ = freeze_manifest(store, quarantined_in=SPLITS)
+    return len(set(clip_groups(manifest[manifest["parent_clip_id"].isna()])))

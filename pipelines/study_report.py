@@ -82,7 +82,7 @@ def _grid(study: Study, trials: pd.DataFrame) -> dict[str, Any]:
     table = rank(summarise(trials, by="name", columns=METRIC_COLUMNS), column=f"{column}_mean")
     overrides = {c["name"]: c["set"] for c in study.settings["grid"]["configs"]}
     table["overrides"] = [json.dumps(overrides.get(name, {})) for name in table["name"]]
-    table["best_run_id"] = [_best_run(trials, name, column) for name in table["name"]]
+    table["best_run_id"] = [best_run(trials, name, column) for name in table["name"]]
     best = None
     if table["rank"].notna().any():
         top = table.iloc[0]
@@ -98,8 +98,8 @@ def _grid(study: Study, trials: pd.DataFrame) -> dict[str, Any]:
                 "± std over seeds [95% t-interval of the mean]; test is reported, never selected on.", "",
                 *_table(["rank", "config", "seeds ok", f"val {SHOWN[study.metric]}", "val accuracy", "test accuracy",
                          "test F1-macro", "best run"],
-                        [[_rank(r["rank"]), r["name"], f"{r['succeeded']}/{r['trials']}", _cell(r, column),
-                          _cell(r, "val_accuracy"), _cell(r, "test_accuracy"), _cell(r, "test_f1_macro"),
+                        [[_rank(r["rank"]), r["name"], f"{r['succeeded']}/{r['trials']}", spread_cell(r, column),
+                          spread_cell(r, "val_accuracy"), spread_cell(r, "test_accuracy"), spread_cell(r, "test_f1_macro"),
                           r["best_run_id"] or "-"] for _, r in table.iterrows()]),
                 "", "## Configs", "", *[f"- **{name}**: `{json.dumps(o) if o else 'the preset as it is'}`"
                                         for name, o in overrides.items()],
@@ -109,7 +109,7 @@ def _grid(study: Study, trials: pd.DataFrame) -> dict[str, Any]:
                      "title": f"val {SHOWN[study.metric]} per config (bar: mean, line: ±1 std, dots: seeds)"}}
 
 
-def _best_run(trials: pd.DataFrame, name: str, column: str) -> str | None:
+def best_run(trials: pd.DataFrame, name: str, column: str) -> str | None:
     done = trials[(trials["name"] == name) & (trials["status"] == "succeeded")].dropna(subset=[column])
     return None if done.empty else str(done.sort_values(column, ascending=False, kind="stable")["run_id"].iloc[0])
 
@@ -137,9 +137,9 @@ def _crossval(store: Store, study: Study, trials: pd.DataFrame) -> dict[str, Any
                 "[95% t-interval].", "",
                 *_table(["fold", "held-out groups", "test clips", "seeds ok", "accuracy", "balanced accuracy", "F1-macro"],
                         [[r["name"], r["held_out"], r["test_clips"], f"{r['succeeded']}/{r['trials']}",
-                          *(_cell(r, c) for c in CROSSVAL_COLUMNS)] for _, r in folds.iterrows()]),
+                          *(spread_cell(r, c) for c in CROSSVAL_COLUMNS)] for _, r in folds.iterrows()]),
                 "", "Over folds (mean ± std of the fold means [95% t-interval]): "
-                + "; ".join(f"{SHOWN[c.removeprefix('test_')]} {_spread_text(across[c])}" for c in CROSSVAL_COLUMNS), "",
+                + "; ".join(f"{SHOWN[c.removeprefix('test_')]} {spread_text(across[c])}" for c in CROSSVAL_COLUMNS), "",
                 (f"Worst group: **{worst['group']}** ({worst['fold']}): accuracy {worst['accuracy']:.3f} on "
                  f"{worst['clips']} clips" if worst else "No group was scored."),
                 *_failures(trials), "", f"![test accuracy per fold]({RESULTS_FILES['plot']})"]
@@ -174,15 +174,15 @@ def report_lines(study: Study, report: dict[str, Any], files: dict[str, Path]) -
     if study.study == "grid":
         column = f"val_{study.metric}"
         for row in report["configs"]:
-            lines.append(f"  {_rank(row['rank']):>3}. {row['name']}: val {SHOWN[study.metric]} {_cell(row, column)}; "
-                         f"test accuracy {_cell(row, 'test_accuracy')} ({row['succeeded']}/{row['trials']} seeds)")
+            lines.append(f"  {_rank(row['rank']):>3}. {row['name']}: val {SHOWN[study.metric]} {spread_cell(row, column)}; "
+                         f"test accuracy {spread_cell(row, 'test_accuracy')} ({row['succeeded']}/{row['trials']} seeds)")
         if report["best"]:
             lines.append(f"  best: {report['best']['name']} (run {report['best']['run_id']}, its best seed)")
     else:
         for row in report["folds"]:
             lines.append(f"  {row['name']} ({row['held_out']}; {row['test_clips']} test clips): "
-                         + ", ".join(f"{SHOWN[c.removeprefix('test_')]} {_cell(row, c)}" for c in CROSSVAL_COLUMNS))
-        lines.append("  over folds: " + "; ".join(f"{SHOWN[c.removeprefix('test_')]} {_spread_text(report['across_folds'][c])}"
+                         + ", ".join(f"{SHOWN[c.removeprefix('test_')]} {spread_cell(row, c)}" for c in CROSSVAL_COLUMNS))
+        lines.append("  over folds: " + "; ".join(f"{SHOWN[c.removeprefix('test_')]} {spread_text(report['across_folds'][c])}"
                                                  for c in CROSSVAL_COLUMNS))
         worst = report["worst_group"]
         if worst:
@@ -205,20 +205,20 @@ def _headline(study: Study, report: dict[str, Any]) -> str:
         head += f", {counts['cancelled'] + counts['pending']} not finished (resume with --resume {study.study_id})"
     if study.study == "grid":
         best = report["best"]
-        return head + (f"; best on val {SHOWN[study.metric]}: {best['name']} {_spread_text(best[f'val_{study.metric}'])}"
+        return head + (f"; best on val {SHOWN[study.metric]}: {best['name']} {spread_text(best[f'val_{study.metric}'])}"
                        if best else "")
-    return head + f"; test accuracy over folds {_spread_text(report['across_folds']['test_accuracy'])}"
+    return head + f"; test accuracy over folds {spread_text(report['across_folds']['test_accuracy'])}"
 
 
 def _spread_of(row: pd.Series, column: str) -> dict[str, float | None]:
     return {name: _number(row[f"{column}_{name}"]) for name in ("mean", "std", "ci95_low", "ci95_high")}
 
 
-def _cell(row: Any, column: str) -> str:
-    return _spread_text({name: _number(row[f"{column}_{name}"]) for name in ("mean", "std", "ci95_low", "ci95_high")})
+def spread_cell(row: Any, column: str) -> str:
+    return spread_text({name: _number(row[f"{column}_{name}"]) for name in ("mean", "std", "ci95_low", "ci95_high")})
 
 
-def _spread_text(s: dict[str, Any]) -> str:
+def spread_text(s: dict[str, Any]) -> str:
     """0.912 ± 0.010 [0.887, 0.937]; one value alone: 0.912 (one seed); none: -."""
     if s.get("mean") is None:
         return "-"

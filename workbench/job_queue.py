@@ -6,8 +6,11 @@ progress, cancels, and hands the UI snapshots. Four kinds of submission share th
 fine-tune, a resumed fine-tune (a cancelled or crashed run continued from its last finished
 epoch, then audited and gated like any fine-tune), an audit of a run trained earlier, e.g.
 with `earmark train` while no server was running (the after-training steps alone: audit, then
-gates), and an audio-LLM prompt search (pipelines/prompt_search.py: its child scores prompts,
-the writer ingests the best). A job's id is its run's id (an audit job's, the audited run's).
+gates), an audio-LLM prompt search (pipelines/prompt_search.py: its child scores prompts,
+the writer ingests the best), and a study (pipelines/study.py: a grid or a cross-validation,
+one training run per trial, followed through the study's events and the running trial's; a
+cancel keeps the finished trials and the study resumes later). A job's id is its run's id (an
+audit job's, the audited run's).
 
 Why a worker thread in the server: the server is the session's one writer (DESIGN.md). It freezes
 the manifest when the user clicks, launches the trainer as a child process, follows its
@@ -30,17 +33,20 @@ import subprocess
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from core.run_folder import LOG_FILE, RESULT_FILE
-from core.store import Store
+from core.run_folder import CANCEL_FILE, EVENTS_FILE, LOG_FILE, RESULT_FILE
+from core.store import Store, StoreError
 from pipelines import finetune
 from pipelines.child_process import cancel as cancel_child
 from pipelines.child_process import follow, launch, read_events
 from pipelines.finetune_audit_gates import audit_then_gates, cancel_audit, verdict_line
 from pipelines.prompt_search import ingest_prompt_search, prepare_prompt_search
 from pipelines.searched_prompt import KIND as SEARCH_KIND
+from pipelines.study import KIND as STUDY_KIND
+from pipelines.study import Study, best_so_far, cancel_study, default_parallel, execute
 
 log = logging.getLogger("earmark.jobs")
 
@@ -60,12 +66,15 @@ PHASES = {
     "searching": "scoring prompts on the val clips",
     "final": "checking the best prompt on val, then test",
     "recording": "storing the prompt table and the best prompt",
+    "trials": "training the study's trials, one run each",
+    "reporting": "writing the study's report",
     "done": "finished",
 }
 # Phases in which a child process runs: a cancel signals it.
 CHILD_PHASES = ("starting", "features", "training", "evaluate", "loading", "searching", "final")
 SEARCH_MODULE = "core.prompt_search_child"
 NOT_STARTED = "cancelled before it started"
+RESUMABLE_STUDY = ("cancelled", "failed")  # a study stopped by a person, or interrupted (a crash, a server stop)
 
 
 @dataclasses.dataclass
@@ -99,12 +108,20 @@ class Job:
     transfer: dict[str, Any] | None = None            # the trainer's record of the tensors it copied from `start`
     cancel_requested: bool = False
     finished_at: float | None = None
-    kind: Literal["fine-tune", "audit", "prompt-search"] = "fine-tune"
+    kind: Literal["fine-tune", "audit", "prompt-search", "study"] = "fine-tune"
     events_offset: int = 0                            # where the child's events start (a resumed run's earlier lines are history)
     search_done: int = 0                              # prompt search: clip answers scored so far, over every prompt
     search_total: int | None = None                   # ... and in all (prompts x val clips), from the child's start event
     prompts: int | None = None                        # prompts to score: the candidates, then the model's proposals
     candidate: str | None = None                      # the prompt being scored ("hand:2", "proposed:1")
+    trials_done: int = 0                              # study: trials finished (succeeded, failed or cancelled) ...
+    trials_total: int | None = None                   # ... and in all
+    trials_failed: int = 0
+    trials_stopped: int = 0                           # study: trials a cancel stopped (a resume trains them)
+    trial: str | None = None                          # study: the running trial ("train.lr=0.002 seed 42, run X")
+    design: str | None = None                         # study: "grid" or "crossval"
+    best: dict[str, Any] | None = None                # grid: the config leading so far (pipelines.study.best_so_far)
+    metric: str | None = None                         # study: what ranks its configs (val f1_macro, ...)
 
     @property
     def finished(self) -> bool:
@@ -130,6 +147,11 @@ class Job:
         failed or cancelled job keeps the share it reached."""
         if self.status == "succeeded":
             return 1.0
+        if self.kind == "study":
+            if not self.trials_total:
+                return 0.0
+            running = min(self.step / self.total_steps, 1.0) if self.total_steps and self.trial else 0.0
+            return 0.99 * min((self.trials_done + running) / self.trials_total, 1.0)
         if self.kind == "prompt-search":
             tail = {"final": 0.95, "recording": 0.99}
             return tail.get(self.phase, 0.95 * min(self.search_done / self.search_total, 1.0) if self.search_total else 0.0)
@@ -290,6 +312,45 @@ class JobManager:
                        + f"; clips frozen at decision {job.frozen_at_decision}")
         return self._enqueue(job)
 
+    def submit_study(self, plan: Callable[[Store], Study], *, submitted_by: str) -> Job:
+        """Queue a study: plan(store) checks every trial against the preset and writes the study
+        (pipelines.study.plan_grid / study_crossval.plan_crossval); a ConfigError from it, in one
+        line, comes back before anything is queued. Returns the job (the study's id is its id)."""
+        signer = _signer(submitted_by, "a study")
+        study = plan(self.store)
+        return self._queue_study(study, submitted_by=signer, what="")
+
+    def submit_study_resume(self, study_id: str, *, submitted_by: str) -> Job:
+        """Queue a cancelled or interrupted study to train what it left (its finished trials stay,
+        a stopped trial continues from its last finished epoch); StoreError, in one line, for a run
+        that is no study or has nothing left to train."""
+        signer = _signer(submitted_by, "a resumed study")
+        run = self.store.run(study_id)
+        if run["kind"] != STUDY_KIND:
+            raise StoreError(f"run {study_id} is a {run['kind']} run, not a study")
+        study = Study.load(Path(run["run_dir"]))
+        left = sum(t.status != "succeeded" for t in study.trials)
+        if run["status"] not in RESUMABLE_STUDY or not left:
+            raise StoreError(f"study {study_id} is {run['status']} with {left} trial(s) left; only a cancelled or "
+                             "interrupted study with trials left resumes")
+        (study.study_dir / CANCEL_FILE).unlink(missing_ok=True)
+        return self._queue_study(study, submitted_by=signer, what="resume of ")
+
+    def _queue_study(self, study: Study, *, submitted_by: str, what: str) -> Job:
+        done = sum(t.status == "succeeded" for t in study.trials)
+        events = study.study_dir / EVENTS_FILE
+        job = Job(run_id=study.study_id, run_dir=study.study_dir, preset=study.preset, overrides=list(study.overrides),
+                  submitted_by=submitted_by, frozen_at_decision=study.as_of, submitted_at=time.time(), kind="study",
+                  trials_done=done, trials_total=len(study.trials), design=study.study, metric=study.metric,
+                  best=best_so_far(study) if study.study == "grid" else None,
+                  events_offset=events.stat().st_size if events.exists() else 0)
+        shape = (f"{len(study.settings['grid']['configs'])} config(s)" if study.study == "grid"
+                 else f"{study.settings['folds']} folds of {study.settings['groups']} source groups")
+        self._log(job, f"queued by {submitted_by}: {what}{study.study} study {study.study_id} of preset {study.preset}, "
+                       f"{shape} x {len(study.seeds)} seed(s) = {len(study.trials)} trials"
+                       + (f", {done} finished already" if done else "") + f"; labels frozen at decision {study.as_of}")
+        return self._enqueue(job)
+
     def _enqueue(self, job: Job) -> Job:
         """Put a job at the back of the queue and wake the worker. A run has one job at a time:
         a finished one of the same run (its fine-tune, an earlier audit) gives way."""
@@ -320,6 +381,10 @@ class JobManager:
                 self._finish(job, "cancelled", error=NOT_STARTED)
                 if job.kind != "audit":  # an audit job's run was trained before: it stays as it is
                     self.store.set_run_status(run_id, "cancelled", error=NOT_STARTED)
+            elif job.kind == "study":
+                self._log(job, "cancel requested: the running trial stops after its current step; finished trials "
+                               "stay, and the study can be resumed from the Runs tab")
+                cancel_study(job.run_dir)
             elif job.phase in CHILD_PHASES:
                 self._log(job, "cancel requested: " + ("the search stops after its current batch of clips"
                                                        if job.kind == "prompt-search" else
@@ -422,7 +487,8 @@ class JobManager:
                     self._wake.notify_all()
 
     def _run(self, job: Job) -> None:
-        {"fine-tune": self._run_training, "audit": self._run_audit, "prompt-search": self._run_prompt_search}[job.kind](job)
+        {"fine-tune": self._run_training, "audit": self._run_audit, "prompt-search": self._run_prompt_search,
+         "study": self._run_study}[job.kind](job)
 
     def _launch(self, job: Job, *, phase: str, module: str) -> bool:
         """Mark the job running and start its child; False (the job cancelled) when a cancel came
@@ -488,6 +554,94 @@ class JobManager:
             for line in outcome.lines():
                 self._log(job, line)
             self._finish(job, outcome.status, error=outcome.error)
+
+    def _run_study(self, job: Job) -> None:
+        """Train the study's unfinished trials (pipelines.study.execute, in a thread of its own)
+        while this worker follows the study's events and the running trial's, then report."""
+        self._set(job, status="running", phase="trials")
+        self.store.set_run_status(job.run_id, "running")
+        if job.cancel_requested:  # between leaving the queue and starting
+            cancel_study(job.run_dir)
+        outcome: dict[str, Any] = {}
+
+        def train() -> None:
+            try:
+                outcome["done"] = execute(self.store, Study.load(job.run_dir), parallel=default_parallel(),
+                                          keep_models=True, progress=False, on_event=None)
+            except Exception as exc:  # noqa: BLE001 - re-raised in the worker, which fails the job with it
+                outcome["error"] = exc
+
+        running = threading.Thread(target=train, name=f"earmark-study-{job.run_id}", daemon=True)
+        running.start()
+        self._follow_study(job, running)
+        if "error" in outcome:
+            raise outcome["error"]
+        done = outcome["done"]
+        with self._lock:
+            job.result = done.report["summary"]
+            for line in done.lines()[:-1]:  # the last names the report file; the Runs tab shows it
+                self._log(job, line)
+            error = None
+            if done.status == "cancelled":
+                error = (f"cancelled: {job.trials_done} of {job.trials_total} trials finished and stay; resume the "
+                         "study from the Runs tab")
+            elif done.status == "failed":
+                error = done.report["summary"]["message"]
+            self._finish(job, done.status, error=error)
+
+    def _follow_study(self, job: Job, running: threading.Thread) -> None:
+        """Fold the study's events (trial started, trial finished with the best so far and the time
+        left) and the running trial's training events into the job until the study thread ends."""
+        offset, trial_dir, trial_offset = job.events_offset, None, 0
+        while True:
+            alive = running.is_alive()
+            events, offset = read_events(job.run_dir, offset=offset)
+            for event in events:
+                if event.get("type") == "trial_start":
+                    trial_dir, trial_offset = Path(self.store.run(event["run_id"])["run_dir"]), 0
+                self._on_study_event(job, event)
+            if trial_dir is not None:
+                trial_events, trial_offset = read_events(trial_dir, offset=trial_offset)
+                for event in trial_events:
+                    self._on_trial_event(job, event)
+            if not alive:
+                return
+            time.sleep(self.poll_s)
+
+    def _on_study_event(self, job: Job, event: dict[str, Any]) -> None:
+        with self._lock:
+            kind = event.get("type")
+            if kind == "start":
+                job.trials_total, job.trials_done = event["total"], event["done"]
+            elif kind == "trial_start":
+                job.trial = f"{event['trial']} seed {event['seed']}, run {event['run_id']}"
+                job.step, job.total_steps, job.epoch, job.epochs, job.curve = 0, None, 0.0, None, []
+                self._log(job, f"trial {job.trials_done + 1} of {job.trials_total}: {job.trial}")
+            elif kind == "trial":  # a trial stopped by a cancel is not done: a resume trains it
+                job.trials_failed += event["status"] == "failed"
+                job.trials_stopped += event["status"] == "cancelled"
+                job.trials_done, job.trial = event["done"] - job.trials_stopped, None
+                if job.design == "grid":  # folds are not rivals: a cross-validation has no best so far
+                    job.best = event["best"]
+                job.eta_s = event["eta_s"]
+                self._log(job, f"trial {event['trial']} seed {event['seed']} {event['status']}"
+                               + (f": {event['error']}" if event.get("error") else ""))
+                if job.trials_done >= (job.trials_total or 0):
+                    job.phase = "reporting"
+            self._touch()
+
+    def _on_trial_event(self, job: Job, event: dict[str, Any]) -> None:
+        """The running trial's training progress: steps for the bar, its curves, its epochs in the log."""
+        with self._lock:
+            kind = event.get("type")
+            if kind == "start":
+                job.total_steps, job.epochs = event["total_steps"], event["epochs"]
+            elif kind == "step":
+                job.step, job.total_steps, job.epoch = event["step"], event["total_steps"], event["epoch"]
+            elif kind == "epoch":
+                self._log(job, describe_event(event))
+            job.curve.extend(curve_points(event))
+            self._touch()
 
     def _on_search_event(self, job: Job, event: dict[str, Any]) -> None:
         """Fold one prompt-search event into the job: prompts and answers to score, the prompt

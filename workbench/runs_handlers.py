@@ -2,8 +2,10 @@
 
 The only writes are promotion decisions and detector comparisons (pipelines/promotion.py,
 pipelines/detector_comparison.py, in this server process, the session's writer) and jobs handed
-to the queue (an audit of a run, or the resume of a cancelled or crashed one). Lists skip the
-gate panel's outputs (panel_size of them) where the panel is left as it is.
+to the queue (an audit of a run, the resume of a cancelled or crashed run or study, and a
+study's chosen trial sent through the audit and the gates). A study shows its results in place
+of a run's split views, and its gate panel is that of the trial chosen for promotion. Lists
+skip the gate panel's outputs (panel_size of them) where the panel is left as it is.
 """
 from __future__ import annotations
 
@@ -25,16 +27,21 @@ from core.store import StoreError
 from pipelines.detector_comparison import compare_detectors
 from pipelines.finetune import RESUMABLE
 from pipelines.promotion import check_reason, compare_runs, rollback, rollback_plan
-from workbench import gate_panel, llm_views
+from pipelines.study_report import RESULTS_FILES
+from workbench import gate_panel, llm_views, study_views
 from workbench.common import message_html, queue_place
 from workbench.context import Workbench, require_annotator
 from workbench.gate_panel import SPOT_CHECK_FMAX_HZ
+from workbench.job_queue import RESUMABLE_STUDY
 from workbench.runs_views import (comparison_report_views, comparison_views, compare_choices, history_frame,
-                                  is_comparison, production_html, runs_frame, signature, speech_labels, split_views,
-                                  title_html)
+                                  is_comparison, production_html, runs_frame, served, signature, speech_labels,
+                                  split_views, title_html)
 
 # (done, total) -> the progress bar; total is None until the child has counted the clips.
 Report = Callable[[int, "int | None"], None]
+RESUME_RUN = "Resume this run from its last finished epoch (a queued job)"
+EXPORT_RUN = "Prepare downloads: report (JSON), predictions (CSV), checkpoint (zip)"
+EXPORT_STUDY = "Prepare downloads: the study's report (JSON, CSV, Markdown), its trials (CSV) and its plot"
 
 
 # --- the overview: table, production line, history, compare choices --------------------------------
@@ -62,6 +69,15 @@ def tick(wb: Workbench, seen: Any, base: str | None, cand: str | None, run_id: s
     return [*views, title_html(run), resume_button(wb, run)]
 
 
+def study_tick(wb: Workbench, seen: Any, run_id: str | None, sort_by: str | None, target: str | None) -> Any:
+    """The timer, for a selected study: as its trials finish (or an audit of its chosen trial
+    ends) its views and the chosen trial's gate panel follow; one skip of every output when
+    nothing moved or no study is selected. seen: the overview's signature before this tick."""
+    if run_id is None or signature(wb) == seen or not study_views.is_study(wb.store.run(run_id)):
+        return gr.skip()
+    return study_panel(wb, run_id, sort_by, target)
+
+
 def tab_shown(wb: Workbench, seen: Any, base: str | None, cand: str | None, run_id: str | None, *,
               panel_size: int) -> list[Any]:
     """When the tab is shown: overview if the store moved (a job ended, a promotion in the Train
@@ -71,7 +87,7 @@ def tab_shown(wb: Workbench, seen: Any, base: str | None, cand: str | None, run_
         return [*overview(wb, seen, base, cand), gr.skip(), gr.skip(), *[gr.skip()] * panel_size]
     run = wb.store.run(run_id)
     return [*overview(wb, seen, base, cand), title_html(run), resume_button(wb, run),
-            *gate_panel.render(wb, run_id if run["kind"] == "train" else None)]
+            *gate_panel.render(wb, panel_run(wb, run))]
 
 
 # --- one run ------------------------------------------------------------------------------------
@@ -83,7 +99,18 @@ def open_run(wb: Workbench, run_id: str, split_name: str, *, as_candidate: bool 
     trained = run["kind"] == "train"
     return [run_id, title_html(run), *split_views(wb, run, split_name), gr.File(value=None, visible=False), message,
             gr.Dropdown(value=run_id) if trained and as_candidate else gr.skip(), resume_button(wb, run),
-            *gate_panel.render(wb, run_id if trained else None)]
+            *gate_panel.render(wb, panel_run(wb, run))]
+
+
+def panel_run(wb: Workbench, run: dict[str, Any], target: str | None = None) -> str | None:
+    """The run whose gate panel shows beside the selected one: a training run's own; a study's
+    trial chosen for promotion (target while it is one of them, else its best); none otherwise."""
+    if run["kind"] == "train":
+        return run["id"]
+    if not study_views.is_study(run):
+        return None
+    choices = [run_id for _, run_id in study_views.promotable(study_views.load(run))]
+    return target if target in choices else (choices[0] if choices else None)
 
 
 def first_view(wb: Workbench, split_name: str) -> Any:
@@ -103,10 +130,21 @@ def resume_button(wb: Workbench, run: dict[str, Any]) -> gr.Button:
     """Resume is offered for a cancelled or crashed (failed) training run that saved a resume
     point (finished an epoch) and has no unfinished job in the queue (one queued or resuming
     already): a button that could only be refused is not shown."""
+    if study_views.is_study(run):
+        return _study_resume_button(wb, run)
     offered = (wb.jobs is not None and run["kind"] == "train" and run["status"] in RESUMABLE
                and trainer.saved_progress(run["run_dir"]) is not None
                and not any(job.run_id == run["id"] and not job.finished for job in wb.jobs.jobs()))
-    return gr.Button(visible=offered)
+    return gr.Button(visible=offered, value=RESUME_RUN)
+
+
+def _study_resume_button(wb: Workbench, run: dict[str, Any]) -> gr.Button:
+    """A cancelled or interrupted study with trials left, and no unfinished job, resumes."""
+    left = sum(t.status != "succeeded" for t in study_views.load(run).trials)
+    offered = (wb.jobs is not None and run["status"] in RESUMABLE_STUDY and left > 0
+               and not any(job.run_id == run["id"] and not job.finished for job in wb.jobs.jobs()))
+    return gr.Button(visible=offered, value=f"Resume this study: train its {left} unfinished trial(s); finished trials "
+                                            "stay (a queued job)")
 
 
 def report_view(wb: Workbench, run_id: str | None) -> list[Any]:
@@ -117,7 +155,8 @@ def report_view(wb: Workbench, run_id: str | None) -> list[Any]:
     run = wb.store.run(run_id) if run_id else None
     shown = run is not None and is_comparison(run)
     offered = run is not None and speech_labels(run) is not None
-    plotted = not shown and not llm_views.is_prompt_search(run)  # a prompt search has no plots either
+    # a prompt search and a study have no plots of a run's either
+    plotted = not shown and not llm_views.is_prompt_search(run) and not study_views.is_study(run)
     return [gr.Button(visible=offered), gr.Column(visible=plotted), gr.Column(visible=shown),
             *comparison_report_views(run if shown else None)]
 
@@ -149,6 +188,62 @@ def play_llm_clip(wb: Workbench, run_id: str | None, row: list[Any]) -> str:
     caption = (f"clip {clip_id}: label {html.escape(str(label))}; the model says {html.escape(str(predicted))}, "
                f"p(speech) {float(p_speech):.3f} from its A/B letters")
     return f"<div style='margin-bottom:4px'>{caption}</div>{view.html}"
+
+
+# --- a study -------------------------------------------------------------------------------------
+def study_view(wb: Workbench, run_id: str | None, sort_by: str | None = None, target: str | None = None) -> list[Any]:
+    """[the study column, its Markdown, Sort by, results, plot, trials, the trial to promote,
+    Promote through the gates, Audit, Evaluate gates, split, Prepare downloads] for the selected run: a study shows
+    its views (sorted by sort_by, default its own metric on val) and hides what makes no sense
+    for it (auditing or gating the study itself, a split); any other run hides the study column."""
+    run = wb.store.run(run_id) if run_id else None
+    if not study_views.is_study(run):
+        return [gr.Column(visible=False), "", gr.skip(), gr.skip(), None, gr.skip(), gr.Dropdown(choices=[], value=None),
+                gr.Button(visible=False), gr.Button(visible=True), gr.Button(visible=True), gr.Dropdown(visible=True),
+                gr.Button(value=EXPORT_RUN)]
+    study = study_views.load(run)
+    grid = study.study == "grid"
+    sort_by = sort_by if grid and sort_by else f"val_{study.metric}"
+    plot = study_views.plot_path(study)
+    choices = study_views.promotable(study)
+    chosen = panel_run(wb, run, target)
+    return [gr.Column(visible=True), study_views.headline_markdown(run, study),
+            gr.Dropdown(choices=study_views.sort_choices(), value=sort_by, visible=grid),
+            study_views.results_frame(study, sort_by), served(plot) if plot else None, study_views.trials_table(study),
+            gr.Dropdown(choices=choices, value=chosen, visible=grid), gr.Button(visible=grid, interactive=bool(choices)),
+            gr.Button(visible=False), gr.Button(visible=False), gr.Dropdown(visible=False), gr.Button(value=EXPORT_STUDY)]
+
+
+def study_panel(wb: Workbench, run_id: str, sort_by: str | None, target: str | None) -> list[Any]:
+    """study_view and the gate panel of the study's chosen trial."""
+    return [*study_view(wb, run_id, sort_by, target), *gate_panel.render(wb, panel_run(wb, wb.store.run(run_id), target))]
+
+
+def resort_study(wb: Workbench, run_id: str | None, sort_by: str) -> Any:
+    """The selected grid's results table sorted by another metric (one skip for anything else)."""
+    run = wb.store.run(run_id) if run_id else None
+    if not study_views.is_study(run) or not sort_by:
+        return gr.skip()
+    return study_views.results_frame(study_views.load(run), sort_by)
+
+
+def promote_through_gates(wb: Workbench, request: gr.Request | None, name: str | None, study_id: str | None,
+                          target: str | None) -> str:
+    """Send the study's chosen trial (by default its best config's best seed) through the path
+    every run takes to production: an audit, then its gates (a queued job). The gate panel below
+    shows the verdict when it ends; Promote is enabled only if every gate passes."""
+    run = wb.store.run(study_id) if study_id else None
+    if not study_views.is_study(run):
+        raise ValueError("Select a study in the table first.")
+    if wb.jobs is None:
+        raise ValueError("this workbench runs no jobs")
+    choices = dict((run_id, shown) for shown, run_id in study_views.promotable(study_views.load(run)))
+    if target not in choices:
+        raise ValueError(f"Study {study_id} has no succeeded trial {target!r} to promote; choose one of its trials.")
+    job = wb.jobs.submit_audit(run_id=target, submitted_by=require_annotator(name, request))
+    return message_html(f"{choices[target].split(':')[0]} (run {target}) {_when(wb, job.run_id)}: an audit, then its "
+                        "gates; the verdict shows below when it ends (progress in the Train tab), and Promote is "
+                        "enabled only if every gate passes.")
 
 
 def compare_speech_detectors(wb: Workbench, request: gr.Request | None, name: str | None, run_id: str | None,
@@ -212,10 +307,16 @@ def queue_resume(wb: Workbench, request: gr.Request | None, name: str | None, ru
         raise ValueError("Select a cancelled or failed training run in the table first.")
     if wb.jobs is None:
         raise ValueError("this workbench runs no jobs")
-    job = wb.jobs.submit_resume(run_id, submitted_by=require_annotator(name, request))
-    note = (f'<span class="em-message-ok">resume of run {html.escape(run_id)} {_when(wb, job.run_id)}: it continues '
-            f'from its last finished epoch; its progress shows in the <a href="#" class="em-open-tab" '
-            f'data-tab="Train">Train tab</a>, then its audit and gates.</span>')
+    who = require_annotator(name, request)
+    if study_views.is_study(wb.store.run(run_id)):
+        job = wb.jobs.submit_study_resume(run_id, submitted_by=who)
+        what = (f"resume of study {html.escape(run_id)} {_when(wb, job.run_id)}: {job.trials_done} of "
+                f"{job.trials_total} trials are done and stay, a stopped trial continues from its last finished epoch")
+    else:
+        job = wb.jobs.submit_resume(run_id, submitted_by=who)
+        what = f"resume of run {html.escape(run_id)} {_when(wb, job.run_id)}: it continues from its last finished epoch"
+    note = (f'<span class="em-message-ok">{what}; its progress shows in the <a href="#" class="em-open-tab" '
+            f'data-tab="Train">Train tab</a>.</span>')
     return [note, gr.Button(visible=False)]
 
 
@@ -230,6 +331,8 @@ def prepare_downloads(wb: Workbench, run_id: str | None) -> gr.File:
     if not run_id:
         raise ValueError("Select a run in the table first.")
     run = wb.store.run(run_id)
+    if study_views.is_study(run):
+        return _study_downloads(run)
     predictions = wb.store.predictions(run_id)
     if predictions.empty:
         raise StoreError(f"run {run_id} has no predictions to download (status {run['status']})")
@@ -245,6 +348,17 @@ def prepare_downloads(wb: Workbench, run_id: str | None) -> gr.File:
     checkpoint = checkpoint_dir(run["run_dir"])
     if checkpoint.is_dir():
         paths.append(Path(shutil.make_archive(str(target / f"{run_id}-checkpoint"), "zip", checkpoint)))
+    return gr.File(value=[str(p) for p in paths], visible=True)
+
+
+def _study_downloads(run: dict[str, Any]) -> gr.File:
+    """A study's report files (results JSON, CSV and Markdown, the trials CSV, the plot)."""
+    folder = Path(run["run_dir"])
+    found = [folder / name for name in RESULTS_FILES.values() if (folder / name).is_file()]
+    if not found:
+        raise StoreError(f"study {run['id']} has no report yet: it is written when the study ends or stops")
+    target = Path(tempfile.mkdtemp(prefix=f"earmark-{run['id']}-"))
+    paths = [shutil.copyfile(path, target / f"{run['id']}-{path.name}") for path in found]
     return gr.File(value=[str(p) for p in paths], visible=True)
 
 

@@ -2,7 +2,10 @@
 the production history with promote and rollback. It opens on the production run. A speech
 model's run offers Compare detectors (beside WebRTC and Silero VAD); a comparison run shows its
 report (Markdown and figures) in place of the plots. An audio-LLM run shows its answer card and
-each clip's A/B probability of speech; a prompt search its best prompt and ranked prompts.
+each clip's A/B probability of speech; a prompt search its best prompt and ranked prompts. A
+study (a grid or a cross-validation) shows its results table, sorted by a chosen metric with
+the spread over seeds, its error-bar plot, configs and trials, and sends its best trial (or a
+chosen one) through the audit and the gates, whose panel then decides as for any run.
 
 This module holds the layout and the wiring; runs_handlers.py the handlers (the only writes:
 promotion decisions, detector comparisons and jobs handed to the queue), runs_views.py what a
@@ -60,6 +63,15 @@ class Layout:
     llm_markdown: gr.Markdown
     llm_predictions: gr.Dataframe   # an audio-LLM training run: per clip, the A/B probability of speech
     llm_player: gr.HTML
+    study_column: gr.Column         # a study's views (handlers.study_view)
+    study_markdown: gr.Markdown
+    study_sort: gr.Dropdown
+    study_results: gr.Dataframe
+    study_plot: gr.Image
+    study_trials: gr.Dataframe
+    study_target: gr.Dropdown       # the trial to send through the gates
+    study_promote: gr.Button
+    study_message: gr.HTML
     panel: gate_panel.GatePanel
     baseline: gr.Dropdown
     candidate: gr.Dropdown
@@ -115,6 +127,13 @@ class Layout:
         return [self.llm_column, self.llm_markdown, self.llm_predictions, self.llm_player]
 
     @property
+    def study_outputs(self) -> list[gr.Component]:
+        """What handlers.study_view fills."""
+        return [self.study_column, self.study_markdown, self.study_sort, self.study_results, self.study_plot,
+                self.study_trials, self.study_target, self.study_promote, self.audit_button, self.evaluate_button,
+                self.split, self.export_button]
+
+    @property
     def compare_outputs(self) -> list[gr.Component]:
         """What runs_views.comparison_views fills."""
         return [self.compare_summary, self.deltas, self.confusion_diff, self.breakdown_deltas, self.flips,
@@ -159,8 +178,7 @@ def _selected_run(wb: Workbench, annotator: gr.Component) -> dict[str, Any]:
             with gr.Row():
                 resume_button = gr.Button("Resume this run from its last finished epoch (a queued job)",
                                           size="sm", variant="primary", visible=False, elem_id="em-runs-resume")
-                export_button = gr.Button("Prepare downloads: report (JSON), predictions (CSV), checkpoint (zip)",
-                                          size="sm", elem_id="em-runs-export")
+                export_button = gr.Button(handlers.EXPORT_RUN, size="sm", elem_id="em-runs-export")
                 detectors_button = gr.Button("Compare detectors: this model beside WebRTC and Silero VAD on val and "
                                              "test (a comparison run, tens of seconds)", size="sm", visible=False,
                                              elem_id="em-runs-compare-detectors")
@@ -199,8 +217,9 @@ def _selected_run(wb: Workbench, annotator: gr.Component) -> dict[str, Any]:
                                         label="each detector's worst test clips, most confidently wrong first "
                                               "(select one to listen)", elem_id="em-runs-report-worst", **WIDE)
             report_player = gr.HTML(scale=3, elem_id="em-runs-report-player")
+    study = _study()
     panel = gate_panel.build(wb, annotator=annotator, prefix="em-runs")
-    return dict(title=title, split=split, audit_button=audit_button, evaluate_button=evaluate_button,
+    return dict(**study, title=title, split=split, audit_button=audit_button, evaluate_button=evaluate_button,
                 resume_button=resume_button, export_button=export_button, detectors_button=detectors_button,
                 audit_message=audit_message, downloads=downloads, plots=plots, metrics_table=metrics_table,
                 breakdown_table=breakdown_table, breakdown_plot=breakdown_plot, split_column=split_column,
@@ -208,6 +227,31 @@ def _selected_run(wb: Workbench, annotator: gr.Component) -> dict[str, Any]:
                 report_durations=report_durations, report_worst=report_worst, report_player=report_player,
                 llm_column=llm_column, llm_markdown=llm_markdown, llm_predictions=llm_predictions,
                 llm_player=llm_player, panel=panel)
+
+
+def _study() -> dict[str, Any]:
+    """A study's views, shown in place of a run's split views while a study is selected."""
+    with gr.Column(visible=False, elem_id="em-runs-study") as study_column:
+        study_markdown = gr.Markdown(elem_id="em-runs-study-markdown")
+        with gr.Row(equal_height=True):
+            study_sort = gr.Dropdown(label="sort the configs by (mean over seeds)", scale=1, elem_id="em-runs-study-sort")
+            gr.HTML(scale=3)
+        study_results = gr.Dataframe(label="results: mean ± std over seeds [95% interval of the mean], best first",
+                                     interactive=False, elem_id="em-runs-study-results", **WIDE)
+        with gr.Row():
+            study_plot = _plot("per config or fold: mean (bar), ±1 std (line), each seed (dot)", height=440, scale=2,
+                               show_label=True, elem_id="em-runs-study-plot")
+            study_trials = gr.Dataframe(label="every trial: one training run each", interactive=False, max_height=440,
+                                        scale=3, elem_id="em-runs-study-trials", **WIDE)
+        with gr.Row(equal_height=True):
+            study_target = gr.Dropdown(label="trial to promote (default: the best config's best seed)", scale=3,
+                                       elem_id="em-runs-study-target")
+            study_promote = gr.Button("Promote the best through the gates: audit it, then evaluate its gates (a "
+                                      "queued job)", variant="primary", scale=2, elem_id="em-runs-study-promote")
+        study_message = gr.HTML(elem_id="em-runs-study-message")
+    return dict(study_column=study_column, study_markdown=study_markdown, study_sort=study_sort,
+                study_results=study_results, study_plot=study_plot, study_trials=study_trials, study_target=study_target,
+                study_promote=study_promote, study_message=study_message)
 
 
 def _compare(wb: Workbench) -> dict[str, Any]:
@@ -266,6 +310,9 @@ def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component, tab: gr.Tab, pag
     size = len(ui.panel.outputs)
     ui.timer.tick(safe(lambda *current: handlers.tick(wb, *current)), [*ui.overview_inputs, ui.selected],
                   [*ui.overview_outputs, ui.title, ui.resume_button], show_progress="hidden")
+    ui.timer.tick(safe(lambda *current: handlers.study_tick(wb, *current)),
+                  [ui.signature, ui.selected, ui.study_sort, ui.study_target], [*ui.study_outputs, *ui.panel.outputs],
+                  show_progress="hidden")
     ui.refresh.click(safe(lambda *current: handlers.overview(wb, *current, force=True)), ui.overview_inputs,
                      ui.overview_outputs)
 
@@ -277,9 +324,12 @@ def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component, tab: gr.Tab, pag
     report_view = safe(lambda run_id: handlers.report_view(wb, run_id))
     llm_view = safe(lambda run_id, split_name: handlers.llm_view(wb, run_id, split_name))
 
+    study_view = safe(lambda run_id: handlers.study_view(wb, run_id))
+
     def selection_views(event: Any) -> Any:
         return event.then(report_view, ui.selected, ui.report_outputs).then(llm_view, [ui.selected, ui.split],
-                                                                              ui.llm_outputs)
+                                                                              ui.llm_outputs).then(
+            study_view, ui.selected, ui.study_outputs)
 
     selection_views(ui.runs_table.select(on_run, ui.split, ui.run_outputs))
     page.load(safe(lambda *current: handlers.overview(wb, *current)), ui.overview_inputs, ui.overview_outputs,
@@ -290,6 +340,15 @@ def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component, tab: gr.Tab, pag
         report_view, ui.selected, ui.report_outputs, show_progress="hidden")
     ui.split.change(safe(lambda run_id, split_name: handlers.change_split(wb, run_id, split_name)),
                     [ui.selected, ui.split], ui.split_outputs).then(llm_view, [ui.selected, ui.split], ui.llm_outputs)
+    ui.study_sort.input(safe(lambda run_id, sort_by: handlers.resort_study(wb, run_id, sort_by)),
+                        [ui.selected, ui.study_sort], ui.study_results)
+    ui.study_target.input(safe(lambda target: gate_panel.render(wb, target)), ui.study_target, ui.panel.outputs)
+
+    @safe
+    def on_study_promote(run_id, target, name, request: gr.Request):
+        return handlers.promote_through_gates(wb, request, name, run_id, target)
+
+    ui.study_promote.click(on_study_promote, [ui.selected, ui.study_target, annotator], ui.study_message)
     ui.evaluate_button.click(safe(lambda run_id: handlers.evaluate_gates(wb, run_id)), ui.selected, ui.panel.outputs)
 
     @safe

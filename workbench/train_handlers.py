@@ -101,7 +101,7 @@ def start_job(wb: Workbench, request: gr.Request | None, name: str | None, prese
     except ConfigError as exc:
         gr.Warning(f"Not started: {exc}")
         return [gr.skip(), message_html(f"Not started: {exc}", error=True)]
-    return [None, message_html(f"run {job.run_id} queued{_ahead(wb, job.run_id)}. The manifest was frozen at decision "
+    return [None, message_html(f"run {job.run_id} queued{ahead(wb, job.run_id)}. The manifest was frozen at decision "
                                f"{job.frozen_at_decision}. It {job.start_note}.")]
 
 
@@ -117,15 +117,15 @@ def start_prompt_search(wb: Workbench, request: gr.Request | None, name: str | N
     except ConfigError as exc:
         gr.Warning(f"Not started: {exc}")
         return [gr.skip(), message_html(f"Not started: {exc}", error=True)]
-    return [None, message_html(f"prompt search {job.run_id} queued{_ahead(wb, job.run_id)}. The clips were frozen at "
+    return [None, message_html(f"prompt search {job.run_id} queued{ahead(wb, job.run_id)}. The clips were frozen at "
                                f"decision {job.frozen_at_decision}; it scores the base model alone, on the val clips.")]
 
 
-def _ahead(wb: Workbench, run_id: str) -> str:
+def ahead(wb: Workbench, run_id: str) -> str:
     """'; 2 job(s) ahead of it' for a waiting job (the running one counts), else ''."""
     place = queue_place(wb.jobs, run_id)
-    ahead = place - 1 + (wb.jobs.current() is not None) if place else 0
-    return f"; {ahead} job(s) ahead of it" if ahead else ""
+    before = place - 1 + (wb.jobs.current() is not None) if place else 0
+    return f"; {before} job(s) ahead of it" if before else ""
 
 
 def cancel_job(wb: Workbench, shown: str | None) -> list[Any]:

@@ -1,7 +1,8 @@
 """A job as the Train tab draws it: the progress bar with its status line, the loss and validation
 curves, the log tail, and the table of this server's jobs; a finished prompt search names its
 best prompt. Plain values from a job snapshot (workbench/job_queue.py); no store reads, so the
-1 s timer stays cheap."""
+1 s timer stays cheap. A study shows its trials done, the running trial's steps and curves, the
+best config so far and the time left; once it ends, its headline and where to open it."""
 from __future__ import annotations
 
 import html
@@ -71,7 +72,8 @@ def progress_html(job: Job | None) -> str:
     percent = 100 * job.fraction_done()
     what = {"fine-tune": f"<b>run {html.escape(job.run_id)}</b> &middot; {html.escape(job.preset)}",
             "audit": f"<b>audit of run {html.escape(job.run_id)}</b>",
-            "prompt-search": f"<b>prompt search {html.escape(job.run_id)}</b> &middot; {html.escape(job.preset)}"}[job.kind]
+            "prompt-search": f"<b>prompt search {html.escape(job.run_id)}</b> &middot; {html.escape(job.preset)}",
+            "study": f"<b>study {html.escape(job.run_id)}</b> &middot; {html.escape(job.preset)}"}[job.kind]
     title = (f"{what} &middot; started by {html.escape(job.submitted_by)} &middot; labels frozen at decision "
              f"{job.frozen_at_decision}")
     error = (f'<div class="em-job-error" style="{ERROR_STYLE}">{html.escape(job.error)}</div>'
@@ -82,7 +84,7 @@ def progress_html(job: Job | None) -> str:
             f'<div style="margin-bottom:4px">{title}</div>'
             f'<div class="em-progress"><div style="width:{percent:.1f}%;background:{BAR_COLOURS.get(job.state, "")}"></div></div>'
             f'<div class="em-job-status" style="margin-top:4px">{" &middot; ".join(html.escape(p) for p in _status(job))}</div>'
-            f'{error}{note}{_best_prompt(job)}</div>')
+            f'{error}{note}{_best_prompt(job)}{_study_outcome(job)}</div>')
 
 
 def _best_prompt(job: Job) -> str:
@@ -100,8 +102,39 @@ def _best_prompt(job: Job) -> str:
             f'<pre class="em-prompt">{html.escape(best["text"])}</pre></div>')
 
 
+def _study_outcome(job: Job) -> str:
+    """A finished study's headline (its summary message) and where its table and plot are."""
+    if job.kind != "study" or not job.finished or not job.result:
+        return ""
+    return (f'<div class="em-study-outcome" style="margin-top:6px">{html.escape(job.result["message"])}. '
+            f'The results table, the plot and Promote through the gates are in the '
+            f'<a href="#" class="em-open-tab" data-tab="Runs">Runs tab</a> (select study {html.escape(job.run_id)}).</div>')
+
+
+def _study_status(job: Job) -> list[str]:
+    """A study's status line: trials done, the running trial and its steps, the best so far, time left."""
+    parts = [PHASES.get(job.phase, job.phase) if not job.finished else job.state]
+    if job.trials_total:
+        parts.append(f"{job.trials_done} / {job.trials_total} trials done"
+                     + (f" ({job.trials_failed} failed)" if job.trials_failed else ""))
+    if job.trial and not job.finished:
+        parts.append(f"trial {job.trials_done + 1}: {job.trial}"
+                     + (f", step {job.step} / {job.total_steps}" if job.total_steps else ""))
+    best = job.best
+    if best:
+        spread = "" if best.get("std") is None else f" ± {best['std']:.3f}"
+        parts.append(f"best so far: {best['name']}, val {job.metric} {best['mean']:.3f}{spread} over "
+                     f"{best['seeds']} seed(s)")
+    if not job.finished:
+        parts.append(f"about {_duration(job.eta_s)} left" if job.eta_s is not None
+                     else "time left: known when the first trial ends")
+    return parts
+
+
 def _status(job: Job) -> list[str]:
     """The parts of the status line: phase or outcome, epoch, step, clips audited, start, time left."""
+    if job.kind == "study":
+        return _study_status(job)
     parts = [PHASES.get(job.phase, job.phase) if not job.finished else job.state]
     if job.epochs and job.phase == "training":
         parts.append(f"epoch {min(job.epoch, job.epochs):.1f} / {job.epochs}")

@@ -7,7 +7,9 @@ child process, and a timer redraws progress from the manager's snapshot only whe
 moved. Closing the tab does not stop the job; the next visitor sees it. For the audio LLM
 (model.name speech_llm) the form also shows its base model, LoRA and prompt fields, and Search
 prompts queues a prompt search (B8) the same way; a fine-tune then asks with its best prompt.
-This module holds the layout and the wiring; train_handlers.py the handlers, train_progress.py
+Run a study (B3, B4) queues one study job over the same form: a grid of preset keys (a small
+table or YAML) or a cross-validation by source group, at several seeds. This module holds the
+layout and the wiring; train_handlers.py and study_handlers.py the handlers, train_progress.py
 the job's views.
 """
 from __future__ import annotations
@@ -21,7 +23,8 @@ import gradio as gr
 from core.augment import TRANSFORMS
 from core.config import ExperimentConfig, list_presets, load_preset
 from core.models import available_models
-from workbench import gate_panel, train_form
+from core.study import STUDY_METRICS
+from workbench import gate_panel, study_form, study_handlers, train_form
 from workbench import train_handlers as handlers
 from workbench.common import WIDE
 from workbench.context import Workbench, current_tab, safe
@@ -57,6 +60,28 @@ CURVE_HEIGHT = 360
 # After Fine-tune: bring the job's progress, curves and log into view (they sit below the form).
 SHOW_PROGRESS_JS = """() => { if (document.querySelector('#em-train-message')?.innerText.includes('queued')) {
   document.querySelector('#em-train-progress')?.scrollIntoView({behavior: 'smooth', block: 'start'}); } }"""
+SHOW_STUDY_PROGRESS_JS = SHOW_PROGRESS_JS.replace("em-train-message", "em-study-message")
+
+
+@dataclass
+class StudyBox:
+    """The "Run a study" fields; `fields` in the order study_handlers.form_of reads them."""
+    design: gr.Radio
+    grid_box: gr.Column
+    use_yaml: gr.Checkbox
+    table: gr.Dataframe
+    yaml_text: gr.Code
+    seeds: gr.Textbox
+    metric: gr.Dropdown
+    folds: gr.Number
+    leave_one_group_out: gr.Checkbox
+    launch: gr.Button
+    message: gr.HTML
+
+    @property
+    def fields(self) -> list[gr.Component]:
+        return [self.design, self.use_yaml, self.table, self.yaml_text, self.seeds, self.metric, self.folds,
+                self.leave_one_group_out]
 
 
 @dataclass
@@ -78,6 +103,7 @@ class Layout:
     curriculum: gr.Dataframe
     use_yaml: gr.Checkbox
     yaml_view: gr.Code
+    study: StudyBox
     progress: gr.HTML
     jobs_table: gr.Dataframe
     loss_plot: gr.LinePlot
@@ -169,6 +195,7 @@ def layout(wb: Workbench, classes: list[str], *, annotator: gr.Component) -> Lay
         yaml_view = gr.Code(train_form.to_yaml(config), language="yaml", lines=18, max_lines=30, interactive=True,
                             elem_id="em-train-yaml")
 
+    study = _study_box()
     progress = gr.HTML(LOADING, elem_id="em-train-progress")  # the page load fills in the real job state
     jobs_table = gr.Dataframe(headers=JOB_COLUMNS, label="jobs of this server, newest first: they run one at a time (select one to show it)",
                               interactive=False, max_height=200, elem_id="em-train-jobs", **WIDE)
@@ -185,9 +212,46 @@ def layout(wb: Workbench, classes: list[str], *, annotator: gr.Component) -> Lay
     return Layout(preset=preset, init_from=init_from, launch=launch, search=search, cancel=cancel, message=message,
                   description=description, fields=fields, llm_box=llm_box, llm_base=llm_base, llm_prompt=llm_prompt,
                   composition=composition, augment=augment,
-                  curriculum=curriculum, use_yaml=use_yaml, yaml_view=yaml_view, progress=progress,
+                  curriculum=curriculum, use_yaml=use_yaml, yaml_view=yaml_view, study=study, progress=progress,
                   jobs_table=jobs_table, loss_plot=loss_plot, metric_plot=metric_plot, log_tail=log_tail, panel=panel,
                   shown_job=shown_job, seen_version=seen_version, panel_for=gr.State(None), timer=gr.Timer(1.0))
+
+
+def _study_box() -> StudyBox:
+    """Run a study: a grid (table or YAML) or a cross-validation over the form's settings, at seeds."""
+    with gr.Accordion("Run a study: a grid of settings, several seeds, or cross-validation by source group",
+                      open=False, elem_id="em-study"):
+        gr.Markdown("Every trial is an ordinary training run of the settings above (the preset and what the form "
+                    "changed), with the grid's keys or the fold's splits on top, at each seed. Configs are ranked by "
+                    "their mean over seeds with the spread and a 95% interval; the Runs tab shows the table, the "
+                    "plot, and promotes the best trial through the gates. A grid starts each trial from 'start "
+                    "from' above; a cross-validation from the preset's own start.")
+        with gr.Row(equal_height=True):
+            design = gr.Radio([(label, key) for key, label in study_form.DESIGNS.items()], value=study_form.GRID,
+                              label="study", scale=3, elem_id="em-study-design")
+            seeds = gr.Textbox(study_form.SEEDS_TEXT, label="seeds (comma-separated)", scale=1, elem_id="em-study-seeds",
+                               info="each config trains once per seed; the plans use 42, 123, 456")
+            metric = gr.Dropdown(list(STUDY_METRICS), value=STUDY_METRICS[0], label="rank configs by (on val)", scale=1,
+                                 elem_id="em-study-metric", info="higher is better; test is reported beside it")
+            folds = gr.Number(study_form.DEFAULT_FOLDS, label="folds (K)", precision=0, visible=False, scale=1,
+                              elem_id="em-study-folds")
+            leave_one_group_out = gr.Checkbox(False, label="leave one group out (one fold per source group)",
+                                              visible=False, scale=1, elem_id="em-study-loso")
+        with gr.Column(elem_id="em-study-grid") as grid_box:
+            table = gr.Dataframe(study_form.empty_table(), label="grid: a dotted preset key per row, its values "
+                                 "comma-separated (e.g. train.lr | 0.001, 0.002); no key = the settings above alone, "
+                                 "at each seed", interactive=True, datatype=["str", "str"], elem_id="em-study-table",
+                                 max_height=220, **WIDE)
+            use_yaml = gr.Checkbox(False, label="give the grid as YAML instead (the format `earmark grid --grid` reads)",
+                                   elem_id="em-study-use-yaml")
+            yaml_text = gr.Code(study_form.YAML_EXAMPLE, language="yaml", lines=8, max_lines=20, interactive=True,
+                                elem_id="em-study-yaml")
+        with gr.Row(equal_height=True):
+            launch = gr.Button("Run study (one queued job)", variant="primary", scale=0, min_width=240,
+                               elem_id="em-study-launch")
+            message = gr.HTML(elem_id="em-study-message")
+    return StudyBox(design=design, grid_box=grid_box, use_yaml=use_yaml, table=table, yaml_text=yaml_text, seeds=seeds,
+                    metric=metric, folds=folds, leave_one_group_out=leave_one_group_out, launch=launch, message=message)
 
 
 def _llm_fields(fields: dict[str, gr.Component], values: dict[str, Any], help_text: dict[str, str],
@@ -247,6 +311,7 @@ def wire(wb: Workbench, ui: Layout, *, classes: list[str], annotator: gr.Compone
     ui.search.click(on_search, [annotator, ui.preset, ui.use_yaml, ui.yaml_view, *ui.form],
                     [ui.shown_job, ui.message]).then(None, None, None, js=SHOW_PROGRESS_JS)
     ui.cancel.click(safe(lambda shown: handlers.cancel_job(wb, shown)), ui.shown_job, [ui.shown_job, ui.message])
+    _wire_study(wb, ui, annotator=annotator, page=page)
 
     refresh = safe(lambda shown, seen, rendered: handlers.refresh(wb, shown, seen, rendered, panel_size=size))
     followed = [ui.shown_job, ui.seen_version, ui.panel_for]
@@ -261,6 +326,25 @@ def wire(wb: Workbench, ui: Layout, *, classes: list[str], annotator: gr.Compone
         return handlers.pick_job(wb, str(event.row_value[0]), rendered, panel_size=size)
 
     ui.jobs_table.select(on_job, ui.panel_for, [ui.shown_job, *ui.job_outputs])
+
+
+def _wire_study(wb: Workbench, ui: Layout, *, annotator: gr.Component, page: gr.Blocks) -> None:
+    box = ui.study
+    box.design.change(study_handlers.design_view, box.design,
+                      [box.grid_box, box.metric, box.folds, box.leave_one_group_out], show_progress="hidden")
+    # One event for every field, run one at a time: a slow check of an earlier keystroke can never
+    # overwrite the line of a later one.
+    gr.on([field.change for field in box.fields], study_handlers.preview, box.fields, box.message, show_progress="hidden",
+          trigger_mode="always_last", concurrency_limit=1)
+    # The default K follows the session's source groups as the page opens (imports and moves change them).
+    page.load(safe(lambda: study_handlers.folds_view(wb)), None, box.folds, show_progress="hidden")
+
+    @safe
+    def on_study(request: gr.Request, name, preset_name, start_from, yaml_mode, yaml_text, *values):
+        return study_handlers.start_study(wb, request, name, preset_name, start_from, yaml_mode, yaml_text, *values)
+
+    box.launch.click(on_study, [annotator, ui.preset, ui.init_from, ui.use_yaml, ui.yaml_view, *box.fields, *ui.form],
+                     [ui.shown_job, box.message]).then(None, None, None, js=SHOW_STUDY_PROGRESS_JS)
 
 
 def _field(key: str, value: Any, help_text: str, config: ExperimentConfig) -> gr.Component:
