@@ -172,6 +172,10 @@ def plan_finetune(store: Store, *, preset: str, overrides: list[str] | None, ini
         unknown = sorted(set(getattr(config.train, key) or {}) - set(labels))
         if unknown:
             raise ConfigError(f"train.{key}: classes {unknown} are not in the session's labels {labels}")
+    contrastive = config.heads.contrastive
+    unknown = [name for name in contrastive.classes() if name not in labels]
+    if contrastive.enabled and unknown:
+        raise ConfigError(f"heads.contrastive.pairs: class {unknown[0]!r} is not in the session's labels {labels}")
     if config.model.name not in available_models():
         raise ConfigError(f"model.name: {config.model.name!r} is not a registered model; available: "
                           f"{', '.join(available_models())}")
