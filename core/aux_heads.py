@@ -27,10 +27,15 @@ from torch import nn
 from core.config import HeadsConfig
 from core.losses import contrast_matrix, supervised_contrastive_loss
 
-__all__ = ["AuxiliaryHeads", "PROJECTION_DIM", "TERMS"]
+__all__ = ["AuxiliaryHeads", "PROJECTION_DIM", "TERMS", "describe_terms"]
 
 PROJECTION_DIM = 128
 TERMS = {"contrastive": "train_contrastive_loss", "envelope": "train_envelope_loss"}  # term -> history key
+
+
+def describe_terms(row: dict) -> str:
+    """The auxiliary terms of an epoch row for a log line ("  contrastive loss 0.7579"), or ""."""
+    return "".join(f"  {name} loss {row[key]:.4f}" for name, key in TERMS.items() if row.get(key) is not None)
 
 
 class AuxiliaryHeads(nn.Module):

@@ -195,3 +195,11 @@ def test_pair_confusions_count_both_directions_and_pair_the_seeds():
     assert alert["baseline_counts"] == [2, 1] and alert["delta"]["delta"] == pytest.approx(-0.1)
     with pytest.raises(ValueError, match="'alert_beeps' is not one of"):
         pair_confusions(baseline=without, candidate=with_heads, pairs=[["emergency_sirens", "alert_beeps"]])
+
+
+def test_epoch_log_lines_name_the_auxiliary_losses():
+    from workbench.job_queue import describe_event
+    row = {"type": "epoch", "epoch": 2, "train_loss": 0.5, "val_loss": 0.4, "val_accuracy": 0.9, "val_f1_macro": 0.9,
+           "train_contrastive_loss": 0.75, "train_envelope_loss": 0.125}
+    assert describe_event(row).endswith("val F1 0.9000  contrastive loss 0.7500  envelope loss 0.1250")
+    assert "loss 0.7500" not in describe_event({**row, "train_contrastive_loss": None})  # MixUp mixed every batch
