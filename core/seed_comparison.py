@@ -12,6 +12,8 @@ of means (core.study.difference). The verdict, against a GatePolicy:
   - no-go when the F1-macro difference is within seed noise (its interval holds 0: the candidate
     is not shown to be better), when it is worse beyond noise, or when a side has one seed;
   - go otherwise: every gate passes and F1-macro is better beyond seed noise.
+pair_confusions reads the same reports for how often each class of a pair is taken for the other
+(siren -> alert and back), paired by seed: what the optional heads (A10) are meant to cut.
 Pure: inputs are classification_report dicts (core.evaluate), one per run.
 """
 from __future__ import annotations
