@@ -203,3 +203,18 @@ def test_epoch_log_lines_name_the_auxiliary_losses():
            "train_contrastive_loss": 0.75, "train_envelope_loss": 0.125}
     assert describe_event(row).endswith("val F1 0.9000  contrastive loss 0.7500  envelope loss 0.1250")
     assert "loss 0.7500" not in describe_event({**row, "train_contrastive_loss": None})  # MixUp mixed every batch
+
+
+def test_heads_effect_refuses_what_does_not_apply_in_one_line(small_demo_session, tmp_path, capsys):
+    import app
+    session = str(copy_session(small_demo_session, tmp_path / "session"))
+    assert app.main(["heads-effect", "--session", session, "--study", "X", "--seeds", "1,2"]) == 2
+    assert capsys.readouterr().err.strip() == ("earmark: error: --seeds does not apply to --study: the study was trained "
+                                               "with its own")
+    assert app.main(["heads-effect", "--session", session, "--pair", "emergency_sirens", "--seeds", "1"]) == 2
+    assert capsys.readouterr().err.strip() == "earmark: error: --pair: 'emergency_sirens' must name two classes as A,B"
+    assert app.main(["heads-effect", "--session", session, "--seeds", "1", "--set",
+                     "heads.contrastive.pairs=[[emergency_sirens, alert_beeps]]"]) == 2
+    assert "grid config 'with-heads': heads.contrastive.pairs: class 'alert_beeps'" in capsys.readouterr().err
+    with Store.open(session) as store:
+        assert store.runs(kind="study").empty  # nothing was planned, nothing trained
