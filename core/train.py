@@ -14,8 +14,8 @@ forward/backward/step, log; per epoch: validate, keep the best checkpoint, save 
 log, early-stop check. Then the best checkpoint is evaluated on every split. With the optional
 heads on (preset `heads`, A10; core/aux_heads.py), a step adds their weighted terms on the
 model's embedding, and each epoch's history row records them (train_contrastive_loss,
-train_envelope_loss; train_loss stays the classification term, comparable across runs). Batches come from
-core.augment.AugmentFeed: cached log-mel rows, plus augmented samples when the preset lists
+train_envelope_loss; train_loss stays the classification term, comparable across runs).
+Batches come from core.augment.AugmentFeed: cached log-mel rows, plus augmented samples when the preset lists
 augmentations (on the fly, or rendered once before the first epoch when on the fly would cost
 more than the model step; the choice is logged as an 'info' event and in result.json).
 
@@ -293,35 +293,43 @@ def _build_model(config: ExperimentConfig, job: Job, events: EventLog) -> tuple[
 def _auxiliary_heads(config: ExperimentConfig, job: Job, model: AudioClassifier, train: pd.DataFrame, accelerator,
                      events: EventLog) -> tuple[AuxiliaryHeads | None, np.ndarray | None]:
     """The preset's auxiliary heads (None when none is on) and, for the envelope head, each
-    training row's log-rate target, measured once per clip into the envelope cache."""
+    training row's log-rate target (nan = none)."""
     heads = config.heads
     if not heads.any:
         return None, None
     aux = AuxiliaryHeads(embedding_dim=model.embedding_dim, heads=heads, labels=job.labels)
-    if not heads.envelope.enabled:
-        return aux, None
-    cache = EnvelopeRateCache(job.cache_dir, config.features, heads.envelope)
+    log_rates = _envelope_targets(config, job, train, accelerator, events) if heads.envelope.enabled else None
+    if log_rates is not None and not np.isnan(log_rates).all():
+        aux.start_envelope_at(float(np.nanmean(log_rates)))
+    return aux, log_rates
+
+
+def _envelope_targets(config: ExperimentConfig, job: Job, train: pd.DataFrame, accelerator,
+                      events: EventLog) -> np.ndarray:
+    """Each training row's envelope-rate target in log Hz, measured once per clip into the
+    envelope cache (core/envelope.py); what was measured is logged as an 'info' event."""
+    settings = config.heads.envelope
+    cache = EnvelopeRateCache(job.cache_dir, config.features, settings)
     with accelerator.main_process_first():
         report = cache.build(train["path"].tolist(), workers=job.workers, progress=False)
     measured = ~train["path"].isin(set(report.failed)).to_numpy()
     rows = np.full((len(train), 2), np.nan, dtype=np.float32)
     rows[measured] = cache.take(cache.rows(train["path"][measured].tolist()))
-    log_rates = log_rate_targets(rows, heads.envelope)
+    log_rates = log_rate_targets(rows, settings)
     known = ~np.isnan(log_rates)
-    unmodulated = known & (rows[:, 1] < heads.envelope.min_depth)
-    if known.any():
-        aux.start_envelope_at(float(log_rates[known].mean()))
-        median = float(np.exp(np.median(log_rates[known & ~unmodulated]))) if (known & ~unmodulated).any() else None
-        events.write("info", message=f"envelope rate: {int(known.sum())} of {len(train)} training clips measured "
-                                     f"({report.computed} computed, {report.reused} from the cache); "
-                                     f"{int(unmodulated.sum())} without modulation deeper than {heads.envelope.min_depth:g} "
-                                     f"(target {heads.envelope.min_hz:g} Hz); median rate of the others "
-                                     f"{'-' if median is None else f'{median:.2f} Hz'}; {int((~known).sum())} silent or too "
-                                     "short, left out", envelope={"measured": int(known.sum()), "unmodulated": int(unmodulated.sum())})
-    else:
-        events.write("warning", message="envelope rate: no training clip has a measurable envelope (silent or too short "
-                                        f"for {heads.envelope.min_hz:g}-{heads.envelope.max_hz:g} Hz); the envelope head learns nothing")
-    return aux, log_rates
+    if not known.any():
+        events.write("warning", message=f"envelope rate: no training clip has a measurable envelope (silent, or too "
+                                        f"short for {settings.min_hz:g}-{settings.max_hz:g} Hz): the envelope head learns nothing")
+        return log_rates
+    steady = known & (rows[:, 1] < settings.min_depth)
+    modulated = known & ~steady
+    median = f"{np.exp(np.median(log_rates[modulated])):.2f} Hz" if modulated.any() else "-"
+    events.write("info", message=f"envelope rate: {int(known.sum())} of {len(train)} training clips measured "
+                                 f"({report.computed} computed, {report.reused} from the cache); {int(steady.sum())} "
+                                 f"without modulation deeper than {settings.min_depth:g} (target {settings.min_hz:g} Hz); "
+                                 f"median rate of the others {median}; {int((~known).sum())} silent or too short, left out",
+                 envelope={"measured": int(known.sum()), "unmodulated": int(steady.sum())})
+    return log_rates
 
 
 def _prepare_augmentation(run: Setup, run_dir: Path, events: EventLog) -> AugmentDecision | None:
