@@ -16,7 +16,7 @@ from core.augment import build_pipeline
 from core.checkpoint import load_checkpoint
 from core.config import ConfigError, EnvelopeHead, FeatureConfig, load_preset
 from core.envelope import EnvelopeRateCache, log_rate_targets, modulation_rate
-from core.features import FeatureCache, normalize
+from core.features import FeatureCache
 from core.losses import contrast_matrix, supervised_contrastive_loss
 from core.seed_comparison import pair_confusions
 from core.store import Store
