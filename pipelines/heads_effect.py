@@ -105,12 +105,9 @@ def _paired_runs(study: Study) -> list[tuple[int, str, str]]:
 
 
 def _every_pair(store: Store, run_id: str) -> list[list[str]]:
-    labels = _labels(store, run_id)
+    """Every pair of the run's classes (a two-class task has one)."""
+    labels = json.loads((Path(store.run(run_id)["run_dir"]) / METRICS_FILE).read_text())["labels"]
     return [list(p) for p in itertools.combinations(labels, 2)]
-
-
-def _labels(store: Store, run_id: str) -> list[str]:
-    return json.loads((Path(store.run(run_id)["run_dir"]) / METRICS_FILE).read_text())["labels"]
 
 
 def _split_report(store: Store, run_id: str, split: str) -> dict[str, Any] | None:
