@@ -1,10 +1,11 @@
 """The optional heads of plan A (A10): the SupCon term, the envelope modulation rate and its cache,
-a training run with both heads, the refusal of an unknown class pair, the form's switches, and
-the pair-confusion report over seeds."""
+heads-effect's two trainings (history, checkpoint without the heads, the pair report), the refusal
+of an unknown class pair, the form's switches, and the pair-confusion numbers over seeds."""
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,7 @@ from core.seed_comparison import pair_confusions
 from core.store import Store
 from core.train import predict_probs
 from pipelines import finetune as ft
+from pipelines.heads_effect import WITH, WITHOUT, run_heads_effect
 from workbench import train_form as tf
 from workbench import train_handlers
 
@@ -118,25 +120,30 @@ def test_time_stretch_scales_the_rate_a_sample_plays_at():
 # --- training, checkpoints, refusals -------------------------------------------------------------
 
 @pytest.mark.slow
-def test_a_run_with_both_heads_logs_them_and_its_checkpoint_predicts_without_them(small_demo_session, tmp_path):
+def test_heads_effect_trains_both_configs_logs_the_heads_and_reports_the_pair(small_demo_session, tmp_path):
     session = copy_session(small_demo_session, tmp_path / "session")
     with Store.open(session) as store:
-        overrides = [*TINY_CNN, *HEADS_ON, "heads.contrastive.pairs=[[emergency_sirens, alert_sounds]]"]
-        outcome = ft.finetune(store, preset="demo-fast", overrides=overrides, init_from="none", progress=False)
-    assert outcome.status == "succeeded", outcome.result
-    history = json.loads((outcome.run_dir / "metrics.json").read_text())["history"]
-    assert all(row["train_contrastive_loss"] > 0 and row["train_envelope_loss"] >= 0 for row in history)
-    events = [json.loads(line) for line in (outcome.run_dir / "events.jsonl").read_text().splitlines()]
+        effect = run_heads_effect(store, preset="demo-fast", seeds=[42], progress=False,
+                                  overrides=[*TINY_CNN, "heads.contrastive.pairs=[[emergency_sirens, alert_sounds]]"])
+        run_dirs = {name: Path(store.run(ids[0])["run_dir"]) for name, ids in effect.report["runs"].items()}
+    rows = effect.report["splits"]["test"]
+    assert [(r["true"], r["predicted"]) for r in rows] == [("emergency_sirens", "alert_sounds"),
+                                                           ("alert_sounds", "emergency_sirens")]
+    assert all(len(r["baseline_counts"]) == len(r["candidate_counts"]) == 1 for r in rows)
+    assert set(effect.report["splits"]) == {"val", "test"} and effect.files["markdown"].is_file()
+    assert "one seed: cannot be told from seed noise" in "\n".join(effect.lines())
+    history = {name: json.loads((run_dir / "metrics.json").read_text())["history"] for name, run_dir in run_dirs.items()}
+    assert all(row["train_contrastive_loss"] > 0 and row["train_envelope_loss"] >= 0 for row in history[WITH])
+    assert not any("train_contrastive_loss" in row for row in history[WITHOUT])
+    events = [json.loads(line) for line in (run_dirs[WITH] / "events.jsonl").read_text().splitlines()]
     assert any(e["type"] == "epoch" and "train_envelope_loss" in e for e in events)
     assert any(e["type"] == "info" and e["message"].startswith("envelope rate:") for e in events)
-    loaded = load_checkpoint(outcome.run_dir / "checkpoint")  # the classifier alone, as every checkpoint
+    loaded = load_checkpoint(run_dirs[WITH] / "checkpoint")  # the classifier alone, as every checkpoint
     assert not any(name.startswith(("projection", "envelope")) for name in loaded.model.state_dict())
-    cache = FeatureCache(json.loads((outcome.run_dir / "job.json").read_text())["cache_dir"], loaded.feature_cfg)
-    manifest = pd.read_parquet(outcome.run_dir / "manifest.parquet")
+    cache = FeatureCache(json.loads((run_dirs[WITH] / "job.json").read_text())["cache_dir"], loaded.feature_cfg)
+    manifest = pd.read_parquet(run_dirs[WITH] / "manifest.parquet")
     probs = predict_probs(loaded.model, cache, cache.rows(manifest.path.tolist()[:5]), loaded.norm_stats)
     assert probs.shape == (5, len(loaded.labels)) and np.allclose(probs.sum(1), 1, atol=1e-5)
-    saved = pd.read_parquet(outcome.run_dir / "predictions.parquet")
-    assert len(saved) == len(manifest)
 
 
 def test_an_unknown_class_pair_is_refused_before_anything_trains(small_demo_session, tmp_path):
