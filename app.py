@@ -694,6 +694,53 @@ def _register_grid(sub: argparse._SubParsersAction, shared: SharedOptions) -> No
     p.set_defaults(func=_cmd_grid)
 
 
+def _cmd_heads_effect(args: argparse.Namespace) -> int:
+    from core.config import ConfigError
+    from core.store import Store
+    from core.study import DEFAULT_SEEDS
+    from pipelines.heads_effect import heads_effect_report, run_heads_effect
+    given = [flag for flag, value in (("--seeds", args.seeds), ("--set", args.set), ("--preset", args.preset)) if value]
+    if args.study and given:
+        print(f"earmark: error: {given[0]} does not apply to --study: the study was trained with its own", file=sys.stderr)
+        return 2
+    pairs = []
+    for text in args.pair or []:
+        names = [name.strip() for name in text.split(",")]
+        if len(names) != 2 or not all(names):
+            raise ConfigError(f"--pair: {text!r} must name two classes as A,B")
+        pairs.append(names)
+    with Store.open(args.session, create=False) as store:
+        if args.study:
+            effect = heads_effect_report(store, args.study, pairs=pairs)
+        else:
+            effect = run_heads_effect(store, preset=args.preset or "demo-fast", seeds=args.seeds or DEFAULT_SEEDS,
+                                      overrides=args.set, **_study_options(args))
+            if pairs:
+                effect = heads_effect_report(store, effect.study_id, pairs=pairs)
+    if args.json:
+        print(json.dumps({**effect.report, "files": {k: str(v) for k, v in effect.files.items()}}), file=args.stdout)
+    else:
+        print("\n".join([*effect.lines(), f"  report: {effect.files['markdown']}"]))
+    return 0
+
+
+def _register_heads_effect(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("heads-effect", help="A10: train a preset without and with its auxiliary heads (contrastive, "
+                                            "envelope rate) at the same seeds; report the confusion between the paired "
+                                            "classes on val and test, per seed and mean ± 95% interval",
+                       parents=_parents(shared, "session", "set", "json", "quiet"))
+    p.add_argument("--preset", help=f"preset name ({', '.join(list_presets())}) or a YAML path (default demo-fast); its "
+                                    "heads settings (weights, pairs, band) are the with-heads config")
+    p.add_argument("--seeds", help="comma-separated seeds, the same for both configs (default 42,123,456)")
+    p.add_argument("--parallel", type=int, help="trials trained side by side (default: one per 4 cores, at least 1)")
+    p.add_argument("--drop-models", action="store_true", help="delete the trials' checkpoints when the study ends")
+    p.add_argument("--pair", action="append", metavar="A,B",
+                   help="a class pair to report (repeatable); default: the preset's heads.contrastive.pairs, or every "
+                        "pair of classes when it names none")
+    p.add_argument("--study", metavar="STUDY_ID", help="report on a heads study that already trained (no training)")
+    p.set_defaults(func=_cmd_heads_effect)
+
+
 def _cmd_crossval(args: argparse.Namespace) -> int:
     from core.store import Store
     from core.study import DEFAULT_SEEDS
@@ -788,9 +835,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="earmark", description="Earmark: a labelling and audit workbench for audio classifiers.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     shared = _shared_options()
-    for register in (_register_demo, _register_build_factorial, _register_import, _register_stats, _register_export, _register_train,
-                     _register_ensemble, _register_finetune, _register_augment_copies, _register_audit, _register_hygiene, _register_promote, _register_rollback,
-                     _register_compare, _register_compare_detectors, _register_prompt_search, _register_grid,
+    for register in (_register_demo, _register_build_factorial, _register_import, _register_stats, _register_export,
+                     _register_train, _register_ensemble, _register_finetune, _register_augment_copies, _register_audit,
+                     _register_hygiene, _register_promote, _register_rollback, _register_compare,
+                     _register_compare_detectors, _register_prompt_search, _register_grid, _register_heads_effect,
                      _register_crossval, _register_spotcheck, _register_serve):
         register(sub, shared)
     return parser

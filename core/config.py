@@ -666,6 +666,64 @@ class EvaluationConfig(Config):
 
 
 @dataclasses.dataclass
+class ContrastiveHead(Config):
+    """A supervised contrastive term (Khosla et al. 2020, SupCon) on the model's embedding (A10)."""
+    enabled: bool = option(False, "Add a supervised contrastive term on the embedding before the classifier "
+                                  "(pulls clips of a class together, pushes the paired classes apart).")
+    weight: float = option(0.1, "Weight of the contrastive term beside the classification loss.")
+    pairs: list[list[str]] = option(
+        factory=list, help="Class pairs that contrast with each other, e.g. [[emergency_sirens, alert_sounds]]; "
+                           "empty = every class with every other (plain SupCon).")
+    temperature: float = option(0.1, "SupCon temperature: lower = harder on near neighbours (the paper's 0.1).")
+
+    def __post_init__(self) -> None:
+        check_range("heads.contrastive.weight", self.weight, low=0)
+        check_range("heads.contrastive.temperature", self.temperature, low=0, low_inclusive=False, high=10)
+        for pair in self.pairs:
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ConfigError(f"heads.contrastive.pairs: {pair!r} must name two different classes")
+
+    def classes(self) -> list[str]:
+        """Every class a pair names, in first-seen order."""
+        return list(dict.fromkeys(name for pair in self.pairs for name in pair))
+
+
+@dataclasses.dataclass
+class EnvelopeHead(Config):
+    """An auxiliary head regressing the clip's amplitude-envelope modulation rate (A10), on a log
+    scale; the target is measured from the clean clip audio and cached per clip (core/envelope.py)."""
+    enabled: bool = option(False, "Add a head that regresses the clip's amplitude-envelope modulation rate "
+                                  "(log Hz) from the embedding.")
+    weight: float = option(0.1, "Weight of the envelope-rate term beside the classification loss.")
+    min_hz: float = option(0.5, "Lowest modulation rate searched (Hz); clips shorter than 2 periods of it search "
+                                "from 2 / duration.")
+    max_hz: float = option(20.0, "Highest modulation rate searched (Hz).")
+    hop_ms: float = option(10.0, "Hop of the frame-RMS envelope (ms); the envelope is sampled at 1000 / hop_ms Hz.")
+    min_depth: float = option(0.1, "A clip whose strongest modulation in the band is shallower than this (amplitude "
+                                   "relative to the envelope's mean) counts as unmodulated: its target is min_hz.")
+
+    def __post_init__(self) -> None:
+        check_range("heads.envelope.weight", self.weight, low=0)
+        check_range("heads.envelope.hop_ms", self.hop_ms, low=1, high=100)
+        check_range("heads.envelope.min_hz", self.min_hz, low=0, low_inclusive=False)
+        check_range("heads.envelope.max_hz", self.max_hz, low=self.min_hz, low_inclusive=False,
+                    high=500 / self.hop_ms, high_inclusive=False)  # below the envelope's Nyquist
+        check_range("heads.envelope.min_depth", self.min_depth, low=0, high=1)
+
+
+@dataclasses.dataclass
+class HeadsConfig(Config):
+    """Optional auxiliary training terms on the embedding (A10). They train beside the classifier
+    and are dropped afterwards: checkpoints and inference never need them."""
+    contrastive: ContrastiveHead = option(factory=ContrastiveHead, help="Supervised contrastive term.")
+    envelope: EnvelopeHead = option(factory=EnvelopeHead, help="Envelope modulation-rate head.")
+
+    @property
+    def any(self) -> bool:
+        return self.contrastive.enabled or self.envelope.enabled
+
+
+@dataclasses.dataclass
 class ExperimentConfig(Config):
     """A whole preset: what a run is built from, saved resolved into every run folder."""
     name: str = option("custom", "Preset name.")
@@ -688,6 +746,7 @@ class ExperimentConfig(Config):
     mixup_p: float = option(0.0, "Probability of MixUp per batch (D3: 0.5-0.6).")
     gates: GatePolicy = option(factory=GatePolicy, help="Promotion gates a run's audit must pass.")
     evaluation: EvaluationConfig = option(factory=EvaluationConfig, help="Metric breakdowns by clip metadata.")
+    heads: HeadsConfig = option(factory=HeadsConfig, help="Optional auxiliary heads trained beside the classifier (A10).")
 
     def __post_init__(self) -> None:
         check_range("augment_copies", self.augment_copies, low=0, high=100)
@@ -706,6 +765,22 @@ class ExperimentConfig(Config):
                                   f"features.front_end is waveform; use waveform augmentations only")
         if self.model.name == "speech_llm" and self.mixup_p > 0:
             raise ConfigError("mixup_p: must be 0 for speech_llm (it answers one letter per clip; a mixed clip has no answer)")
+        self._check_heads()
+
+    def _check_heads(self) -> None:
+        """The auxiliary heads read the embedding before the classifier: the audio LLM answers with
+        a letter and has none. A MixUp'd batch trains the classifier only (a blend of two clips has
+        no single class to contrast nor one envelope rate), so MixUp on every batch would leave the
+        heads nothing to learn from."""
+        enabled = [name for name in ("contrastive", "envelope") if getattr(self.heads, name).enabled]
+        if not enabled:
+            return
+        if self.model.name == "speech_llm":
+            raise ConfigError(f"heads.{enabled[0]}.enabled: the audio LLM (speech_llm) has no embedding for "
+                              "auxiliary heads; use cnn or ast")
+        if self.mixup_p >= 1:
+            raise ConfigError(f"heads.{enabled[0]}.enabled: mixup_p is 1, so every batch is mixed and the auxiliary "
+                              "heads (trained on unmixed batches only) would never train; lower mixup_p")
 
     def augment_lists(self) -> list[list[AugmentSpec]]:
         """The run's augmentation list and each curriculum stage's own."""

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -216,13 +216,41 @@ class FeatureCache:
     readers never see torn data and a killed build leaves the previous index. In a session
     the writer process builds before it launches a run; the run's child only reads (or calls
     build, which then has nothing to do).
+
+    Other per-clip values computed from the audio (core/envelope.py's modulation rate) reuse
+    this machinery by overriding kind, _key, _row_shape, _keyed_config and _clip_function.
     """
+
+    kind = "logmel"  # the folder's prefix: <kind>-<key>
 
     def __init__(self, cache_dir: str | Path, feature_cfg: FeatureConfig) -> None:
         self.feature_cfg = feature_cfg
-        self.folder = Path(cache_dir) / f"logmel-{feature_cache_key(feature_cfg)}"
-        self.row_shape = feature_cfg.feature_shape
+        self.folder = Path(cache_dir) / f"{self.kind}-{self._key()}"
+        self.row_shape = self._row_shape()
         self._view = _IndexView(stamp=None, clips={}, array=self._mapped(0))
+
+    def _key(self) -> str:
+        return feature_cache_key(self.feature_cfg)
+
+    def _row_shape(self) -> tuple[int, ...]:
+        return self.feature_cfg.feature_shape
+
+    def _keyed_config(self) -> dict[str, Any]:
+        """What config.json records: the settings the stored values depend on."""
+        keyed = {k: v for k, v in self.feature_cfg.to_dict().items() if k not in FIELDS_NOT_IN_CACHE_KEY}
+        return {"cache_format": CACHE_FORMAT_VERSION, **keyed}
+
+    def _clip_function(self) -> Callable[[str], np.ndarray]:
+        """path -> one clip's stored row (float32, row_shape); raises AudioError. Built once per build."""
+        transform = feature_transform(self.feature_cfg)
+
+        def features(key: str) -> np.ndarray:
+            wave = clip_waveform(key, self.feature_cfg, rng=clip_rng(key))
+            # One clip per call: a 10 s spectrogram fits the CPU cache, a batch of 16 does not and
+            # measured 3-4x slower per clip.
+            with torch.inference_mode():
+                return transform(torch.from_numpy(wave)[None])[0].numpy()
+        return features
 
     @property
     def array(self) -> np.ndarray:
@@ -271,7 +299,7 @@ class FeatureCache:
             committed_at = time.monotonic()
             with _open_data_file(self.folder / DATA_FILE, keep_rows=n_rows, row_shape=self.row_shape) as data, \
                     tqdm(total=len(todo), disable=not progress, unit="clip", desc="log-mel cache") as bar:
-                for clip in _computed_clips(todo, self.feature_cfg, workers=workers):
+                for clip in _computed_clips(todo, self._clip_function(), workers=workers):
                     bar.update()
                     if clip.error is not None:
                         failed[clip.key] = clip.error
@@ -333,8 +361,7 @@ class FeatureCache:
     def _write_config(self) -> None:
         path = self.folder / CONFIG_FILE
         if not path.exists():
-            keyed = {k: v for k, v in self.feature_cfg.to_dict().items() if k not in FIELDS_NOT_IN_CACHE_KEY}
-            _write_json_atomic(path, {"cache_format": CACHE_FORMAT_VERSION, **keyed})
+            _write_json_atomic(path, self._keyed_config())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,15 +381,15 @@ class _IndexView:
 
 @dataclasses.dataclass(frozen=True)
 class _ComputedClip:
-    """One clip's outcome: float16 features (n_mels, n_frames) and the (size, mtime_ns) read, or the error."""
+    """One clip's outcome: its float16 row (features (n_mels, n_frames)) and the (size, mtime_ns) read, or the error."""
     key: str
     stamp: tuple[int, int] | None = None
     features: np.ndarray | None = None
     error: str | None = None
 
 
-def _computed_clips(keys: list[str], feature_cfg: FeatureConfig, *, workers: int) -> Iterator[_ComputedClip]:
-    """Each key's features, in order, computed on `workers` threads.
+def _computed_clips(keys: list[str], compute: Callable[[str], np.ndarray], *, workers: int) -> Iterator[_ComputedClip]:
+    """Each key's row, in order, computed on `workers` threads.
 
     Threads rather than processes: reading, resampling and the STFT run in C with the GIL
     released, and on 2 cores two threads measured as fast as two processes, without the ~2 s
@@ -370,27 +397,22 @@ def _computed_clips(keys: list[str], feature_cfg: FeatureConfig, *, workers: int
     parallelism comes from clips, so torch keeps one thread per op meanwhile: splitting one
     10 s STFT over busy cores made it slower, and it would oversubscribe large machines.
     """
-    log_mel = feature_transform(feature_cfg)
     with torch_threads(1), ThreadPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(lambda key: _compute_clip(key, feature_cfg, log_mel), keys)
+        yield from pool.map(lambda key: _compute_clip(key, compute), keys)
 
 
-def _compute_clip(key: str, feature_cfg: FeatureConfig, log_mel: torch.nn.Module) -> _ComputedClip:
+def _compute_clip(key: str, compute: Callable[[str], np.ndarray]) -> _ComputedClip:
     stamp = _file_stamp(key)  # taken before reading: an edit during the read shows as stale
     if stamp is None:
         return _ComputedClip(key, error=f"missing: no file at {key}")
     try:
-        wave = clip_waveform(key, feature_cfg, rng=_clip_rng(key))
+        row = compute(key)
     except AudioError as exc:
         return _ComputedClip(key, error=str(exc))
-    # One clip per call: a 10 s spectrogram fits the CPU cache, a batch of 16 does not and
-    # measured 3-4x slower per clip.
-    with torch.inference_mode():
-        features = log_mel(torch.from_numpy(wave)[None])[0]
-    return _ComputedClip(key, stamp=stamp, features=features.numpy().astype(np.float16))
+    return _ComputedClip(key, stamp=stamp, features=np.asarray(row).astype(np.float16))
 
 
-def _clip_rng(key: str) -> np.random.Generator:
+def clip_rng(key: str) -> np.random.Generator:
     """A generator seeded by the clip's path, so a random crop is the same on every rebuild."""
     return np.random.default_rng(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little"))
 

@@ -1,4 +1,5 @@
-"""Class weights (C1) and the training loss: weighted cross-entropy or focal loss (D2).
+"""Class weights (C1) and the training loss: weighted cross-entropy or focal loss (D2); the
+supervised contrastive term of the optional heads (A10).
 
 Both losses accept integer class targets (B,) or soft targets (B, C) from MixUp, so the
 training loop never branches on whether a batch was mixed. Focal loss is cross-entropy
@@ -16,7 +17,8 @@ from torch import nn
 
 from core.config import TrainConfig
 
-__all__ = ["ClassificationLoss", "available_losses", "available_weightings", "build_loss", "class_weights"]
+__all__ = ["ClassificationLoss", "available_losses", "available_weightings", "build_loss", "class_weights",
+           "contrast_matrix", "supervised_contrastive_loss"]
 
 # A soft-target row may drift this far from summing to 1 (float32 MixUp arithmetic).
 TARGET_SUM_TOLERANCE = 1e-4
@@ -167,3 +169,55 @@ def build_loss(train_cfg: TrainConfig, *, class_counts: Sequence[int]) -> Classi
         raise ValueError(f"train.loss: {train_cfg.loss!r} is not a loss; valid: {', '.join(_LOSSES)}")
     weight = class_weights(class_counts, method=train_cfg.class_weights, beta=train_cfg.effective_beta)
     return _LOSSES[train_cfg.loss](train_cfg, weight)
+
+
+# --- supervised contrastive term (A10) ------------------------------------------------------
+
+def contrast_matrix(labels: Sequence[str], pairs: Sequence[Sequence[str]]) -> torch.Tensor:
+    """Which classes contrast with which: bool (C, C), symmetric, True where class i and class j
+    are a named pair; empty pairs = every class with every other. The diagonal is False (a class
+    is its own positives, not a contrast). ValueError naming a class that is not in labels."""
+    index = {label: i for i, label in enumerate(labels)}
+    if not pairs:
+        return ~torch.eye(len(labels), dtype=torch.bool)
+    matrix = torch.zeros(len(labels), len(labels), dtype=torch.bool)
+    for pair in pairs:
+        unknown = [name for name in pair if name not in index]
+        if unknown:
+            raise ValueError(f"heads.contrastive.pairs: class {unknown[0]!r} is not in the run's classes "
+                             f"({', '.join(labels)})")
+        a, b = index[pair[0]], index[pair[1]]
+        matrix[a, b] = matrix[b, a] = True
+    return matrix
+
+
+def supervised_contrastive_loss(embeddings: torch.Tensor, targets: torch.Tensor, *, temperature: float,
+                                contrasts: torch.Tensor) -> torch.Tensor:
+    """SupCon, L_out of Khosla et al. 2020 ("Supervised Contrastive Learning", eq. 2), restricted
+    to the classes that contrast. With z = embeddings L2-normalised, s_ia = z_i . z_a / temperature,
+    A(i) the other samples of i's class or of a class contrasting with it, P(i) those of i's class:
+
+        loss = mean over anchors i of  -1/|P(i)| sum_{p in P(i)} log( exp(s_ip) / sum_{a in A(i)} exp(s_ia) )
+
+    Anchors are the samples of a class that contrasts with some class and that have at least one
+    positive in the batch; 0 (still differentiable) when the batch holds none.
+    embeddings float (B, D); targets int class ids (B,); contrasts bool (C, C) (contrast_matrix).
+    """
+    if embeddings.ndim != 2 or targets.shape != embeddings.shape[:1]:
+        raise ValueError(f"embeddings (B, D) and targets (B,) expected, got {tuple(embeddings.shape)} and "
+                         f"{tuple(targets.shape)}")
+    z = F.normalize(embeddings.float(), dim=1)
+    similarity = z @ z.T / temperature
+    targets = targets.long()
+    same = targets[:, None] == targets[None, :]
+    others = ~torch.eye(len(targets), dtype=torch.bool, device=z.device)
+    contrasts = contrasts.to(z.device)
+    in_contrast = (same | contrasts[targets][:, targets]) & others        # A(i)
+    positives = same & others                                            # P(i)
+    anchors = contrasts[targets].any(dim=1) & positives.any(dim=1)
+    if not anchors.any():
+        return similarity.sum() * 0.0
+    similarity, in_contrast, positives = similarity[anchors], in_contrast[anchors], positives[anchors]
+    log_denominator = torch.logsumexp(similarity.masked_fill(~in_contrast, -torch.inf), dim=1, keepdim=True)
+    log_prob = (similarity - log_denominator).masked_fill(~positives, 0.0)
+    return (-log_prob.sum(dim=1) / positives.sum(dim=1)).mean()

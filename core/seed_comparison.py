@@ -12,6 +12,8 @@ of means (core.study.difference). The verdict, against a GatePolicy:
   - no-go when the F1-macro difference is within seed noise (its interval holds 0: the candidate
     is not shown to be better), when it is worse beyond noise, or when a side has one seed;
   - go otherwise: every gate passes and F1-macro is better beyond seed noise.
+pair_confusions reads the same reports for how often each class of a pair is taken for the other
+(siren -> alert and back), paired by seed: what the optional heads (A10) are meant to cut.
 Pure: inputs are classification_report dicts (core.evaluate), one per run.
 """
 from __future__ import annotations
@@ -116,3 +118,51 @@ def _interval(delta: dict[str, Any]) -> str:
     if delta.get("ci95_low") is None:
         return "(no interval)"
     return f"[{delta['ci95_low']:+.4f}, {delta['ci95_high']:+.4f}]"
+
+
+def pair_confusions(*, baseline: Sequence[dict[str, Any]], candidate: Sequence[dict[str, Any]],
+                    pairs: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+    """How often each class of a pair is taken for the other, on both sides, per seed.
+
+    baseline, candidate: one classification_report per seed, in the same seed order (the same
+    seeds trained both sides, so seed i's difference is a paired one). For each pair (a, b),
+    both directions a -> b and b -> a: the count of clips of the true class predicted as the
+    other, and the rate (count / the true class's clips), per seed; each side's spread over its
+    seeds (core.study.spread); and the paired difference candidate - baseline of the rate (mean
+    over seeds with its 95% t-interval; negative = fewer confusions). ValueError naming a class
+    the reports lack."""
+    if not baseline or len(baseline) != len(candidate):
+        raise ValueError(f"baseline and candidate: need the same number (>= 1) of seed reports, got "
+                         f"{len(baseline)} and {len(candidate)}")
+    labels = list(candidate[0]["labels"])
+    rows = []
+    for pair in pairs:
+        unknown = [name for name in pair if name not in labels]
+        if unknown:
+            raise ValueError(f"pairs: class {unknown[0]!r} is not one of the runs' classes ({', '.join(labels)})")
+        for true, predicted in (tuple(pair), tuple(reversed(pair))):
+            sides = {name: [_confusion(r, true, predicted) for r in runs]
+                     for name, runs in (("baseline", baseline), ("candidate", candidate))}
+            rates = {name: [rate for _, rate in values] for name, values in sides.items()}
+            paired = [None if b is None or c is None else c - b for b, c in zip(rates["baseline"], rates["candidate"])]
+            rows.append({"true": true, "predicted": predicted, "clips": candidate[0]["per_class"][true]["support"],
+                         **{f"{name}_counts": [count for count, _ in values] for name, values in sides.items()},
+                         "baseline": spread(rates["baseline"]), "candidate": spread(rates["candidate"]),
+                         "delta": _paired(paired)})
+    return rows
+
+
+def _confusion(report: dict[str, Any], true: str, predicted: str) -> tuple[int, float | None]:
+    """(clips of class true predicted as predicted, that count over true's clips) in one report."""
+    labels = list(report["labels"])
+    row = report["confusion"]["counts"][labels.index(true)]
+    count, support = int(row[labels.index(predicted)]), int(sum(row))
+    return count, (count / support if support else None)
+
+
+def _paired(differences: Sequence[float | None]) -> dict[str, Any]:
+    """Mean of per-seed differences with its 95% t-interval; within_noise when it holds 0."""
+    summary = spread(differences, bounds=(-1.0, 1.0))
+    within = None if summary["ci95_low"] is None else bool(summary["ci95_low"] <= 0 <= summary["ci95_high"])
+    return {"delta": summary["mean"], "ci95_low": summary["ci95_low"], "ci95_high": summary["ci95_high"],
+            "seeds": summary["n"], "within_noise": within}

@@ -11,8 +11,11 @@ session store.
 Setup builds the data, features, model, optimizer, epoch plan (core/curriculum.py) and
 augmentation feed; the loop keeps nanoGPT's fixed order, per step: learning rate for this step,
 forward/backward/step, log; per epoch: validate, keep the best checkpoint, save the resume point,
-log, early-stop check. Then the best checkpoint is evaluated on every split. Batches come from
-core.augment.AugmentFeed: cached log-mel rows, plus augmented samples when the preset lists
+log, early-stop check. Then the best checkpoint is evaluated on every split. With the optional
+heads on (preset `heads`, A10; core/aux_heads.py), a step adds their weighted terms on the
+model's embedding, and each epoch's history row records them (train_contrastive_loss,
+train_envelope_loss; train_loss stays the classification term, comparable across runs).
+Batches come from core.augment.AugmentFeed: cached log-mel rows, plus augmented samples when the preset lists
 augmentations (on the fly, or rendered once before the first epoch when on the fly would cost
 more than the model step; the choice is logged as an 'info' event and in result.json).
 
@@ -46,12 +49,14 @@ from torch.utils.data import DataLoader
 
 from core.augment import AugmentDecision, AugmentFeed
 from core.augment.cost import time_model_step
+from core.aux_heads import TERMS, AuxiliaryHeads
 from core.breakdowns import describe, plan_breakdowns
 from core.checkpoint import (CHECKPOINT_DIR, checkpoint_dir, init_from_checkpoint, load_checkpoint, save_checkpoint,
                              update_extra)
 from core.child_job import Cancelled, JobContext, JobSpec, command_line, plot_split, predictions_frame, run_child_job
 from core.config import AUTO_FIELDS, EvaluationConfig, ExperimentConfig, TrainConfig
 from core.curriculum import EpochPlan
+from core.envelope import EnvelopeRateCache, log_rate_targets
 from core.evaluate import calibrate_threshold, classification_report
 from core.feature_fit import fit_to_clips
 from core.features import FeatureCache, compute_norm_stats, normalize
@@ -147,6 +152,8 @@ class Setup:
     decision: AugmentDecision | None
     initialised: dict[str, Any]   # how much of the start model this run kept, for the job view and the verdict
     own_loss: bool = False        # the model computes its training loss itself (forward(..., answer_targets=))
+    aux: torch.nn.Module | None = None      # the auxiliary heads (A10), prepared like the model
+    log_rates: np.ndarray | None = None     # envelope head: each training row's log-rate target (nan = none)
 
     @property
     def y_train(self) -> np.ndarray:
@@ -218,18 +225,26 @@ def _setup(context: JobContext, config: ExperimentConfig, job: Job, accelerator)
                                         "audio LLM: it trains on its language-model loss at the answer token")
     tc = config.train
     backbone_lr = tc.backbone_lr if tc.backbone_lr is not None else tc.lr
-    optimizer = torch.optim.AdamW(model.parameter_groups(backbone_lr=backbone_lr, head_lr=tc.lr, weight_decay=tc.weight_decay))
+    groups = model.parameter_groups(backbone_lr=backbone_lr, head_lr=tc.lr, weight_decay=tc.weight_decay)
+    aux, log_rates = _auxiliary_heads(config, job, model, train, accelerator, events)
+    if aux is not None:
+        groups.append({"name": "aux_heads", "params": list(aux.parameters()), "lr": tc.lr, "weight_decay": tc.weight_decay})
+    optimizer = torch.optim.AdamW(groups)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     class_counts = np.bincount(train["y"].to_numpy(), minlength=len(job.labels))
     loss_fn = build_loss(tc, class_counts=class_counts.tolist())
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if aux is not None:
+        model, aux, optimizer = accelerator.prepare(model, aux, optimizer)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
 
     plan = EpochPlan(train, tc, labels=job.labels, world_size=accelerator.num_processes)
     feed = AugmentFeed(train, config, cache=cache, norm_stats=norm_stats,
                        stages=[plan.stage(e) for e in range(plan.n_epochs)], workers=job.workers)
     run = Setup(config=config, job=job, accelerator=accelerator, manifest=manifest, train=train, val=val, cache=cache,
                 norm_stats=norm_stats, model=model, optimizer=optimizer, base_lrs=base_lrs, loss_fn=loss_fn, plan=plan,
-                feed=feed, total_steps=0, decision=None, initialised=initialised, own_loss=own_loss)
+                feed=feed, total_steps=0, decision=None, initialised=initialised, own_loss=own_loss, aux=aux,
+                log_rates=log_rates)
     run.decision = _prepare_augmentation(run, run_dir, events)
     # Each process steps through its share of every epoch's batches (a multiple of the world size).
     run.total_steps = sum(math.ceil(len(plan.batches(e, samples=feed.sample_ids(e))) / accelerator.num_processes
@@ -276,6 +291,48 @@ def _build_model(config: ExperimentConfig, job: Job, events: EventLog) -> tuple[
     return model, initialised
 
 
+def _auxiliary_heads(config: ExperimentConfig, job: Job, model: AudioClassifier, train: pd.DataFrame, accelerator,
+                     events: EventLog) -> tuple[AuxiliaryHeads | None, np.ndarray | None]:
+    """The preset's auxiliary heads (None when none is on) and, for the envelope head, each
+    training row's log-rate target (nan = none)."""
+    heads = config.heads
+    if not heads.any:
+        return None, None
+    aux = AuxiliaryHeads(embedding_dim=model.embedding_dim, heads=heads, labels=job.labels)
+    log_rates = _envelope_targets(config, job, train, accelerator, events) if heads.envelope.enabled else None
+    if log_rates is not None and not np.isnan(log_rates).all():
+        aux.start_envelope_at(float(np.nanmean(log_rates)))
+    return aux, log_rates
+
+
+def _envelope_targets(config: ExperimentConfig, job: Job, train: pd.DataFrame, accelerator,
+                      events: EventLog) -> np.ndarray:
+    """Each training row's envelope-rate target in log Hz, measured once per clip into the
+    envelope cache (core/envelope.py); what was measured is logged as an 'info' event."""
+    settings = config.heads.envelope
+    cache = EnvelopeRateCache(job.cache_dir, config.features, settings)
+    with accelerator.main_process_first():
+        report = cache.build(train["path"].tolist(), workers=job.workers, progress=False)
+    measured = ~train["path"].isin(set(report.failed)).to_numpy()
+    rows = np.full((len(train), 2), np.nan, dtype=np.float32)
+    rows[measured] = cache.take(cache.rows(train["path"][measured].tolist()))
+    log_rates = log_rate_targets(rows, settings)
+    known = ~np.isnan(log_rates)
+    if not known.any():
+        events.write("warning", message=f"envelope rate: no training clip has a measurable envelope (silent, or too "
+                                        f"short for {settings.min_hz:g}-{settings.max_hz:g} Hz): the envelope head learns nothing")
+        return log_rates
+    steady = known & (rows[:, 1] < settings.min_depth)
+    modulated = known & ~steady
+    median = f"{np.exp(np.median(log_rates[modulated])):.2f} Hz" if modulated.any() else "-"
+    events.write("info", message=f"envelope rate: {int(known.sum())} of {len(train)} training clips measured "
+                                 f"({report.computed} computed, {report.reused} from the cache); {int(steady.sum())} "
+                                 f"without modulation deeper than {settings.min_depth:g} (target {settings.min_hz:g} Hz); "
+                                 f"median rate of the others {median}; {int((~known).sum())} silent or too short, left out",
+                 envelope={"measured": int(known.sum()), "unmodulated": int(steady.sum())})
+    return log_rates
+
+
 def _prepare_augmentation(run: Setup, run_dir: Path, events: EventLog) -> AugmentDecision | None:
     """Which samples each epoch holds (augmented copies join the clean clips) and whether
     waveform steps run on the fly or are rendered once first: measured against a model step,
@@ -311,8 +368,8 @@ def _fit(run: Setup, state: TrainState, context: JobContext) -> None:
     tc = run.config.train
     clock = (time.time(), state.step)  # for the ETA: steps this process ran, not those before a resume
     for epoch in _epochs_left(run, state):
-        train_loss = _train_epoch(run, state, epoch, context, clock=clock)
-        row = _validate(run, state, epoch, train_loss=train_loss)
+        train_loss, aux_losses = _train_epoch(run, state, epoch, context, clock=clock)
+        row = {**_validate(run, state, epoch, train_loss=train_loss), **aux_losses}
         improved = state.record(row, _watched(row, tc))
         if improved and run.accelerator.is_main_process:
             _save(context.run_dir, run, best_epoch=epoch + 1)
@@ -332,10 +389,13 @@ def _epochs_left(run: Setup, state: TrainState) -> range:
 
 
 def _train_epoch(run: Setup, state: TrainState, epoch: int, context: JobContext, *,
-                 clock: tuple[float, int]) -> float:
-    """This process's share of the epoch's batches; returns the mean training loss per sample."""
+                 clock: tuple[float, int]) -> tuple[float, dict[str, float | None]]:
+    """This process's share of the epoch's batches; returns the mean classification loss per
+    sample and each auxiliary term's mean per sample over the batches that had it (history keys
+    of core.aux_heads.TERMS; None when MixUp mixed every batch)."""
     accelerator, tc = run.accelerator, run.config.train
     run.model.train()
+    aux_sums: dict[str, list[float]] = {}
     batches = run.plan.batches(epoch, samples=run.feed.sample_ids(epoch))[accelerator.process_index::accelerator.num_processes]
     stage_lrs = [lr * run.plan.lr_scale(epoch) for lr in run.base_lrs]  # a curriculum stage may set its own rate
     total_loss, items = 0.0, 0
@@ -344,9 +404,14 @@ def _train_epoch(run: Setup, state: TrainState, epoch: int, context: JobContext,
         multiplier = lr_multiplier(state.step, total_steps=run.total_steps, warmup_steps=tc.warmup_steps, schedule=tc.schedule)
         apply_lr(run.optimizer, base_lrs=stage_lrs, multiplier=multiplier)
         # The batch's place in the full list keeps augmentation draws the same on every rank.
-        loss = _step(run, state, batch_ids, epoch=epoch, batch_index=accelerator.process_index + number * accelerator.num_processes)
+        loss, terms = _step(run, state, batch_ids, epoch=epoch,
+                            batch_index=accelerator.process_index + number * accelerator.num_processes)
         total_loss += loss * len(batch_ids)
         items += len(batch_ids)
+        for name, value in terms.items():
+            total = aux_sums.setdefault(name, [0.0, 0])
+            total[0] += value * len(batch_ids)
+            total[1] += len(batch_ids)
         if accelerator.sync_gradients:  # with gradient accumulation, one optimizer step per several batches
             state.step += 1
             started, first_step = clock
@@ -354,27 +419,50 @@ def _train_epoch(run: Setup, state: TrainState, epoch: int, context: JobContext,
                                  epoch=epoch + (number + 1) / len(batches), loss=round(loss, 5),
                                  lr=run.optimizer.param_groups[-1]["lr"],
                                  eta_s=round((time.time() - started) / (state.step - first_step) * (run.total_steps - state.step), 1))
-    return total_loss / max(items, 1)
+    enabled = [name for name in TERMS if run.aux is not None and getattr(run.config.heads, name).enabled]
+    aux_means = {TERMS[name]: aux_sums[name][0] / aux_sums[name][1] if name in aux_sums else None for name in enabled}
+    return total_loss / max(items, 1), aux_means
 
 
-def _step(run: Setup, state: TrainState, batch_ids: np.ndarray, *, epoch: int, batch_index: int) -> float:
-    """Forward, backward and optimizer step on one batch (MixUp'd when configured); its loss."""
+def _step(run: Setup, state: TrainState, batch_ids: np.ndarray, *, epoch: int,
+          batch_index: int) -> tuple[float, dict[str, float]]:
+    """Forward, backward and optimizer step on one batch (MixUp'd when configured); its
+    classification loss and, on an unmixed batch with heads on, each auxiliary term (unweighted)."""
     config, accelerator = run.config, run.accelerator
     features = run.feed.features(batch_ids, epoch=epoch, batch_index=batch_index)
-    targets = torch.from_numpy(run.y_train[run.feed.rows_of(batch_ids)])
+    rows = run.feed.rows_of(batch_ids)
+    classes = targets = torch.from_numpy(run.y_train[rows])
+    mixed = False
     if config.mixup_p > 0:
-        features, targets, _ = mixup(features, targets, num_classes=len(run.job.labels), alpha=config.mixup_alpha,
-                                     p=config.mixup_p, generator=state.mixup_rng)
+        features, targets, mixed = mixup(features, targets, num_classes=len(run.job.labels), alpha=config.mixup_alpha,
+                                         p=config.mixup_p, generator=state.mixup_rng)
     features, targets = features.to(accelerator.device), targets.to(accelerator.device)
+    terms: dict[str, torch.Tensor] = {}
     with accelerator.accumulate(run.model):
         if run.own_loss:  # the audio LLM: its LM loss on the answer token alone (B1's loss masking)
-            loss = run.model(features, answer_targets=targets)
+            loss = classification = run.model(features, answer_targets=targets)
+        elif run.aux is not None and not mixed:
+            logits, embedding = run.model(features, return_embedding=True)
+            classification = run.loss_fn(logits, targets)
+            terms = run.aux(embedding, classes.to(accelerator.device), _log_rates(run, batch_ids, rows, epoch=epoch,
+                                                                                   batch_index=batch_index))
+            loss = classification + accelerator.unwrap_model(run.aux).weighted(terms)
         else:
-            loss = run.loss_fn(run.model(features), targets)
+            loss = classification = run.loss_fn(run.model(features), targets)
         accelerator.backward(loss)
         run.optimizer.step()
         run.optimizer.zero_grad()
-    return float(loss.detach())
+    return float(classification.detach()), {name: float(value.detach()) for name, value in terms.items()}
+
+
+def _log_rates(run: Setup, batch_ids: np.ndarray, rows: np.ndarray, *, epoch: int, batch_index: int) -> torch.Tensor | None:
+    """The batch's envelope targets in log Hz (nan = none), each shifted by the log of the
+    time_stretch rate the feed applied to that sample: a clip played r times faster modulates
+    r times faster. None without the envelope head."""
+    if run.log_rates is None:
+        return None
+    scales = run.feed.time_scales(batch_ids, epoch=epoch, batch_index=batch_index)
+    return torch.from_numpy((run.log_rates[rows] + np.log(scales)).astype(np.float32)).to(run.accelerator.device)
 
 
 def _validate(run: Setup, state: TrainState, epoch: int, *, train_loss: float) -> dict[str, Any]:

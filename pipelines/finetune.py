@@ -29,6 +29,7 @@ from core.models.speech_llm import check_base
 from core.store import Store, StoreError
 from core.run_folder import (CANCEL_FILE, CONFIG_FILE, EVENTS_FILE, LOG_FILE, MANIFEST_FILE, METRICS_FILE,
                              PREDICTIONS_FILE, RESULT_FILE)
+from core.aux_heads import describe_terms
 from core.breakdowns import METADATA_PREFIX
 from pipelines.augment_copies import AUGMENT_METADATA_KEY, applied_names
 from pipelines.demo_synth import ANSWER_KEY_COLUMNS
@@ -172,6 +173,10 @@ def plan_finetune(store: Store, *, preset: str, overrides: list[str] | None, ini
         unknown = sorted(set(getattr(config.train, key) or {}) - set(labels))
         if unknown:
             raise ConfigError(f"train.{key}: classes {unknown} are not in the session's labels {labels}")
+    contrastive = config.heads.contrastive
+    unknown = [name for name in contrastive.classes() if name not in labels]
+    if contrastive.enabled and unknown:
+        raise ConfigError(f"heads.contrastive.pairs: class {unknown[0]!r} is not in the session's labels {labels}")
     if config.model.name not in available_models():
         raise ConfigError(f"model.name: {config.model.name!r} is not a registered model; available: "
                           f"{', '.join(available_models())}")
@@ -472,7 +477,7 @@ def train_and_ingest(store: Store, prepared: PreparedRun, *, processes: int, pro
             bar.write(f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}  val loss {event['val_loss']:.4f}  "
                       f"val acc {event['val_accuracy']:.4f}  val F1 {event['val_f1_macro'] or 0:.4f}"
                       + (f"  (true labels {event['val_accuracy_true']:.4f})" if "val_accuracy_true" in event else "")
-                      + ("  *best*" if event.get("improved") else ""))
+                      + describe_terms(event) + ("  *best*" if event.get("improved") else ""))
         elif kind in ("warning", "info"):
             bar.write(f"{kind}: {event['message']}")
         elif kind == "error":

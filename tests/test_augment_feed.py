@@ -65,6 +65,8 @@ def test_on_the_fly_epochs_hold_clean_clips_plus_copies_drawn_afresh(feed_parts)
     assert first.shape == plain.shape and torch.equal(first[:2], plain[:2])  # epoch 1: no SpecAugment on clean clips
     assert not torch.allclose(first[2:], plain[2:], atol=0.1)  # the copies are stretched
     assert torch.equal(feed.features(ids, epoch=0, batch_index=3), first)  # same seed, same batch
+    scales = feed.time_scales(ids, epoch=0, batch_index=3)  # the stretch those copies were rendered with
+    assert scales.round(6).tolist() == [1.0, 1.0, 1.05, 1.05]
     everything = normalize(torch.from_numpy(cache.take(train["row"].to_numpy())), stats)
     changed = (feed.features(np.arange(n), epoch=1, batch_index=0) != everything).flatten(1).any(dim=1)
     assert changed.float().mean() > 0.8  # epoch 2's list has SpecAugment (p 1): clean clips are masked too
@@ -79,7 +81,7 @@ def test_offline_copies_are_rendered_once_and_an_epoch_takes_those_its_list_allo
     assert decision.copies == n and decision.augment_cost_vs_model_step > 1  # every copy is stretched (p 1)
     assert (tmp_path / COPIES_FILE).is_file()
     saved = json.loads((tmp_path / DECISION_FILE).read_text())
-    dipped = {row for row, copy, names in saved["slots"] if "gain_dips" in names}
+    dipped = {row for row, copy, names, _ in saved["slots"] if "gain_dips" in names}
     assert 0 < len(dipped) < n  # p 0.5
     epoch1, epoch2 = feed.sample_ids(0), feed.sample_ids(1)
     assert len(epoch1) == 2 * n - len(dipped) and set(epoch1 - n) & dipped == set()  # epoch 1 lists no gain dips
@@ -89,6 +91,10 @@ def test_offline_copies_are_rendered_once_and_an_epoch_takes_those_its_list_allo
     assert reader.prepare(tmp_path, decide=False, batches={}, time_model_step=lambda x, rows: 1.0) == decision
     copies = epoch2[epoch2 >= n][:6]
     assert torch.equal(reader.features(copies, epoch=1, batch_index=0), feed.features(copies, epoch=1, batch_index=0))
+    stretched = {(row, copy): scale for row, copy, _, scale in saved["slots"]}  # what the envelope head's targets scale by
+    assert {round(s, 6) for s in stretched.values()} == {1.05}  # the run's one rate, p 1
+    assert reader.time_scales(copies, epoch=1, batch_index=0).tolist() == [stretched[(int(c) - n, 1)] for c in copies]
+    assert reader.time_scales(epoch2[:4], epoch=1, batch_index=0).tolist() == [1.0] * 4  # clean clips play as recorded
     feed.close(tmp_path)
     reader.close()
     assert not (tmp_path / COPIES_FILE).exists()

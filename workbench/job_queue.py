@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from core.aux_heads import describe_terms
 from core.run_folder import CANCEL_FILE, EVENTS_FILE, LOG_FILE, RESULT_FILE
 from core.store import Store, StoreError
 from pipelines import finetune
@@ -791,7 +792,7 @@ def describe_event(event: dict[str, Any]) -> str | None:
     if kind == "epoch":
         return (f"epoch {event['epoch']}: train loss {_fmt(event.get('train_loss'))}  val loss {_fmt(event.get('val_loss'))}  "
                 f"val acc {_fmt(event.get('val_accuracy'))}  val F1 {_fmt(event.get('val_f1_macro'))}"
-                + ("  *best*" if event.get("improved") else ""))
+                + describe_terms(event) + ("  *best*" if event.get("improved") else ""))
     if kind in ("info", "warning", "error"):
         return f"{kind}: {event.get('message')}"
     if kind == "cancelled":

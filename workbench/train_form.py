@@ -29,7 +29,9 @@ LLM_KEYS = ("model.pretrained", "model.lora.rank", "model.lora.alpha", "model.lo
             "model.speech_llm.prompt_from_search", "model.speech_llm.speech_answer",
             "model.speech_llm.generated_prompts", "model.speech_llm.template_variants",
             "model.speech_llm.free_generation_tokens", "model.speech_llm.prompt")
-FORM_KEYS = SCALAR_KEYS + LLM_KEYS  # every field's value, in this order, reaches the handlers
+# The optional auxiliary heads (A10): a switch and a weight each; their other settings stay in the preset.
+HEAD_KEYS = ("heads.contrastive.enabled", "heads.contrastive.weight", "heads.envelope.enabled", "heads.envelope.weight")
+FORM_KEYS = SCALAR_KEYS + HEAD_KEYS + LLM_KEYS  # every field's value, in this order, reaches the handlers
 MULTILINE_KEYS = {"model.speech_llm.prompt"}  # text kept exactly as typed (other text fields are trimmed)
 COMPOSITION_COLUMNS = ["class", "per batch"]
 AUGMENT_COLUMNS = ["augmentation", "p", "parameters"]

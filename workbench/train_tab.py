@@ -43,7 +43,9 @@ LABELS = {"model.name": "model", "train.epochs": "epochs", "train.batch_size": "
           "model.speech_llm.prompt_from_search": "prompt from search", "model.speech_llm.speech_answer": "speech letter",
           "model.speech_llm.generated_prompts": "prompts the model proposes",
           "model.speech_llm.template_variants": "template variants",
-          "model.speech_llm.free_generation_tokens": "free-answer tokens", "model.speech_llm.prompt": "prompt"}
+          "model.speech_llm.free_generation_tokens": "free-answer tokens", "model.speech_llm.prompt": "prompt",
+          "heads.contrastive.enabled": "contrastive head", "heads.contrastive.weight": "contrastive weight",
+          "heads.envelope.enabled": "envelope-rate head", "heads.envelope.weight": "envelope weight"}
 OPTIONAL_KEYS = {"train.backbone_lr"}
 INTEGER_KEYS = {"train.epochs", "train.batch_size", "train.warmup_steps", "train.early_stopping_patience",
                 "model.lora.rank", "model.lora.alpha", "model.speech_llm.generated_prompts",
@@ -176,6 +178,9 @@ def layout(wb: Workbench, classes: list[str], *, annotator: gr.Component) -> Lay
         with gr.Row(equal_height=True):
             for key in row_keys:
                 fields[key] = _field(key, values[key], help_text.get(key, ""), config)
+    with gr.Row(equal_height=True, elem_id="em-train-heads"):  # A10's optional heads: a switch and a weight each
+        for key in train_form.HEAD_KEYS:
+            fields[key] = _field(key, values[key], help_text.get(key, ""), config)
     llm_box, llm_base, llm_prompt = _llm_fields(fields, values, help_text, config)
     with gr.Row():
         composition = gr.Dataframe(train_form.composition_table(config, classes), label="batch composition (train.batch_composition)",

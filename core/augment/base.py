@@ -54,6 +54,11 @@ class Transform:
         """Length of apply's output for an input of n_samples (waveform transforms)."""
         return n_samples
 
+    def time_scale(self, params: dict[str, Any]) -> float:
+        """How much faster the output plays than the input (time_stretch: its rate); rates of
+        events in the clip, e.g. its amplitude modulation (core/envelope.py), scale by it."""
+        return 1.0
+
 
 TRANSFORMS: dict[str, type[Transform]] = {}
 

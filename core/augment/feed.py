@@ -132,6 +132,7 @@ class AugmentFeed:
         self._pool: ThreadPoolExecutor | None = None
         self._slots: dict[tuple[int, int], int] = {}
         self._slot_names: list[frozenset[str]] = []
+        self._slot_scales: list[float] = []
         self._rendered: np.ndarray | None = None
 
     # --- which samples an epoch holds -------------------------------------------------------
@@ -172,7 +173,7 @@ class AugmentFeed:
         out = self.cache.take(self.cache_rows[rows])
         pipeline = self.epoch_pipelines[epoch]
         if pipeline.wave_steps and self.mode in ("on_the_fly", "offline"):
-            targets = np.flatnonzero(variants > 0) if self.copies_per_clip else np.flatnonzero(self.wave_ok[rows])
+            targets = self._wave_targets(rows, variants)
             if self.mode == "on_the_fly":
                 self._render_on_the_fly(out, rows, targets, pipeline, epoch=epoch, batch_index=batch_index)
             else:
@@ -188,6 +189,30 @@ class AugmentFeed:
                 rng = np.random.default_rng([self.seed, _SPEC_STREAM, epoch, batch_index, int(j)])
                 features[j] = pipeline.augment_spec(features[j], rng)[0]
         return features
+
+    def time_scales(self, ids: np.ndarray, *, epoch: int, batch_index: int) -> np.ndarray:
+        """How much faster than its source clip each sample of a batch plays, float64 (len(ids),):
+        the time_stretch rate this run applied to it (Pipeline.time_scale), 1.0 where it applied
+        none. features() renders from the same draws, so the two agree. A session copy counts
+        as its own source (its audio, and what is measured from it, carries its stretch)."""
+        ids = np.asarray(ids)
+        rows, variants = ids % self.n, ids // self.n
+        scales = np.ones(len(ids))
+        pipeline = self.epoch_pipelines[epoch]
+        if not (pipeline.wave_steps and self.mode in ("on_the_fly", "offline")):
+            return scales
+        for j in self._wave_targets(rows, variants):
+            if self.mode == "on_the_fly":
+                rng = np.random.default_rng([self.seed, _WAVE_STREAM, epoch, batch_index, int(j)])
+                scales[j] = pipeline.time_scale(pipeline.randomize_wave(rng, n_samples=self.feature_cfg.n_samples))
+            else:
+                slot = self._offline_slot(int(rows[j]), max(int(variants[j]), 1), pipeline.names("wave"))
+                scales[j] = 1.0 if slot is None else self._slot_scales[slot]
+        return scales
+
+    def _wave_targets(self, rows: np.ndarray, variants: np.ndarray) -> np.ndarray:
+        """Positions in a batch that waveform steps act on: the copies, or (no copies) the eligible clips."""
+        return np.flatnonzero(variants > 0) if self.copies_per_clip else np.flatnonzero(self.wave_ok[rows])
 
     def _render_on_the_fly(self, out: np.ndarray, rows: np.ndarray, targets: np.ndarray, pipeline: Pipeline, *,
                            epoch: int, batch_index: int) -> None:
@@ -315,7 +340,7 @@ class AugmentFeed:
 
     def _render_offline(self, path: Path) -> list[list[Any]]:
         """Render every augmented sample once with all the preset's waveform steps; returns the
-        slot list [row, copy, applied names] saved with the decision."""
+        slot list [row, copy, applied names, time scale] saved with the decision."""
         pipeline = build_pipeline(all_specs(self.config), sample_rate_hz=self.feature_cfg.sample_rate_hz,
                                   noise_bank=self.bank)
         wanted = [(int(r), c) for c in range(1, max(self.copies_per_clip, 1) + 1) for r in np.flatnonzero(self.wave_ok)]
@@ -339,7 +364,7 @@ class AugmentFeed:
         slots = []
         for index, ((row, copy), applied, features) in enumerate(results):
             rendered[index] = features
-            slots.append([row, copy, sorted({a["name"] for a in applied})])
+            slots.append([row, copy, sorted({a["name"] for a in applied}), pipeline.time_scale(applied)])
         if rendered is not None:
             rendered.flush()
         self._set_slots(slots, rendered)
@@ -350,8 +375,9 @@ class AugmentFeed:
             self._set_slots(saved["slots"], np.load(run_dir / COPIES_FILE, mmap_mode="r"))
 
     def _set_slots(self, slots: list[list[Any]], rendered: np.ndarray | None) -> None:
-        self._slots = {(row, copy): i for i, (row, copy, _) in enumerate(slots)}
-        self._slot_names = [frozenset(names) for _, _, names in slots]
+        self._slots = {(slot[0], slot[1]): i for i, slot in enumerate(slots)}
+        self._slot_names = [frozenset(slot[2]) for slot in slots]
+        self._slot_scales = [slot[3] if len(slot) > 3 else 1.0 for slot in slots]  # a decision saved before scales
         self._rendered = rendered
 
     def _offline_slot(self, row: int, copy: int, wave_names: set[str]) -> int | None:

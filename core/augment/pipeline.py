@@ -73,6 +73,13 @@ class Pipeline:
             out = self._step(record, "wave").transform.apply(out, record["params"])
         return out
 
+    def time_scale(self, applied: Applied) -> float:
+        """How much faster than the source a wave plays after the recorded waveform steps."""
+        scale = 1.0
+        for record in applied:
+            scale *= self._step(record, "wave").transform.time_scale(record["params"])
+        return scale
+
     def randomize_spec(self, rng: np.random.Generator, *, shape: tuple[int, int]) -> Applied:
         """Records of the spectrogram steps for a log-mel of shape (n_mels, n_frames)."""
         return [{"step": step.index, "name": step.name, "params": step.transform.randomize(rng, shape=shape)}

@@ -43,3 +43,6 @@ class TimeStretch(Transform):
 
     def output_length(self, n_samples: int, params: dict[str, Any]) -> int:
         return int(round(n_samples / params["rate"]))
+
+    def time_scale(self, params: dict[str, Any]) -> float:
+        return float(params["rate"])

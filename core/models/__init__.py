@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import torch
 from torch import nn
 
 from core.config import FeatureConfig, ModelConfig
@@ -21,7 +22,8 @@ __all__ = ["AudioClassifier", "ModelBuilder", "available_models", "build_model",
 class AudioClassifier(nn.Module):
     """Base of every registered model: features (B, n_mels, n_frames) -> logits (B, len(labels)).
 
-    Subclasses name the submodule that is their classification head (`head_name`); that
+    A classifier with an embedding implements embed() and classify() and inherits forward; the
+    audio LLM, which answers with a letter, has its own forward. Subclasses name the submodule that is their classification head (`head_name`); that
     name decides which parameters get the head learning rate.
     """
 
@@ -33,6 +35,26 @@ class AudioClassifier(nn.Module):
     def __init__(self, *, labels: list[str]) -> None:
         super().__init__()
         self.labels = list(labels)
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """The embedding the classification head reads: float (B, embedding_dim). What the
+        auxiliary heads (core/aux_heads.py) train on; models without one raise NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} has no embedding before its classifier")
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Logits (B, len(labels)) from embed()'s output: head dropout, then the head."""
+        raise NotImplementedError(f"{type(self).__name__} has no embedding before its classifier")
+
+    @property
+    def embedding_dim(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} has no embedding before its classifier")
+
+    def forward(self, features: torch.Tensor, *, return_embedding: bool = False) -> Any:
+        """Logits (B, len(labels)); with return_embedding, (logits, embedding). Training asks for
+        both through forward, not embed(), so a DDP wrapper sees one forward per step."""
+        embedding = self.embed(features)
+        logits = self.classify(embedding)
+        return (logits, embedding) if return_embedding else logits
 
     def is_head_parameter(self, name: str) -> bool:
         """True for parameters (by state-dict name) that belong to the classification head."""

@@ -59,16 +59,22 @@ class ASTClassifier(AudioClassifier):
         config = self.ast_config.to_dict()
         return {"ast_config": {k: v for k, v in config.items() if k not in ("id2label", "label2id")}}
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    @property
+    def embedding_dim(self) -> int:
+        return self.ast_config.hidden_size
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """The pooled [CLS]/distillation embedding (B, hidden_size)."""
         expected = (self.ast_config.num_mel_bins, self.ast_config.max_length)
         if features.ndim != 3 or tuple(features.shape[1:]) != expected:
             raise ValueError(f"features: expected shape (batch, {expected[0]}, {expected[1]}) "
                              f"(batch, n_mels, n_frames), got {tuple(features.shape)}")
         values = features.transpose(1, 2)  # transformers' AST reads (batch, time, mels)
         # Attribute access passes through a peft wrapper to the transformers model beneath it.
-        pooled = self.network.audio_spectrogram_transformer(values).pooler_output
-        return self.network.classifier(self.dropout(pooled))
+        return self.network.audio_spectrogram_transformer(values).pooler_output
 
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.network.classifier(self.dropout(embedding))
 
 @register_model("ast")
 def build_ast(model_cfg: ModelConfig, *, feature_cfg: FeatureConfig, labels: list[str],

@@ -44,14 +44,20 @@ class LogMelCNN(AudioClassifier):
         self.dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(2 * channels[-1], len(labels))
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    @property
+    def embedding_dim(self) -> int:
+        return self.head.in_features
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled conv features (B, 2 * channels[-1]): time mean and max of the band-averaged maps."""
         if features.ndim != 3:
             raise ValueError(f"features: expected shape (batch, n_mels, n_frames), got {tuple(features.shape)}")
         maps = self.blocks(features.unsqueeze(1))      # (B, C, mels', frames')
         over_time = maps.mean(dim=2)                   # (B, C, frames')
-        pooled = torch.cat([over_time.mean(dim=-1), over_time.amax(dim=-1)], dim=1)  # (B, 2C)
-        return self.head(self.dropout(pooled))
+        return torch.cat([over_time.mean(dim=-1), over_time.amax(dim=-1)], dim=1)  # (B, 2C)
 
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(embedding))
 
 @register_model("cnn")
 def build_cnn(model_cfg: ModelConfig, *, feature_cfg: FeatureConfig, labels: list[str],
