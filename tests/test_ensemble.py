@@ -17,9 +17,10 @@ from core.config import ConfigError
 from core.features import FeatureCache
 from core.store import Store, StoreError
 from pipelines import ensemble
-from pipelines.audit import audit
 from pipelines.finetune import finetune, prepare_finetune
 from pipelines.promotion import promote
+from workbench import ensemble_panel
+from workbench.context import Workbench
 
 pytestmark = pytest.mark.slow
 
@@ -71,16 +72,32 @@ def test_an_ensemble_averages_its_calibrated_members_and_reloads_to_the_same_sco
     assert [row["run_id"] for row in table] == members and all(row["temperature"] > 0 for row in table)
 
 
-def test_an_ensemble_is_audited_gated_and_promoted_like_any_run_but_never_fine_tuned(assembled, tmp_path):
-    session, run_id, members = assembled
-    with Store.open(copy_session(session, tmp_path / "session")) as store:
-        outcome = audit(store, run_id=run_id, progress=False)
-        assert outcome.status == "succeeded"
-        promoted = promote(store, run_id=run_id, actor="tester")
-        assert promoted.promoted and store.production_run() == run_id, promoted.lines()
+def test_the_runs_tab_queues_an_ensemble_that_is_audited_gated_and_promoted_like_any_run(assembled, tmp_path):
+    """The workbench's path: the Combine runs panel queues the job, which assembles, audits and
+    gates the ensemble as after a fine-tune; it is then promoted, and never fine-tuned."""
+    session, _, members = assembled
+    bench = Workbench.open(copy_session(session, tmp_path / "session"), with_jobs=True)
+    try:
+        offered = [run_id for _, run_id in ensemble_panel.member_choices(bench)]
+        assert set(members) <= set(offered) and not set(offered) & set(bench.store.runs(kind="train").query(
+            "preset == 'ensemble'").id)
+        with pytest.raises(ConfigError, match="2 given for 1 members"):
+            ensemble_panel.queue_ensemble(bench, None, "ann", members[:1], "2, 1")
+        message = ensemble_panel.queue_ensemble(bench, None, "ann", members, "1, 1")
+        run_id = bench.store.runs(kind="train").id.iloc[0]
+        assert run_id in message and "Train tab" in message
+        job = bench.jobs.wait(run_id, timeout_s=600)
+        assert job.status == "succeeded" and job.audit_run_id and job.gates_passed is not None, list(job.log)
+        assert job.state.startswith("assembled, gates")
+        promoted = promote(bench.store, run_id=run_id, actor="tester")
+        assert promoted.promoted and bench.store.production_run() == run_id, promoted.lines()
+        trained = len(bench.store.runs(kind="train"))
         with pytest.raises(ConfigError, match="ensemble of finished runs.*start from one of its members"):
-            prepare_finetune(store, preset="demo-fast")
-        assert len(store.runs(kind="train")) == 3  # the refused fine-tune registered nothing
+            prepare_finetune(bench.store, preset="demo-fast")
+        assert len(bench.store.runs(kind="train")) == trained  # the refused fine-tune registered nothing
+    finally:
+        bench.jobs.shutdown()
+        bench.store.close()
 
 
 def test_bad_members_are_refused_in_one_line_before_anything_is_written(assembled, tmp_path, capsys):

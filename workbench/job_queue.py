@@ -40,7 +40,7 @@ from typing import Any, Literal, Protocol
 from core.aux_heads import describe_terms
 from core.run_folder import CANCEL_FILE, EVENTS_FILE, LOG_FILE, RESULT_FILE
 from core.store import Store, StoreError
-from pipelines import finetune
+from pipelines import ensemble, finetune
 from pipelines.child_process import cancel as cancel_child
 from pipelines.child_process import follow, launch, read_events
 from pipelines.finetune_audit_gates import audit_then_gates, cancel_audit, verdict_line
@@ -67,12 +67,14 @@ PHASES = {
     "searching": "scoring prompts on the val clips",
     "final": "checking the best prompt on val, then test",
     "recording": "storing the prompt table and the best prompt",
+    "calibrate": "predicting every clip with each member, then fitting each member's temperature on val",
     "trials": "training the study's trials, one run each",
     "reporting": "writing the study's report",
     "done": "finished",
 }
 # Phases in which a child process runs: a cancel signals it.
-CHILD_PHASES = ("starting", "features", "training", "evaluate", "loading", "searching", "final")
+CHILD_PHASES = ("starting", "features", "training", "evaluate", "loading", "searching", "final", "calibrate")
+ENSEMBLE_MODULE = "core.ensemble_child"
 SEARCH_MODULE = "core.prompt_search_child"
 NOT_STARTED = "cancelled before it started"
 RESUMABLE_STUDY = ("cancelled", "failed")  # a study stopped by a person, or interrupted (a crash, a server stop)
@@ -109,7 +111,7 @@ class Job:
     transfer: dict[str, Any] | None = None            # the trainer's record of the tensors it copied from `start`
     cancel_requested: bool = False
     finished_at: float | None = None
-    kind: Literal["fine-tune", "audit", "prompt-search", "study"] = "fine-tune"
+    kind: Literal["fine-tune", "audit", "prompt-search", "study", "ensemble"] = "fine-tune"
     events_offset: int = 0                            # where the child's events start (a resumed run's earlier lines are history)
     search_done: int = 0                              # prompt search: clip answers scored so far, over every prompt
     search_total: int | None = None                   # ... and in all (prompts x val clips), from the child's start event
@@ -134,7 +136,7 @@ class Job:
         person deciding, so a finished job with a verdict names it."""
         if self.status != "succeeded" or self.gates_passed is None:
             return self.status
-        done = "trained" if self.kind == "fine-tune" else "audited"
+        done = {"fine-tune": "trained", "ensemble": "assembled"}.get(self.kind, "audited")
         return f"{done}, gates {'passed' if self.gates_passed else 'failed'}"
 
     def start_line(self) -> str | None:
@@ -295,6 +297,18 @@ class JobManager:
                   submitted_at=time.time(), kind="audit")
         self._log(job, f"queued by {job.submitted_by}: audit of run {run_id}, then its gates")
         job.curve = [point for event in read_events(job.run_dir)[0] for point in curve_points(event)]  # as it trained
+        return self._enqueue(job)
+
+    def submit_ensemble(self, *, members: list[str], weights: list[float] | None = None, submitted_by: str) -> Job:
+        """Freeze the clips and queue an ensemble of finished runs (pipelines/ensemble.py), then the
+        audit and gates of a fine-tune; returns the job. Raises ConfigError or StoreError in one line,
+        before anything is queued, for members that cannot be combined."""
+        signer = _signer(submitted_by, "an ensemble")
+        prepared = ensemble.prepare_ensemble(self.store, members=members, weights=weights)
+        job = Job(run_id=prepared.run_id, run_dir=prepared.run_dir, preset=ensemble.ENSEMBLE, overrides=[],
+                  submitted_by=signer, frozen_at_decision=int(prepared.job.frozen_at_decision), submitted_at=time.time(),
+                  kind="ensemble", start_note=prepared.start_line())
+        self._log(job, f"queued by {signer}: {job.start_note}; clips frozen at decision {job.frozen_at_decision}")
         return self._enqueue(job)
 
     def submit_prompt_search(self, *, preset: str, overrides: list[str] | None = None, submitted_by: str) -> Job:
@@ -488,8 +502,8 @@ class JobManager:
                     self._wake.notify_all()
 
     def _run(self, job: Job) -> None:
-        {"fine-tune": self._run_training, "audit": self._run_audit, "prompt-search": self._run_prompt_search,
-         "study": self._run_study}[job.kind](job)
+        {"fine-tune": self._run_training, "ensemble": self._run_training, "audit": self._run_audit,
+         "prompt-search": self._run_prompt_search, "study": self._run_study}[job.kind](job)
 
     def _launch(self, job: Job, *, phase: str, module: str) -> bool:
         """Mark the job running and start its child; False (the job cancelled) when a cancel came
@@ -505,10 +519,12 @@ class JobManager:
             return True
 
     def _run_training(self, job: Job) -> None:
-        if not self._launch(job, phase="starting", module="core.train"):
+        """A fine-tune's or an ensemble's child, its ingest, then the after-training steps."""
+        module = ENSEMBLE_MODULE if job.kind == "ensemble" else "core.train"
+        if not self._launch(job, phase="starting", module=module):
             return
         with self._lock:
-            self._log(job, f"training process started (pid {self._process.pid})")
+            self._log(job, f"{'ensemble' if job.kind == 'ensemble' else 'training'} process started (pid {self._process.pid})")
         exit_code = follow(job.run_dir, self._process, on_event=lambda event: self._on_event(job, event),
                            poll_s=self.poll_s, offset=job.events_offset)
         self._set(job, phase="ingesting")
@@ -523,7 +539,8 @@ class JobManager:
                 error = result.get("error") or result.get("message") or ("cancelled" if result["status"] == "cancelled" else None)
                 self._finish(job, result["status"], error=error)
                 return
-            self._log(job, f"training finished: test accuracy {_fmt(result.get('accuracy', {}).get('test'))}")
+            done = "ensemble assembled" if job.kind == "ensemble" else "training finished"
+            self._log(job, f"{done}: test accuracy {_fmt(result.get('accuracy', {}).get('test'))}")
         if self.after_training is not None and not job.cancel_requested:
             self.after_training.run(self, job)
         with self._lock:
@@ -672,8 +689,10 @@ class JobManager:
             kind = event.get("type")
             if kind == "phase" and event["phase"] in PHASES and event["phase"] != "done":  # the job is done after ingesting
                 job.phase = event["phase"]
-            elif kind == "start":
+            elif kind == "start" and "total_steps" in event:
                 job.phase, job.total_steps, job.epochs = "training", event["total_steps"], event["epochs"]
+            elif kind == "progress":  # an ensemble's members predicting: the bar counts clips
+                job.step, job.total_steps = event["done"], event["total"]
             elif kind == "step":
                 job.phase = "training"
                 job.step, job.total_steps, job.epoch, job.eta_s = event["step"], event["total_steps"], event["epoch"], event["eta_s"]
@@ -786,6 +805,8 @@ def describe_event(event: dict[str, Any]) -> str | None:
     if kind == "phase":
         return ("the training process wrote its results" if event["phase"] == "done"
                 else f"phase: {PHASES.get(event['phase'], event['phase'])}")
+    if kind == "start" and "members" in event:
+        return f"ensemble of {', '.join(event['members'])}: {event.get('clips')} clips to predict with each member"
     if kind == "start":
         return (f"training {event.get('train_clips')} clips, validating on {event.get('val_clips')}: "
                 f"{event['epochs']} epochs, {event['total_steps']} steps on {event.get('device', '?')}")

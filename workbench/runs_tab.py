@@ -5,7 +5,8 @@ report (Markdown and figures) in place of the plots. An audio-LLM run shows its 
 each clip's A/B probability of speech; a prompt search its best prompt and ranked prompts. A
 study (a grid or a cross-validation) shows its results table, sorted by a chosen metric with
 the spread over seeds, its error-bar plot, configs and trials, and sends its best trial (or a
-chosen one) through the audit and the gates, whose panel then decides as for any run.
+chosen one) through the audit and the gates, whose panel then decides as for any run. "Combine runs"
+queues an ensemble of finished runs (ensemble_panel.py).
 
 This module holds the layout and the wiring; runs_handlers.py the handlers (the only writes:
 promotion decisions, detector comparisons and jobs handed to the queue), runs_views.py what a
@@ -19,7 +20,7 @@ from typing import Any
 
 import gradio as gr
 
-from workbench import gate_panel
+from workbench import ensemble_panel, gate_panel
 from workbench import runs_handlers as handlers
 from workbench.common import WIDE
 from workbench.context import Workbench, current_tab, safe
@@ -159,6 +160,8 @@ def layout(wb: Workbench, *, annotator: gr.Component) -> Layout:
             run = _selected_run(wb, annotator)
         with gr.Tab("Compare two runs"):
             compared = _compare(wb)
+        with gr.Tab("Combine runs (ensemble)") as combine_tab:
+            ensemble_panel.build(wb, annotator=annotator, tab=combine_tab)
         with gr.Tab("Production history"):
             history = _history(wb)
     return Layout(production_line=production_line, refresh=refresh, runs_table=runs_table, **run, **compared,
