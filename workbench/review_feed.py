@@ -16,7 +16,8 @@ import gradio as gr
 import pandas as pd
 
 from core.store import Rule
-from pipelines.review_queue import build_queue, decided_since, review_counts
+from pipelines.double_annotation import queue_for
+from pipelines.review_queue import decided_since, review_counts
 from workbench.common import FREQUENCY_RANGES, history_html, side_panel_html
 from workbench.context import Workbench
 from workbench.renderer import ClipUnavailable, newest_decision_id
@@ -58,7 +59,8 @@ def feed(wb: Workbench, ids: list[int], pos: int, run_id: str | None, freq: str,
 
 def queue_rows(wb: Workbench, ids: list[int], source: str, run_id: str | None) -> pd.DataFrame:
     """The queue's rows in the same order, with their state after the latest decisions, by clip id."""
-    queue = build_queue(wb.store, source=source, run_id=run_id or None, status="all").set_index("clip_id")
+    queue = queue_for(wb.store, source=source, viewer=None, run_id=run_id or None, status="all", blind=False)
+    queue = queue.set_index("clip_id")
     return queue.reindex([i for i in ids if i in queue.index])
 
 
