@@ -77,6 +77,7 @@ def test_the_second_annotator_sees_nothing_of_the_first_answer(wb):
     sent = json.dumps(ben_window) + handlers.load_queue(wb, "quarantine", "open", "", "", "", None, "full", 0,
                                                         viewer="ben")[1].to_json()
     assert "ana" not in sent and "non_siren_alert" not in sent and "alert_sounds blind" not in sent
+    assert "0 of 5 in this queue decided since it was loaded" in ben_window["counter"]  # her answer is not counted
     slot = next(s for s in ben_window["slots"] if s["clip"] == first)
     assert "alert_sounds" not in slot["html"].split("em-slot-history")[1]  # the history shows no answer
     # ana's queue no longer holds it; a second press is refused

@@ -76,7 +76,9 @@ def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component, tab: gr.Tab, pag
     ui.refresh.click(views, None, ui.views)
     for trigger in (page.load, tab.select):
         trigger(views, None, ui.views, show_progress="hidden")
-    ui.queue.change(safe(lambda queue: annotators_per_clip(wb.store, queue)), ui.queue, ui.per_clip)
+    per_clip = safe(lambda queue: annotators_per_clip(wb.store, queue))
+    ui.queue.change(per_clip, ui.queue, ui.per_clip)
+    page.load(per_clip, ui.queue, ui.per_clip, show_progress="hidden")  # as set now, also from the CLI
 
     @safe
     def on_set(queue: str, per_clip: int, name: str, request: gr.Request) -> list[Any]:

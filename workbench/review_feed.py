@@ -27,7 +27,8 @@ HOTKEYS = [str(digit) for digit in range(10)]  # a rule's hotkey is one digit (R
 
 
 def feed(wb: Workbench, ids: list[int], pos: int, run_id: str | None, freq: str, *, rows: pd.DataFrame,
-         loaded_at: int, applied: int, reset: bool, have: frozenset = frozenset(), results: list | None = None) -> str:
+         loaded_at: int, applied: int, reset: bool, have: frozenset = frozenset(), results: list | None = None,
+         viewer: str | None = None) -> str:
     """What the browser needs to show the clip at pos and advance without waiting, as JSON: the
     next WINDOW clip views (HTML left out for those it already holds), the end-of-queue view when
     the window reaches it, the counter, and the result of each command applied."""
@@ -48,7 +49,7 @@ def feed(wb: Workbench, ids: list[int], pos: int, run_id: str | None, freq: str,
         key = f"{clip_id}:{seen}:{fmax}:{run_id}:{index}:{len(ids)}"
         slots.append({"key": key, "clip": clip_id, "seen": seen, "html": None if key in have else head + body})
     wb.views.prefetch([int(c) for c in ids[pos + WINDOW:pos + WINDOW + 2]], run_id=run_id or None, fmax_hz=fmax)
-    decided = decided_since(wb.store, ids, since_id=loaded_at)
+    decided = decided_since(wb.store, ids, since_id=loaded_at, viewer=viewer)
     end = _end_html(decided, len(ids)) if pos + WINDOW > len(ids) else None
     counts = review_counts(wb.store)
     counter = (f'<span class="em-counter">{decided} of {len(ids)} in this queue decided since it was loaded '

@@ -53,7 +53,7 @@ def load_queue(wb: Workbench, source: str, status: str, label: str | None, reaso
     ids = queue.clip_id.astype(int).tolist()
     loaded = wb.store.last_decision_id()
     window = feed(wb, ids, 0, run_id, freq, rows=queue.set_index("clip_id"), loaded_at=loaded, applied=applied,
-                  reset=True)
+                  reset=True, viewer=viewer)
     return [ids, queue_table(queue), window, 0, loaded]
 
 
@@ -112,19 +112,19 @@ def rule_views(wb: Workbench) -> list[Any]:
 
 
 def reshow(wb: Workbench, ids: list[int], pos: int, run_id: str | None, freq: str, source: str, loaded: int,
-           applied: int) -> str:
+           applied: int, *, viewer: str | None = None) -> str:
     """The feed for the clip at pos, every view rendered again (e.g. in another frequency range)."""
     return feed(wb, ids, pos, run_id, freq, rows=queue_rows(wb, ids, source, run_id), loaded_at=loaded,
-                applied=applied, reset=True)
+                applied=applied, reset=True, viewer=viewer)
 
 
 def pick_row(wb: Workbench, ids: list[int], run_id: str | None, freq: str, source: str, loaded: int, applied: int,
-             clip_id: int) -> list[Any]:
+             clip_id: int, *, viewer: str | None = None) -> list[Any]:
     """Open a row's clip, found by its id (a row can drop out of a refreshed table): [feed, position]."""
     if clip_id not in ids:
         raise ValueError(f"clip {clip_id} is not in this queue any more: load the queue again.")
     pos = ids.index(clip_id)
-    return [reshow(wb, ids, pos, run_id, freq, source, loaded, applied), pos]
+    return [reshow(wb, ids, pos, run_id, freq, source, loaded, applied, viewer=viewer), pos]
 
 
 def run_commands(wb: Workbench, request: gr.Request | None, name: str | None, payload: str | None, ids: list[int],
@@ -153,7 +153,7 @@ def run_commands(wb: Workbench, request: gr.Request | None, name: str | None, pa
             results.append({"seq": seq, "ok": False, "text": str(exc), "clip": clip_id})
     rows = queue_rows(wb, ids, source, run_id)
     window = feed(wb, ids, pos, run_id, freq, rows=rows, loaded_at=loaded, applied=applied, reset=reset,
-                  have=frozenset(batch.get("have", [])), results=results)
+                  have=frozenset(batch.get("have", [])), results=results, viewer=viewer(name, request))
     # Redrawn only when a decision changed it: moving between clips changes nothing there.
     changed = wb.store.last_decision_id() > before
     table = queue_table(rows.rename_axis("clip_id").reset_index()) if changed else gr.skip()

@@ -168,15 +168,19 @@ def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component, tab: gr.Tab, pag
         trigger(rule_views, None, [ui.legend, *ui.tag_buttons], show_progress="hidden")
         trigger(reasons, [ui.source, ui.reason_filter], ui.reason_filter, show_progress="hidden")
 
-    ui.frequency.change(safe(lambda ids, pos, *shown: handlers.reshow(wb, ids, pos, *shown)),
-                        [ui.queue_ids, ui.position, *ui.shown], ui.feed, **SERIAL
+    @safe
+    def on_frequency(ids, pos, run_id, freq, src, loaded, applied, name, request: gr.Request):
+        return handlers.reshow(wb, ids, pos, run_id, freq, src, loaded, applied, viewer=handlers.viewer(name, request))
+
+    ui.frequency.change(on_frequency, [ui.queue_ids, ui.position, *ui.shown, annotator], ui.feed, **SERIAL
                         ).then(None, ui.feed, None, js=RECEIVE_JS)
 
     @safe
-    def on_row(ids, run_id, freq, src, loaded, applied, event: gr.SelectData):
-        return handlers.pick_row(wb, ids, run_id, freq, src, loaded, applied, int(event.row_value[0]))
+    def on_row(ids, run_id, freq, src, loaded, applied, name, event: gr.SelectData, request: gr.Request):
+        return handlers.pick_row(wb, ids, run_id, freq, src, loaded, applied, int(event.row_value[0]),
+                                 viewer=handlers.viewer(name, request))
 
-    ui.queue_table.select(on_row, [ui.queue_ids, *ui.shown], [ui.feed, ui.position], **SERIAL
+    ui.queue_table.select(on_row, [ui.queue_ids, *ui.shown, annotator], [ui.feed, ui.position], **SERIAL
                           ).then(None, ui.feed, None, js=RECEIVE_JS)
 
     @safe
