@@ -193,3 +193,25 @@ def test_the_cli_sets_a_queue_and_prints_the_agreement_table(session, tmp_path, 
     assert overall["kappa"] == pytest.approx(2 / 5)
     assert {row["annotator"]: row["blind_answers"] for row in report["throughput"]} == {"ana": 3, "ben": 3}
     assert app.main(["queue-mode", "--session", str(copy), "--queue", "quarantine", "--annotators", "0"]) == 2
+
+
+def test_an_older_session_gains_the_annotation_log_and_a_blind_answer_leaves_every_label_as_it_was(tmp_path,
+                                                                                                    monkeypatch):
+    from core.store import MIGRATIONS, SCHEMA_VERSION
+    session = tmp_path / "session"
+    with monkeypatch.context() as before:
+        before.setattr("core.store.MIGRATIONS", [m for m in MIGRATIONS if m[0] <= 5])
+        before.setattr("core.store.SCHEMA_VERSION", 5)
+        with Store.open(session) as old:
+            dataset = old.add_dataset(name="d", root=tmp_path, layout="folder")
+            old.add_clips(dataset, pd.DataFrame({"path": ["a.wav"], "status": "ok", "original_label": "dog"}))
+    with Store.open(session) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        clip = int(store.clips().id.iloc[0])
+        before_labels = store.labels()
+        store.record_annotation(clip, queue="quarantine", annotator="ana", action="relabel", new_label="cat",
+                                set_excluded=False, set_quarantined=False)
+        pd.testing.assert_frame_equal(store.labels(), before_labels)
+        assert store._df("SELECT label FROM current_labels").label.tolist() == ["dog"]
+        with pytest.raises(ValueError, match="action must be one of"):
+            store.record_annotation(clip, queue="quarantine", annotator="ana", action="undo")
