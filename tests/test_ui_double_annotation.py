@@ -3,6 +3,7 @@ answer the same clip differently without seeing each other's answer, it goes to 
 adjudication queue, a third person decides, and the agreement panel shows the round."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -79,6 +80,12 @@ def test_two_blind_answers_that_disagree_are_adjudicated_and_the_agreement_shows
             head = page.locator(f"{VISIBLE_SLOT} .em-slot-head").inner_text()
             assert "ana: emergency_sirens" in head and "ben: alert_sounds" in head and "consensus:" in head
             screenshot(page, "double_annotation_adjudication_queue", full_page=False)
+            page.get_by_label("frequency range").click()  # the views render again for the viewer
+            page.get_by_role("option", name="0-8 kHz").click()
+            page.locator(VISIBLE_SLOT).get_by_text("8 kHz", exact=True).wait_for(timeout=30000)
+            page.locator("td").filter(has_text=re.compile(rf"^\s*{clip}\s*$")).first.click()  # open the row's clip
+            page.wait_for_timeout(1500)
+            assert page.evaluate(SHOWN) == str(clip) and page.get_by_text("Something went wrong").count() == 0
             press_on(page, "1")
             message(page, f"clip {clip}: adjudicated emergency_sirens")
             page.get_by_text("Double annotation and agreement").click()
