@@ -157,7 +157,8 @@ def test_u_withdraws_the_last_blind_answer_and_keep_is_not_an_answer(wb):
 
 
 def test_a_blind_queue_without_a_name_loads_empty_and_a_single_queue_is_unchanged(wb):
-    assert load(wb, None)[0] == []  # plus a warning: "Enter your name ..."
+    with pytest.warns(UserWarning, match="Enter your name"):  # gr.Warning, a toast in the page
+        assert load(wb, None)[0] == []
     double.set_annotators_per_clip(wb.store, queue="quarantine", annotators=1, actor="lead")
     assert len(load(wb, None)[0]) == 5
     clip = load(wb, None)[0][0]
