@@ -16,6 +16,7 @@ people, none of whom sees another's answer until all N have answered.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from core.checkpoint import checkpoint_dir, checkpoint_labels, has_checkpoint
 from core.consensus import Consensus, consensus
 from core.review import decision_fields
 from core.store import Store, StoreError
+from pipelines.audit import CROSSVAL_DIR, LABEL_ISSUES_FILE
 from pipelines.review_queue import QUEUE_COLUMNS, SOURCES, build_queue, default_run
 
 ADJUDICATION = "adjudication"  # the review queue of clips whose annotators disagree
@@ -308,15 +310,42 @@ def _consensus_or_none(store: Store, units: pd.DataFrame) -> Consensus | None:
 
 
 def _production_probs(store: Store) -> tuple[list[str], dict[int, np.ndarray]] | None:
-    """The production model's classes and its probabilities per clip, or None without one."""
+    """The production model's classes and its probabilities per clip, or None without one. The
+    model learnt its training clips' given labels, so for those its own probabilities echo the
+    label under dispute: where an audit of it cross-validated the clip (the label-issue ranking),
+    that out-of-fold probability is used instead."""
     run_id = store.production_run()
     if run_id is None:
         return None
     folder = checkpoint_dir(store.run(run_id)["run_dir"])
     if not has_checkpoint(folder):
         return None
+    classes = checkpoint_labels(folder)
     predictions = store.predictions(run_id)
-    return checkpoint_labels(folder), dict(zip(predictions.clip_id.astype(int), predictions.probs))
+    by_clip = dict(zip(predictions.clip_id.astype(int), predictions.probs))
+    ranked = _latest_out_of_fold(store, run_id)
+    return classes, by_clip if ranked is None else {**by_clip, **out_of_fold_probs(ranked, classes)}
+
+
+def _latest_out_of_fold(store: Store, run_id: str) -> pd.DataFrame | None:
+    """The label-issue ranking (clip_id, label, probs) of the newest audit of run_id that made one."""
+    audits = store.runs(kind="audit")
+    for row in audits[(audits.status == "succeeded") & (audits.parent_run_id == run_id)].itertuples():
+        path = Path(row.run_dir) / CROSSVAL_DIR / LABEL_ISSUES_FILE
+        if path.is_file():
+            return pd.read_parquet(path, columns=["clip_id", "label", "probs"])
+    return None
+
+
+def out_of_fold_probs(ranked: pd.DataFrame, classes: list[str]) -> dict[int, np.ndarray]:
+    """A label-issue ranking's out-of-fold probabilities per clip, its columns (the pool's labels,
+    sorted, as the audit cross-validated them) put in `classes` order; empty when the pool's
+    classes are not the model's, which then has no opinion to borrow."""
+    pool = sorted(ranked.label.unique())
+    if set(pool) != set(classes):
+        return {}
+    order = [pool.index(label) for label in classes]
+    return {int(clip): np.asarray(probs, dtype=float)[order] for clip, probs in zip(ranked.clip_id, ranked.probs)}
 
 
 def throughput(store: Store) -> pd.DataFrame:

@@ -216,3 +216,11 @@ def test_an_older_session_gains_the_annotation_log_and_a_blind_answer_leaves_eve
         assert store._df("SELECT label FROM current_labels").label.tolist() == ["dog"]
         with pytest.raises(ValueError, match="action must be one of"):
             store.record_annotation(clip, queue="quarantine", annotator="ana", action="undo")
+
+
+def test_out_of_fold_probabilities_are_put_in_the_model_class_order_or_not_used():
+    ranked = pd.DataFrame({"clip_id": [7, 8], "label": ["siren", "dog"],  # the audit's columns: dog, siren
+                           "probs": [[0.2, 0.8], [0.9, 0.1]]})
+    borrowed = double.out_of_fold_probs(ranked, ["siren", "dog"])
+    assert borrowed[7].tolist() == [0.8, 0.2] and borrowed[8].tolist() == [0.1, 0.9]
+    assert double.out_of_fold_probs(ranked, ["siren", "dog", "cat"]) == {}
