@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -224,3 +225,28 @@ def test_out_of_fold_probabilities_are_put_in_the_model_class_order_or_not_used(
     borrowed = double.out_of_fold_probs(ranked, ["siren", "dog"])
     assert borrowed[7].tolist() == [0.8, 0.2] and borrowed[8].tolist() == [0.1, 0.9]
     assert double.out_of_fold_probs(ranked, ["siren", "dog", "cat"]) == {}
+
+
+@pytest.mark.slow
+def test_the_production_model_lends_its_audits_out_of_fold_probabilities(trained_demo_session, tmp_path):
+    session = copy_session(trained_demo_session, tmp_path / "session")
+    with Store.open(session) as store:
+        run = store.runs(kind="train").id.iloc[0]
+        assert double._production_probs(store) is None  # nothing in production yet: no model to weigh
+        store.record_promotion(run, action="promote", actor="test")
+        classes, own = double._production_probs(store)
+        predicted = store.predictions(run).set_index("clip_id")
+        audit_dir = session / "runs" / "audit-with-ranking"
+        (audit_dir / "crossval").mkdir(parents=True)
+        clips = predicted.index[:len(classes)].astype(int).tolist()
+        pool = sorted(classes)
+        pd.DataFrame({"clip_id": clips, "label": pool,
+                      "probs": [list(np.eye(len(pool))[-1]) for _ in clips]}).to_parquet(
+            audit_dir / "crossval" / "label_issues.parquet")
+        store.create_run("audit-with-ranking", kind="audit", preset=None, config={"splits": ["train"]},
+                         parent_run_id=run, manifest_decision_id=store.last_decision_id(), run_dir=audit_dir,
+                         status="succeeded")
+        _, lent = double._production_probs(store)
+        assert lent[clips[0]][classes.index(pool[-1])] == 1.0  # the out-of-fold column, in the model's order
+        other = int(predicted.index[len(classes)])
+        assert np.allclose(lent[other], own[other])  # a clip the audit did not cross-validate keeps its own
