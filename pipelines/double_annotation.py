@@ -26,7 +26,7 @@ from core import agreement
 from core.checkpoint import checkpoint_dir, checkpoint_labels, has_checkpoint
 from core.consensus import Consensus, consensus
 from core.review import decision_fields
-from core.store import Store, StoreError
+from core.store import Store
 from pipelines.audit import CROSSVAL_DIR, LABEL_ISSUES_FILE
 from pipelines.review_queue import QUEUE_COLUMNS, SOURCES, build_queue, default_run
 
