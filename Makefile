@@ -41,6 +41,7 @@ bench: install
 	$(PY) bench/vad.py
 	$(PY) bench/factorial.py
 	$(PY) bench/speech_quality.py
+	$(PY) bench/double_annotation.py
 	$(PY) bench/study.py
 	$(PY) bench/speech_llm.py
 	$(PY) bench/review_browser.py

@@ -823,6 +823,53 @@ def _register_prompt_search(sub: argparse._SubParsersAction, shared: SharedOptio
     p.set_defaults(func=_cmd_prompt_search)
 
 
+def _cmd_agreement(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.double_annotation import agreement_report
+    with Store.open_snapshot(args.session) as store:  # reads only: works while the workbench serves the session
+        report = agreement_report(store)
+    if args.json:
+        frames = {"agreement": report.table, "pairs": report.pairs, "annotators": report.annotators,
+                  "throughput": report.throughput}
+        print(json.dumps({"consensus_method": report.consensus_method,
+                          "confusion": json.loads(report.confusion.to_json(orient="split")) if not report.confusion.empty else None,
+                          **{name: json.loads(frame.to_json(orient="records", date_format="iso"))
+                             for name, frame in frames.items()}}), file=args.stdout)
+    else:
+        print("\n".join(report.lines()))
+    return 0
+
+
+def _register_agreement(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("agreement", help="agreement between blind annotators (kappa, Krippendorff's alpha, per class), "
+                                         "their confusion, cleanlab's annotator quality, and everyone's throughput",
+                       parents=_parents(shared, "session", "json"))
+    p.set_defaults(func=_cmd_agreement)
+
+
+def _cmd_queue_mode(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.double_annotation import set_annotators_per_clip
+    with Store.open(args.session, create=False) as store:
+        try:
+            print(set_annotators_per_clip(store, queue=args.queue, annotators=args.annotators, actor=args.actor))
+        except ValueError as exc:
+            print(f"earmark: error: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def _register_queue_mode(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    from pipelines.review_queue import SOURCES
+    p = sub.add_parser("queue-mode", help="set how many annotators answer each clip of a review queue, blind "
+                                          "(2 or more: double annotation with adjudication of disagreements)",
+                       parents=_parents(shared, "session"))
+    p.add_argument("--queue", required=True, choices=SOURCES, help="the review queue")
+    p.add_argument("--annotators", type=int, required=True, help="annotators per clip: 1 (as usual), 2 or more (blind)")
+    p.add_argument("--actor", default=getpass.getuser(), help="who sets it (default: your login name)")
+    p.set_defaults(func=_cmd_queue_mode)
+
+
 def _register_spotcheck(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
     p = sub.add_parser("spotcheck", help="pick random relabelled clips for a second listen (A8)",
                        parents=_parents(shared, "session", "seed", "json"))
@@ -836,10 +883,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     shared = _shared_options()
     for register in (_register_demo, _register_build_factorial, _register_import, _register_stats, _register_export,
-                     _register_train, _register_ensemble, _register_finetune, _register_augment_copies, _register_audit,
-                     _register_hygiene, _register_promote, _register_rollback, _register_compare,
+                     _register_train, _register_ensemble, _register_finetune, _register_augment_copies,
+                     _register_audit, _register_hygiene, _register_promote, _register_rollback, _register_compare,
                      _register_compare_detectors, _register_prompt_search, _register_grid, _register_heads_effect,
-                     _register_crossval, _register_spotcheck, _register_serve):
+                     _register_crossval, _register_spotcheck, _register_agreement, _register_queue_mode,
+                     _register_serve):
         register(sub, shared)
     return parser
 

@@ -51,35 +51,51 @@ def rule_for(store: Store, tag: str) -> Rule:
     return rules[tag]
 
 
+def decision_fields(store: Store, clip_id: int, *, action: str, tag: str | None = None,
+                    label: str | None = None) -> dict[str, Any]:
+    """What a tag, relabel, exclude or keep records on clip_id (action, tag, rule, new_label,
+    set_excluded, set_quarantined), without recording it: the one place these effects are
+    spelled out, shared by the decisions here and by blind annotations, which hold them until
+    their clip is settled (pipelines/double_annotation.py)."""
+    if action == "tag":
+        rule = rule_for(store, tag)
+        target = rule.target_label if rule.action == "relabel" else store.clip(clip_id)["original_label"]
+        return {"action": "tag", "tag": tag, "rule": rule.describe(), "new_label": target,
+                "set_excluded": rule.action == "exclude", "set_quarantined": rule.keep_quarantined}
+    if action == "relabel":
+        if not label or not label.strip():
+            raise ValueError("label must be a non-empty class name")
+        return {"action": "relabel", "new_label": label.strip(), "set_excluded": False, "set_quarantined": False}
+    if action == "exclude":
+        return {"action": "exclude", "set_excluded": True, "set_quarantined": False}
+    if action == "keep":
+        return {"action": "keep", "set_quarantined": True}
+    raise ValueError(f"action must be one of tag, relabel, exclude, keep; got {action!r}")
+
+
 def apply_tag(store: Store, clip_id: int, *, tag: str, annotator: str, note: str | None = None,
               seen_decision_id: int | None = None) -> int:
     """Tag a clip and apply the tag's rule to its whole state: label, exclusion and quarantine
     (see the module docstring), so an earlier tag's exclusion never outlives a later tag."""
-    rule = rule_for(store, tag)
+    fields = decision_fields(store, clip_id, action="tag", tag=tag)
     _check_fresh(store, clip_id, seen_decision_id=seen_decision_id, annotator=annotator)
-    label = rule.target_label if rule.action == "relabel" else store.clip(clip_id)["original_label"]
-    return store.record_decision(
-        clip_id, annotator=annotator, action="tag", tag=tag, rule=rule.describe(), new_label=label,
-        set_excluded=rule.action == "exclude", set_quarantined=rule.keep_quarantined, note=note)
+    return store.record_decision(clip_id, annotator=annotator, note=note, **fields)
 
 
 def relabel(store: Store, clip_id: int, *, label: str, annotator: str, note: str | None = None,
             seen_decision_id: int | None = None) -> int:
     """Set the clip's label directly; naming its class includes the clip and resolves its
     quarantine entry."""
-    if not label or not label.strip():
-        raise ValueError("label must be a non-empty class name")
+    fields = decision_fields(store, clip_id, action="relabel", label=label)
     _check_fresh(store, clip_id, seen_decision_id=seen_decision_id, annotator=annotator)
-    return store.record_decision(clip_id, annotator=annotator, action="relabel", new_label=label.strip(),
-                                 set_excluded=False, set_quarantined=False, note=note)
+    return store.record_decision(clip_id, annotator=annotator, note=note, **fields)
 
 
 def exclude(store: Store, clip_id: int, *, annotator: str, note: str | None = None,
             seen_decision_id: int | None = None) -> int:
     """Leave the clip out of training and evaluation (resolves its quarantine entry)."""
     _check_fresh(store, clip_id, seen_decision_id=seen_decision_id, annotator=annotator)
-    return store.record_decision(clip_id, annotator=annotator, action="exclude", set_excluded=True,
-                                 set_quarantined=False, note=note)
+    return store.record_decision(clip_id, annotator=annotator, note=note, **decision_fields(store, clip_id, action="exclude"))
 
 
 def include(store: Store, clip_id: int, *, annotator: str, note: str | None = None) -> int:
@@ -90,7 +106,7 @@ def keep_quarantined(store: Store, clip_id: int, *, annotator: str, note: str | 
                      seen_decision_id: int | None = None) -> int:
     """Reviewed, but stays in quarantine (excluded from evaluation) for a second opinion."""
     _check_fresh(store, clip_id, seen_decision_id=seen_decision_id, annotator=annotator)
-    return store.record_decision(clip_id, annotator=annotator, action="keep", set_quarantined=True, note=note)
+    return store.record_decision(clip_id, annotator=annotator, note=note, **decision_fields(store, clip_id, action="keep"))
 
 
 def send_to_quarantine(store: Store, clip_id: int, *, reason: str, annotator: str, method: str = "manual",

@@ -42,6 +42,7 @@ LATEST = 2**62
 
 DECISION_ACTIONS = ("tag", "relabel", "exclude", "include", "quarantine", "release", "keep", "note", "move", "undo")
 RULE_ACTIONS = ("relabel", "exclude", "keep")
+ANNOTATION_ACTIONS = ("tag", "relabel", "exclude", "keep")  # what a blind annotation may hold back
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 CLIP_COLUMNS = ("path", "duration_s", "sample_rate_hz", "channels", "split", "fold", "source_group",
                 "original_label", "status", "reason", "metadata", "parent_clip_id")
@@ -144,6 +145,24 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE decisions ADD COLUMN set_split VARCHAR",
         "ALTER TABLE decisions ADD COLUMN set_group VARCHAR",
         REFRESH_LABELS_VIEW,
+    ]),
+    (9, [
+        # Blind double annotation: a review queue can ask N annotators per clip. Their answers are
+        # a log of their own (append-only; a withdrawal is a row naming the one it withdraws), so
+        # nothing that derives a clip's label, history or queue from `decisions` sees them or shows
+        # them to the next annotator. What settles the clip (their consensus, or an adjudicator) is
+        # an ordinary decision, linked here to the annotations it settled.
+        """CREATE TABLE annotation_modes (
+            id BIGINT PRIMARY KEY, queue VARCHAR NOT NULL, annotators INTEGER NOT NULL, set_by VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE annotations (
+            id BIGINT PRIMARY KEY, clip_id BIGINT NOT NULL, queue VARCHAR NOT NULL, annotator VARCHAR NOT NULL,
+            action VARCHAR NOT NULL, tag VARCHAR, rule VARCHAR, new_label VARCHAR, set_excluded BOOLEAN,
+            set_quarantined BOOLEAN, note VARCHAR, withdraws BIGINT, created_at TIMESTAMP NOT NULL)""",
+        "CREATE INDEX annotations_clip ON annotations (clip_id)",
+        """CREATE TABLE annotation_resolutions (
+            decision_id BIGINT PRIMARY KEY, clip_id BIGINT NOT NULL, kind VARCHAR NOT NULL,
+            annotation_ids BIGINT[] NOT NULL, created_at TIMESTAMP NOT NULL)""",
     ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -463,13 +482,18 @@ class Store:
         """Append one decision and commit it; returns its id once durable."""
         _check_decision(action, annotator)
         with self._mutex:
-            if self._fetch_one("SELECT 1 FROM clips WHERE id = ?", [clip_id]) is None:
-                raise StoreError(f"no clip with id {clip_id}")
-            decision_id = self._next_event()
-            self._exec(
-                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
-                [decision_id, clip_id, annotator, action, tag, rule, new_label, set_excluded,
-                 set_quarantined, note, _now(), set_split, set_group])
+            return self._insert_decision(clip_id, annotator, action, tag, rule, new_label, set_excluded,
+                                         set_quarantined, note, set_split, set_group)
+
+    def _insert_decision(self, clip_id: int, *values: Any) -> int:
+        """Append one decision (values in the table's order from annotator to set_group, without
+        undoes and created_at); the caller holds the mutex and has checked the action."""
+        if self._fetch_one("SELECT 1 FROM clips WHERE id = ?", [clip_id]) is None:
+            raise StoreError(f"no clip with id {clip_id}")
+        decision_id = self._next_event()
+        *fields, set_split, set_group = values
+        self._exec("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+                   [decision_id, clip_id, *fields, _now(), set_split, set_group])
         return decision_id
 
     def record_decisions(self, decisions: pd.DataFrame) -> list[int]:
@@ -555,6 +579,99 @@ class Store:
         if frame.empty:
             raise StoreError(f"no clip with id {clip_id}")
         return frame.iloc[0].to_dict()
+
+    # --- blind annotation ---------------------------------------------------------------------
+    # Written by pipelines/double_annotation.py. Ids come from event_seq, so annotations, decisions
+    # and imports share one order.
+    def set_annotation_mode(self, queue: str, *, annotators: int, set_by: str) -> int:
+        """Ask `annotators` people per clip in the review queue `queue` from now on (1: one, as usual)."""
+        if not isinstance(annotators, int) or isinstance(annotators, bool) or not 1 <= annotators <= 10:
+            raise ValueError(f"annotators per clip must be a whole number from 1 to 10, got {annotators!r}")
+        if not set_by or not set_by.strip():
+            raise ValueError("set_by must be a non-empty name")
+        with self._mutex:
+            mode_id = self._next_event()
+            self._exec("INSERT INTO annotation_modes VALUES (?, ?, ?, ?, ?)", [mode_id, queue, annotators, set_by, _now()])
+        return mode_id
+
+    def annotation_modes(self) -> pd.DataFrame:
+        """The latest setting of each queue that was ever set: queue, annotators, set_by, created_at."""
+        return self._df("""SELECT queue, annotators, set_by, created_at FROM annotation_modes
+                           QUALIFY row_number() OVER (PARTITION BY queue ORDER BY id DESC) = 1 ORDER BY queue""")
+
+    def record_annotation(self, clip_id: int, *, queue: str, annotator: str, action: str, tag: str | None = None,
+                          rule: str | None = None, new_label: str | None = None, set_excluded: bool | None = None,
+                          set_quarantined: bool | None = None, note: str | None = None) -> int:
+        """Append one blind annotation: the decision fields it would record, held back."""
+        if action not in ANNOTATION_ACTIONS:
+            raise ValueError(f"an annotation's action must be one of {ANNOTATION_ACTIONS}, got {action!r}")
+        _check_decision(action, annotator)
+        with self._mutex:
+            if self._fetch_one("SELECT 1 FROM clips WHERE id = ?", [clip_id]) is None:
+                raise StoreError(f"no clip with id {clip_id}")
+            annotation_id = self._next_event()
+            self._exec("INSERT INTO annotations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                       [annotation_id, clip_id, queue, annotator, action, tag, rule, new_label, set_excluded,
+                        set_quarantined, note, _now()])
+        return annotation_id
+
+    def withdraw_annotation(self, annotation_id: int, *, annotator: str) -> int:
+        """Withdraw one's own annotation while its clip is unsettled (an undo); returns the new row's id."""
+        with self._mutex:
+            row = self._fetch_one("SELECT clip_id, queue, annotator FROM annotations WHERE id = ? AND withdraws IS NULL",
+                                  [annotation_id])
+            if row is None:
+                raise StoreError(f"no annotation with id {annotation_id}")
+            if row[2] != annotator:
+                raise StoreError(f"annotation {annotation_id} is {row[2]}'s; only they can withdraw it")
+            state = self.annotations(clip_id=row[0]).set_index("id").loc[annotation_id]
+            if state.withdrawn or not pd.isna(state.settled_by):
+                raise StoreError(f"annotation {annotation_id} is already {'withdrawn' if state.withdrawn else 'settled'}")
+            withdrawal_id = self._next_event()
+            self._exec("""INSERT INTO annotations (id, clip_id, queue, annotator, action, withdraws, created_at)
+                          VALUES (?, ?, ?, ?, 'undo', ?, ?)""", [withdrawal_id, row[0], row[1], annotator, annotation_id, _now()])
+        return withdrawal_id
+
+    def annotations(self, *, clip_id: int | None = None, annotator: str | None = None) -> pd.DataFrame:
+        """Every annotation (withdrawals left out), oldest first, with `withdrawn` and `settled_by`:
+        the decision that settled it, unless that decision was undone (then it is open again)."""
+        return self._df(
+            """WITH undone AS (SELECT undoes AS id FROM decisions WHERE action = 'undo'),
+               settled AS (SELECT r.decision_id, unnest(r.annotation_ids) AS annotation_id
+                           FROM annotation_resolutions r ANTI JOIN undone u ON u.id = r.decision_id)
+               SELECT a.*, (w.id IS NOT NULL) AS withdrawn, s.decision_id AS settled_by
+               FROM annotations a LEFT JOIN annotations w ON w.withdraws = a.id
+                    LEFT JOIN settled s ON s.annotation_id = a.id
+               WHERE a.withdraws IS NULL AND (?::BIGINT IS NULL OR a.clip_id = ?) AND (?::VARCHAR IS NULL OR a.annotator = ?)
+               ORDER BY a.id""", [clip_id, clip_id, annotator, annotator])
+
+    def annotation_resolutions(self) -> pd.DataFrame:
+        """decision_id, clip_id, kind (consensus / adjudicated), annotation_ids, created_at, undone."""
+        return self._df("""SELECT r.*, (u.id IS NOT NULL) AS undone FROM annotation_resolutions r
+                           LEFT JOIN decisions u ON u.action = 'undo' AND u.undoes = r.decision_id ORDER BY r.decision_id""")
+
+    def record_resolution(self, clip_id: int, *, kind: str, annotation_ids: Sequence[int], annotator: str,
+                          action: str, tag: str | None = None, rule: str | None = None, new_label: str | None = None,
+                          set_excluded: bool | None = None, set_quarantined: bool | None = None,
+                          note: str | None = None) -> int:
+        """Settle a clip's open annotations with one ordinary decision, and link the two, in one
+        transaction; refused when any of them is not an open annotation of this clip."""
+        if kind not in ("consensus", "adjudicated"):
+            raise ValueError(f"kind must be consensus or adjudicated, got {kind!r}")
+        _check_decision(action, annotator)
+        ids = [int(i) for i in annotation_ids]
+        with self._mutex:
+            rows = self.annotations(clip_id=clip_id)
+            open_ids = set(rows.id[~rows.withdrawn & rows.settled_by.isna()].astype(int))
+            if not ids or not set(ids) <= open_ids:
+                raise StoreError(f"clip {clip_id}: annotations {sorted(set(ids) - open_ids) or ids} are not open; "
+                                 "load the queue again")
+            with self._transaction():
+                decision_id = self._insert_decision(clip_id, annotator, action, tag, rule, new_label, set_excluded,
+                                                    set_quarantined, note, None, None)
+                self._exec("INSERT INTO annotation_resolutions VALUES (?, ?, ?, ?, ?)",
+                           [decision_id, clip_id, kind, ids, _now()])
+        return decision_id
 
     # --- quarantine ---------------------------------------------------------------------------
     def raise_quarantine(self, entries: pd.DataFrame, *, annotator: str) -> list[int]:

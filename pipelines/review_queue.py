@@ -89,10 +89,13 @@ def review_counts(store: Store) -> dict[str, int]:
             "total": len(queue)}
 
 
-def decided_since(store: Store, clip_ids: list[int], *, since_id: int) -> int:
+def decided_since(store: Store, clip_ids: list[int], *, since_id: int, viewer: str | None = None) -> int:
     """How many of clip_ids a person decided after decision since_id (e.g. since a queue was
-    loaded), by a decision that still stands: undone ones, undos, notes and quarantine requests
-    do not count, nor do the audit's proposals."""
+    loaded), by a decision that still stands, or the viewer answered blind (others' blind answers
+    stay unseen): undone ones, undos, notes and quarantine requests do not count, nor do the
+    audit's proposals."""
     log = store.decisions(since_id=since_id)
     decided = log[(log.annotator != "audit") & ~log.undone & ~log.action.isin(["undo", "note", "quarantine"])]
-    return int(pd.Index(clip_ids, dtype="int64").isin(decided.clip_id).sum())
+    answered = store.annotations(annotator=viewer) if viewer else store.annotations().head(0)
+    answered = answered[(answered.id > since_id) & ~answered.withdrawn]
+    return int(pd.Index(clip_ids, dtype="int64").isin(set(decided.clip_id) | set(answered.clip_id)).sum())

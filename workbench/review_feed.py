@@ -16,7 +16,8 @@ import gradio as gr
 import pandas as pd
 
 from core.store import Rule
-from pipelines.review_queue import build_queue, decided_since, review_counts
+from pipelines.double_annotation import queue_for
+from pipelines.review_queue import decided_since, review_counts
 from workbench.common import FREQUENCY_RANGES, history_html, side_panel_html
 from workbench.context import Workbench
 from workbench.renderer import ClipUnavailable, newest_decision_id
@@ -26,7 +27,8 @@ HOTKEYS = [str(digit) for digit in range(10)]  # a rule's hotkey is one digit (R
 
 
 def feed(wb: Workbench, ids: list[int], pos: int, run_id: str | None, freq: str, *, rows: pd.DataFrame,
-         loaded_at: int, applied: int, reset: bool, have: frozenset = frozenset(), results: list | None = None) -> str:
+         loaded_at: int, applied: int, reset: bool, have: frozenset = frozenset(), results: list | None = None,
+         viewer: str | None = None) -> str:
     """What the browser needs to show the clip at pos and advance without waiting, as JSON: the
     next WINDOW clip views (HTML left out for those it already holds), the end-of-queue view when
     the window reaches it, the counter, and the result of each command applied."""
@@ -47,7 +49,7 @@ def feed(wb: Workbench, ids: list[int], pos: int, run_id: str | None, freq: str,
         key = f"{clip_id}:{seen}:{fmax}:{run_id}:{index}:{len(ids)}"
         slots.append({"key": key, "clip": clip_id, "seen": seen, "html": None if key in have else head + body})
     wb.views.prefetch([int(c) for c in ids[pos + WINDOW:pos + WINDOW + 2]], run_id=run_id or None, fmax_hz=fmax)
-    decided = decided_since(wb.store, ids, since_id=loaded_at)
+    decided = decided_since(wb.store, ids, since_id=loaded_at, viewer=viewer)
     end = _end_html(decided, len(ids)) if pos + WINDOW > len(ids) else None
     counts = review_counts(wb.store)
     counter = (f'<span class="em-counter">{decided} of {len(ids)} in this queue decided since it was loaded '
@@ -58,7 +60,8 @@ def feed(wb: Workbench, ids: list[int], pos: int, run_id: str | None, freq: str,
 
 def queue_rows(wb: Workbench, ids: list[int], source: str, run_id: str | None) -> pd.DataFrame:
     """The queue's rows in the same order, with their state after the latest decisions, by clip id."""
-    queue = build_queue(wb.store, source=source, run_id=run_id or None, status="all").set_index("clip_id")
+    queue = queue_for(wb.store, source=source, viewer=None, run_id=run_id or None, status="all", blind=False)
+    queue = queue.set_index("clip_id")
     return queue.reindex([i for i in ids if i in queue.index])
 
 

@@ -16,7 +16,8 @@ import pandas as pd
 
 from core import review
 from core.label_issues import LABEL_QUALITY_METHODS
-from pipelines.review_queue import build_queue, default_run
+from pipelines import double_annotation as double
+from pipelines.review_queue import default_run
 from workbench.common import run_choices
 from workbench.context import USER_ERRORS, Workbench, require_annotator
 from workbench.review_feed import feed, keys_help, queue_rows, queue_table, tag_buttons
@@ -30,12 +31,18 @@ REASON_KINDS = {**dict.fromkeys(LABEL_QUALITY_METHODS, "label_issue"), "confusio
 
 
 def load_queue(wb: Workbench, source: str, status: str, label: str | None, reason: str | None,
-               annotator: str | None, run_id: str | None, freq: str, applied: int) -> list[Any]:
+               annotator: str | None, run_id: str | None, freq: str, applied: int, *, viewer: str | None = None
+               ) -> list[Any]:
     """The filtered queue: [its clip ids, its table, the feed of the window the page starts on,
     position 0, the newest decision id now (what 'decided since it was loaded' counts from)].
-    reason: a kind of reason_choices (ANY_REASON or empty: every kind), or text the reason contains."""
-    queue = build_queue(wb.store, source=source, run_id=run_id or None, label=label or None, status=status,
-                        annotator=annotator or None)
+    reason: a kind of reason_choices (ANY_REASON or empty: every kind), or text the reason contains.
+    viewer: who is looking; a blind queue shows them only the clips they have not answered."""
+    try:
+        queue = double.queue_for(wb.store, source=source, viewer=viewer, run_id=run_id or None, label=label or None,
+                                 status=status, annotator=annotator or None)
+    except double.ViewerNeeded as exc:  # an empty queue that says why, not a page stuck loading
+        gr.Warning(str(exc))
+        queue = double.queue_for(wb.store, source=source, viewer=None, status=status, blind=False).head(0)
     if reason and reason != ANY_REASON:
         kinds = _reason_kinds(wb, source)
         if reason in set(kinds):
@@ -46,7 +53,7 @@ def load_queue(wb: Workbench, source: str, status: str, label: str | None, reaso
     ids = queue.clip_id.astype(int).tolist()
     loaded = wb.store.last_decision_id()
     window = feed(wb, ids, 0, run_id, freq, rows=queue.set_index("clip_id"), loaded_at=loaded, applied=applied,
-                  reset=True)
+                  reset=True, viewer=viewer)
     return [ids, queue_table(queue), window, 0, loaded]
 
 
@@ -76,12 +83,19 @@ def _reason_kinds(wb: Workbench, source: str) -> pd.Series:
 
 
 def open_page(wb: Workbench, source: str, status: str, label: str | None, reason: str | None,
-              annotator: str | None, freq: str, applied: int) -> list[Any]:
+              annotator: str | None, freq: str, applied: int, *, viewer: str | None = None) -> list[Any]:
     """On page load: the run list as the store has it now with the default run (production)
     chosen, then load_queue with that run's predictions."""
     chosen = default_run(wb.store)
     return [gr.Dropdown(choices=run_choices(wb.store), value=chosen),
-            *load_queue(wb, source, status, label, reason, annotator, chosen, freq, applied)]
+            *load_queue(wb, source, status, label, reason, annotator, chosen, freq, applied, viewer=viewer)]
+
+
+def viewer(name: str | None, request: gr.Request | None) -> str | None:
+    """Who is looking at the queue: the logged-in user, else the name typed top right (None if blank)."""
+    if request is not None and request.username:
+        return request.username
+    return (name or "").strip() or None
 
 
 def fresh_runs(wb: Workbench) -> gr.Dropdown:
@@ -98,19 +112,19 @@ def rule_views(wb: Workbench) -> list[Any]:
 
 
 def reshow(wb: Workbench, ids: list[int], pos: int, run_id: str | None, freq: str, source: str, loaded: int,
-           applied: int) -> str:
+           applied: int, *, viewer: str | None = None) -> str:
     """The feed for the clip at pos, every view rendered again (e.g. in another frequency range)."""
     return feed(wb, ids, pos, run_id, freq, rows=queue_rows(wb, ids, source, run_id), loaded_at=loaded,
-                applied=applied, reset=True)
+                applied=applied, reset=True, viewer=viewer)
 
 
 def pick_row(wb: Workbench, ids: list[int], run_id: str | None, freq: str, source: str, loaded: int, applied: int,
-             clip_id: int) -> list[Any]:
+             clip_id: int, *, viewer: str | None = None) -> list[Any]:
     """Open a row's clip, found by its id (a row can drop out of a refreshed table): [feed, position]."""
     if clip_id not in ids:
         raise ValueError(f"clip {clip_id} is not in this queue any more: load the queue again.")
     pos = ids.index(clip_id)
-    return [reshow(wb, ids, pos, run_id, freq, source, loaded, applied), pos]
+    return [reshow(wb, ids, pos, run_id, freq, source, loaded, applied, viewer=viewer), pos]
 
 
 def run_commands(wb: Workbench, request: gr.Request | None, name: str | None, payload: str | None, ids: list[int],
@@ -129,7 +143,7 @@ def run_commands(wb: Workbench, request: gr.Request | None, name: str | None, pa
             results.append({"seq": seq, "ok": False, "text": "not recorded: an earlier key press failed"})
             continue
         try:
-            text, ids, pos, resets = _run_command(wb, command, require_annotator(name, request), ids, pos)
+            text, ids, pos, resets = _run_command(wb, command, require_annotator(name, request), ids, pos, source)
             results.append({"seq": seq, "ok": True, "text": text})
             reset = reset or resets
         except USER_ERRORS as exc:
@@ -139,7 +153,7 @@ def run_commands(wb: Workbench, request: gr.Request | None, name: str | None, pa
             results.append({"seq": seq, "ok": False, "text": str(exc), "clip": clip_id})
     rows = queue_rows(wb, ids, source, run_id)
     window = feed(wb, ids, pos, run_id, freq, rows=rows, loaded_at=loaded, applied=applied, reset=reset,
-                  have=frozenset(batch.get("have", [])), results=results)
+                  have=frozenset(batch.get("have", [])), results=results, viewer=viewer(name, request))
     # Redrawn only when a decision changed it: moving between clips changes nothing there.
     changed = wb.store.last_decision_id() > before
     table = queue_table(rows.rename_axis("clip_id").reset_index()) if changed else gr.skip()
@@ -147,14 +161,14 @@ def run_commands(wb: Workbench, request: gr.Request | None, name: str | None, pa
 
 
 # --- one command ------------------------------------------------------------------------------
-def _run_command(wb: Workbench, command: dict[str, Any], who: str, ids: list[int], pos: int
+def _run_command(wb: Workbench, command: dict[str, Any], who: str, ids: list[int], pos: int, source: str
                  ) -> tuple[str, list[int], int, bool]:
     """One command of the page: returns the message, the queue, the position after it, and
     whether the browser must re-render what it shows (undo changes a clip it may hold)."""
     kind = command.get("kind")
     if kind == "decide":
         clip_id = int(command["clip"])
-        text = _decide(wb, clip_id, who, command)
+        text = _decide(wb, clip_id, who, command, source)
         return text, ids, pos + 1 if pos < len(ids) and ids[pos] == clip_id else pos, False
     if kind == "goto":
         clip_id = int(command["clip"])
@@ -162,17 +176,23 @@ def _run_command(wb: Workbench, command: dict[str, Any], who: str, ids: list[int
             raise ValueError(f"clip {clip_id} is not in this queue any more: load the queue again.")
         return "", ids, ids.index(clip_id), False
     if kind == "undo":
-        return _undo(wb, who, ids, pos)
+        return _undo(wb, who, ids, pos, source)
     raise ValueError(f"command kind must be one of decide, goto, undo; got {kind!r}")
 
 
-def _decide(wb: Workbench, clip_id: int, who: str, command: dict[str, Any]) -> str:
+def _decide(wb: Workbench, clip_id: int, who: str, command: dict[str, Any], source: str) -> str:
     """Record one decision, unless it repeats the clip's latest one by the same annotator (a key
-    pressed twice): then nothing is recorded and the message says so."""
+    pressed twice): then nothing is recorded and the message says so. In a blind queue it is an
+    answer held back (double_annotation.annotate); in the adjudication queue, the final word."""
     action, tag, label = command.get("action"), command.get("tag"), command.get("label")
     if action not in DECISIONS:
         raise ValueError(f"action must be one of {', '.join(DECISIONS)}; got {action!r}")
     note = (command.get("note") or "").strip() or None
+    if source == double.ADJUDICATION:
+        return double.adjudicate(wb.store, clip_id, adjudicator=who, action=action, tag=tag, label=label, note=note)
+    if double.annotators_per_clip(wb.store, source) > 1:
+        return double.annotate(wb.store, clip_id, queue=source, annotator=who, action=action, tag=tag, label=label,
+                               note=note)
     if note is None and review.repeats_last(wb.store, clip_id, annotator=who, action=action, tag=tag, label=label):
         what = {"tag": f"tagged {tag}", "relabel": f"relabelled {label}"}.get(action, DECISIONS[action][1])
         return f"clip {clip_id}: already {what} by {who}; nothing new recorded"
@@ -180,8 +200,13 @@ def _decide(wb: Workbench, clip_id: int, who: str, command: dict[str, Any]) -> s
     return DECISIONS[action][0](wb, clip_id, who, None if seen is None else int(seen), note, command)
 
 
-def _undo(wb: Workbench, who: str, ids: list[int], pos: int) -> tuple[str, list[int], int, bool]:
-    """Undo the annotator's last decision and go back to its clip (put back in the queue if gone)."""
+def _undo(wb: Workbench, who: str, ids: list[int], pos: int, source: str) -> tuple[str, list[int], int, bool]:
+    """Undo the annotator's last decision (in a blind queue: withdraw their last open answer) and
+    go back to its clip (put back in the queue if gone)."""
+    if source != double.ADJUDICATION and double.annotators_per_clip(wb.store, source) > 1:
+        text, clip_id = double.withdraw_last(wb.store, annotator=who)
+        ids = ids if clip_id in ids else [*ids[:pos], clip_id, *ids[pos:]]
+        return text, ids, ids.index(clip_id), True
     last = review.last_undoable(wb.store, annotator=who)
     if last is None:
         raise ValueError(f"{who} has no decision left to undo.")

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from pipelines.double_annotation import ADJUDICATION
 from pipelines.review_queue import SOURCES, STATUSES, default_run
+from workbench import agreement_panel
 from workbench import review_handlers as handlers
 from workbench.common import FREQUENCY_RANGES, WIDE, run_choices
 from workbench.context import Workbench, current_tab, safe
@@ -72,6 +74,7 @@ class Layout:
 
 def build(wb: Workbench, *, annotator: gr.Component) -> None:
     wire(wb, layout(wb), annotator=annotator, tab=current_tab(), page=gr.context.Context.root_block)
+    agreement_panel.build(wb, annotator=annotator)
 
 
 def layout(wb: Workbench) -> Layout:
@@ -79,7 +82,8 @@ def layout(wb: Workbench) -> Layout:
     with gr.Row(equal_height=True):
         # Narrow filters, so the whole row (Load queue included) fits one line at 1440 px and
         # the run list is wide enough to show which run is production.
-        source = gr.Dropdown(list(SOURCES), value="quarantine", label="queue", scale=1, min_width=120)
+        source = gr.Dropdown([*SOURCES, ADJUDICATION], value="quarantine", label="queue", scale=1, min_width=120,
+                             elem_id="em-review-source")
         status = gr.Dropdown(list(STATUSES), value="open", label="status", scale=1, min_width=110)
         label_filter = gr.Dropdown([""] + wb.labels(), value="", label="class", scale=1, min_width=120)
         reason_filter = gr.Dropdown(handlers.reasons(wb, "quarantine"), value=handlers.ANY_REASON,
@@ -136,38 +140,47 @@ def stage_html() -> str:
 def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component, tab: gr.Tab, page: gr.Blocks) -> None:
     """Events to handlers; every event that reads or writes the queue runs in one serial lane
     (SERIAL), and each answer is handed to earmark.js (RECEIVE_JS, ACK_JS)."""
-    load = safe(lambda *inputs: handlers.load_queue(wb, *inputs))
+    @safe
+    def load(src, st, lab, rea, ann, run_id, freq, applied, name, request: gr.Request):
+        return handlers.load_queue(wb, src, st, lab, rea, ann, run_id, freq, applied,
+                                   viewer=handlers.viewer(name, request))
+
+    load_inputs = [*ui.load_inputs, annotator]  # who is looking: a blind queue hides what they answered
     reasons = safe(lambda src, chosen: handlers.reason_choices(wb, src, chosen))
     # Load queue and a new source first refresh the reasons offered (a kind the source has not
     # goes back to "any"), then load with the reason as it is then.
     for trigger in (ui.load.click, ui.source.change):
         trigger(reasons, [ui.source, ui.reason_filter], ui.reason_filter, show_progress="hidden"
-                ).then(load, ui.load_inputs, ui.load_outputs, **SERIAL).then(None, ui.feed, None, js=RECEIVE_JS)
+                ).then(load, load_inputs, ui.load_outputs, **SERIAL).then(None, ui.feed, None, js=RECEIVE_JS)
     # run.input, not run.change: the page load and the tab select below set the run list themselves;
     # reason select, not change: picking a kind loads at once, typed text waits for Load queue.
     for trigger in (ui.status.change, ui.label_filter.change, ui.run.input, ui.reason_filter.select):
-        trigger(load, ui.load_inputs, ui.load_outputs, **SERIAL).then(None, ui.feed, None, js=RECEIVE_JS)
+        trigger(load, load_inputs, ui.load_outputs, **SERIAL).then(None, ui.feed, None, js=RECEIVE_JS)
 
     @safe
-    def on_page(src, st, lab, rea, ann, _, freq, applied):
-        return handlers.open_page(wb, src, st, lab, rea, ann, freq, applied)
+    def on_page(src, st, lab, rea, ann, _, freq, applied, name, request: gr.Request):
+        return handlers.open_page(wb, src, st, lab, rea, ann, freq, applied, viewer=handlers.viewer(name, request))
 
-    page.load(on_page, ui.load_inputs, [ui.run, *ui.load_outputs], **SERIAL).then(None, ui.feed, None, js=RECEIVE_JS)
+    page.load(on_page, load_inputs, [ui.run, *ui.load_outputs], **SERIAL).then(None, ui.feed, None, js=RECEIVE_JS)
     tab.select(safe(lambda: handlers.fresh_runs(wb)), None, ui.run, show_progress="hidden")
     rule_views = safe(lambda: handlers.rule_views(wb))
     for trigger in (page.load, tab.select):
         trigger(rule_views, None, [ui.legend, *ui.tag_buttons], show_progress="hidden")
         trigger(reasons, [ui.source, ui.reason_filter], ui.reason_filter, show_progress="hidden")
 
-    ui.frequency.change(safe(lambda ids, pos, *shown: handlers.reshow(wb, ids, pos, *shown)),
-                        [ui.queue_ids, ui.position, *ui.shown], ui.feed, **SERIAL
+    @safe
+    def on_frequency(ids, pos, run_id, freq, src, loaded, applied, name, request: gr.Request):
+        return handlers.reshow(wb, ids, pos, run_id, freq, src, loaded, applied, viewer=handlers.viewer(name, request))
+
+    ui.frequency.change(on_frequency, [ui.queue_ids, ui.position, *ui.shown, annotator], ui.feed, **SERIAL
                         ).then(None, ui.feed, None, js=RECEIVE_JS)
 
     @safe
-    def on_row(ids, run_id, freq, src, loaded, applied, event: gr.SelectData):
-        return handlers.pick_row(wb, ids, run_id, freq, src, loaded, applied, int(event.row_value[0]))
+    def on_row(ids, run_id, freq, src, loaded, applied, name, event: gr.SelectData, request: gr.Request):
+        return handlers.pick_row(wb, ids, run_id, freq, src, loaded, applied, int(event.row_value[0]),
+                                 viewer=handlers.viewer(name, request))
 
-    ui.queue_table.select(on_row, [ui.queue_ids, *ui.shown], [ui.feed, ui.position], **SERIAL
+    ui.queue_table.select(on_row, [ui.queue_ids, *ui.shown, annotator], [ui.feed, ui.position], **SERIAL
                           ).then(None, ui.feed, None, js=RECEIVE_JS)
 
     @safe
