@@ -109,7 +109,13 @@ def _search(context: JobContext, job: DuplicatesJob) -> dict[str, Any]:
                              clips=sorted(embedded.unreadable)[:20])
     neighbour_similarity = found.similarities[rows, 0]
     passes = (neighbour_similarity >= search_threshold)[nearest_rows >= 0] & (neighbour_match >= check.value)
+    # How well the embedding itself tells copies apart: the chance that a copy is closer to its
+    # original than a clip is to its nearest other clip (an undertrained model scores near 0.5;
+    # the session's own duplicates among the neighbours lower it a little).
+    everyone = np.sort(found.nearest_similarity())
+    separation = float(np.mean(np.searchsorted(everyone, copy_similarity) / len(everyone)))
     threshold = {"search": round(search_threshold, 6), "check": check.value, "copies": len(rows),
+                 "separation": round(separation, 4),
                  "copy_recall": float(np.mean((copy_similarity >= search_threshold) & (copy_match >= check.value))),
                  "neighbour_share": float(np.mean(passes)) if len(passes) else 0.0}
     return {"status": "succeeded", "embedding": embedder.name, "dims": int(vectors.shape[1]),

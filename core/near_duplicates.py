@@ -4,7 +4,8 @@ near-duplicate must be, and the pairs above that.
 Embeddings are L2-normalised rows, so the inner product is the cosine similarity (1 = the same
 direction; higher = more alike). Up to EXACT_MAX_CLIPS clips the search is exact (faiss
 IndexFlatIP); above that an HNSW graph (faiss IndexHNSWFlat) answers in about N log N instead
-of N^2: bench/duplicates.py measures its time at 100,000 clips and its recall against exact search.
+of N^2 (an IVF index was as fast at 20,000 clips but needs k-means training and a nlist/nprobe
+pair to tune; the graph needs neither): bench/duplicates.py measures its time at 100,000 clips and its recall against exact search.
 
 The threshold is the session's own (derive_threshold): planted copies of a sample of its clips
 give the similarities a duplicate reaches, each clip's nearest other clip what distinct clips
@@ -21,14 +22,16 @@ import pandas as pd
 __all__ = ["EXACT_MAX_CLIPS", "Neighbours", "Threshold", "aligned_similarity", "derive_threshold", "nearest", "normalise",
            "pairs_above"]
 
-# Exact search costs N^2 * dims: at 20,000 clips of 192 dims about 2 s on 2 cores, and HNSW's
-# build is no faster there; beyond it the graph wins (bench/duplicates.py).
-EXACT_MAX_CLIPS = 20_000
-# HNSW graph: links per node, and the candidate lists while building and searching. With these,
-# 100,000 clustered 192-dim vectors keep a top-10 recall above 0.95 against exact search.
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 128
+# Exact search costs N^2 * dims. On the 2 shared cores (load ~11) 500 queries against 20,000
+# clips of 192 dims took 1.0 s, so all 20,000 about 40 s, where the graph took 8 s; at 5,000
+# clips exact search takes about 2.5 s and is exact.
+EXACT_MAX_CLIPS = 5_000
+# HNSW graph: links per node, and the candidate lists while building and searching. On 20,000
+# clustered 192-dim vectors M=16/40/64 found 99.96% of the exact top-10 in 7.9 s, M=32/80/128
+# 100% in 21 s: the smaller graph, since the check after the search reads the pairs again anyway.
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 40
+HNSW_EF_SEARCH = 64
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:

@@ -33,6 +33,10 @@ from pipelines.finetune import freeze_manifest, new_run_id
 # Which side of a cross-split pair is queued: the held-out one, whose score the pair flatters.
 HELD_OUT_RANK = {"train": 0, "val": 1, "test": 2}
 REPORTED_SPLITS = ("test", "val")
+# Below this chance of a planted copy being closer to its original than a clip to its nearest
+# neighbour (0.5: no better than chance), the outcome warns that the embedding (an
+# undertrained model's, say) cannot be relied on.
+WEAK_EMBEDDING = 0.8
 
 
 @dataclasses.dataclass
@@ -68,6 +72,10 @@ class DuplicatesOutcome:
                  f"{t['check']:.4f}; of {t['copies']} planted copies (gain up to {self.settings.copy_gain_db:g} dB, "
                  f"shift up to {self.settings.copy_shift_s:g} s) {t['copy_recall']:.0%} pass both, of as many "
                  f"clips' nearest neighbours {t['neighbour_share']:.1%}"]
+        if t["separation"] < WEAK_EMBEDDING:
+            lines.append(f"  warning: a planted copy is closer to its original than a clip to its nearest neighbour "
+                         f"only {t['separation']:.0%} of the time: this embedding tells copies apart poorly"
+                         + ("; try embedding logmel" if self.model_run_id else ""))
         for split, entry in self.leakage.items():
             lines.append(f"  {split}: {entry['with_train']} of {entry['clips']} clips ({entry['share']:.1%}) have a "
                          "near-duplicate in train")

@@ -94,7 +94,7 @@ def test_planted_copies_are_found_and_only_cross_split_ones_are_queued(searched)
         assert summary["test_share_with_train_duplicate"] == pytest.approx(2 / (SPLIT_OF["test"] + 2))
         assert summary["leakage"]["val"] == {"clips": SPLIT_OF["val"] + 1, "with_train": 1, "share": 1 / 9}
         threshold = summary["threshold"]
-        assert threshold["copies"] == 40 and threshold["copy_recall"] >= 0.9
+        assert threshold["copies"] == 40 and threshold["copy_recall"] >= 0.9 and threshold["separation"] >= 0.8
         assert threshold["search"] < min(pairs.similarity) and threshold["check"] < min(pairs.match)
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from core.store import Rule
 from pipelines.review_queue import build_queue, decided_since, review_counts
+from workbench import duplicate_pair
 from workbench.common import FREQUENCY_RANGES, history_html, side_panel_html
 from workbench.context import Workbench
 from workbench.renderer import ClipUnavailable, newest_decision_id
@@ -42,7 +43,8 @@ def feed(wb: Workbench, ids: list[int], pos: int, run_id: str | None, freq: str,
             body = f"<p class='em-message-error'>{html.escape(str(exc))}</p>"
         else:
             seen = view.last_decision_id
-            body = (f"{view.html}<div class='em-slot-info'><div class='em-slot-side'>{side_panel_html(view)}</div>"
+            body = (f"{view.html}{duplicate_pair.pair_html(wb, rows, clip_id, run_id=run_id, fmax_hz=fmax)}"
+                    f"<div class='em-slot-info'><div class='em-slot-side'>{side_panel_html(view)}</div>"
                     f"<div class='em-slot-history'>{history_html(view.history)}</div></div>")
         key = f"{clip_id}:{seen}:{fmax}:{run_id}:{index}:{len(ids)}"
         slots.append({"key": key, "clip": clip_id, "seen": seen, "html": None if key in have else head + body})
