@@ -19,6 +19,7 @@ embeds copies of a sample of the session's clips to learn how similar a duplicat
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,9 @@ class LogMelFingerprint:
         self.feature_cfg = feature_cfg
         self.sample_rate_hz = feature_cfg.sample_rate_hz
         self._log_mel = LogMel(feature_cfg)
+        # Patterns are compared frame by frame, so a copy shifted by a fraction of a frame must
+        # still line up: half the fingerprint's hop leaves at most a quarter of it unmatched.
+        self._pattern_mel = LogMel(dataclasses.replace(feature_cfg, hop_length=feature_cfg.hop_length // 2))
         self._floor_db = feature_cfg.top_db
 
     def read(self, path: str | Path) -> np.ndarray:
@@ -67,19 +71,21 @@ class LogMelFingerprint:
         with torch.no_grad(), torch_threads(1):
             out = []
             for wave in waves:
-                mels = self._mels(wave)
+                mels = self._mels(wave, self._pattern_mel)
                 bands = mels[: len(mels) // PATTERN_BANDS * PATTERN_BANDS].reshape(PATTERN_BANDS, -1, mels.shape[1]).mean(1)
                 out.append((bands - bands.mean(axis=1, keepdims=True)).astype(np.float32))
             return out
 
     @property
     def frame_s(self) -> float:
-        return self.feature_cfg.hop_length / self.sample_rate_hz
+        """The patterns' hop, in seconds."""
+        return self._pattern_mel.mel.hop_length / self.sample_rate_hz
 
-    def _mels(self, wave: np.ndarray) -> np.ndarray:
-        if len(wave) < self._log_mel.min_samples:
-            wave = np.pad(wave, (0, self._log_mel.min_samples - len(wave)))
-        return self._log_mel(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))[None])[0].numpy()
+    def _mels(self, wave: np.ndarray, log_mel: LogMel | None = None) -> np.ndarray:
+        log_mel = log_mel or self._log_mel
+        if len(wave) < log_mel.min_samples:
+            wave = np.pad(wave, (0, log_mel.min_samples - len(wave)))
+        return log_mel(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))[None])[0].numpy()
 
     def _fingerprint(self, mels: np.ndarray) -> np.ndarray:
         """(n_mels, frames) dB -> (3 * n_mels,): band level minus clip level, band spread, band change."""

@@ -179,7 +179,8 @@ def candidates(cross: pd.DataFrame) -> pd.DataFrame:
     split, partner_split), with its most similar partner, most similar first."""
     a_held = cross["split_a"].map(HELD_OUT_RANK) >= cross["split_b"].map(HELD_OUT_RANK)
     frame = pd.DataFrame({
-        "clip_id": cross["clip_a"].where(a_held, cross["clip_b"]), "partner_id": cross["clip_b"].where(a_held, cross["clip_a"]),
+        "clip_id": cross["clip_a"].where(a_held, cross["clip_b"]),
+        "partner_id": cross["clip_b"].where(a_held, cross["clip_a"]),
         "similarity": cross["similarity"], "split": cross["split_a"].where(a_held, cross["split_b"]),
         "partner_split": cross["split_b"].where(a_held, cross["split_a"])})
     frame = frame.sort_values(["similarity", "clip_id"], ascending=[False, True])
@@ -211,12 +212,14 @@ def leakage_report(manifest: pd.DataFrame, cross: pd.DataFrame) -> dict[str, dic
     """For test and val: how many of their clips (manifest: clip_id, split) have a near-duplicate
     in train (cross: pairs clip_a, clip_b, split_a, split_b), and the share."""
     report = {}
+    held_with_train = [(int(clip), split) for clip, split, other in
+                       [*zip(cross["clip_a"], cross["split_a"], cross["split_b"]),
+                        *zip(cross["clip_b"], cross["split_b"], cross["split_a"])] if other == "train"]
     for split in REPORTED_SPLITS:
         clips = set(manifest.loc[manifest["split"] == split, "clip_id"].astype(int))
         if not clips:
             continue
-        with_train = ({int(a) for a, s, t in zip(cross["clip_a"], cross["split_a"], cross["split_b"]) if s == split and t == "train"}
-                      | {int(b) for b, s, t in zip(cross["clip_b"], cross["split_b"], cross["split_a"]) if s == split and t == "train"})
+        with_train = {clip for clip, held in held_with_train if held == split}
         report[split] = {"clips": len(clips), "with_train": len(with_train & clips),
                          "share": len(with_train & clips) / len(clips)}
     return report

@@ -3,8 +3,6 @@ tab fills the Review queue, each candidate shows its partner with a player of it
 resolution buttons record their decisions."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from core.store import Store
