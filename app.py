@@ -15,7 +15,7 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.config import AuditConfig, ComparisonConfig, HygieneConfig, list_presets
+from core.config import AuditConfig, ComparisonConfig, DuplicatesConfig, HygieneConfig, list_presets
 from core.store import StoreError, session_exists
 
 DEFAULT_SESSION = Path(__file__).resolve().parent / "sessions" / "demo"
@@ -478,6 +478,41 @@ def _register_hygiene(sub: argparse._SubParsersAction, shared: SharedOptions) ->
     p.set_defaults(func=_cmd_hygiene)
 
 
+DUPLICATES_OPTIONS = tuple(name for name in DuplicatesConfig.field_help() if name != "seed")  # --seed is shared
+
+
+def _cmd_duplicates(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.duplicates import find_duplicates
+    options = {name: getattr(args, name) for name in DUPLICATES_OPTIONS if getattr(args, name) is not None}
+    with Store.open(args.session, create=False) as store:
+        outcome = find_duplicates(store, run_id=args.run, progress=not (args.quiet or args.json), seed=args.seed,
+                                  **options)
+    if args.json:
+        print(json.dumps({"run_id": outcome.run_id, "status": outcome.status, "error": outcome.error,
+                          "embedding": outcome.embedding, "model_run_id": outcome.model_run_id,
+                          "embedded": outcome.embedded, "pairs": outcome.pairs, "cross_split": outcome.cross_split,
+                          "within_split": outcome.within_split, "queued": outcome.queued,
+                          "skipped_verdict": outcome.skipped_verdict, "skipped_open": outcome.skipped_open,
+                          "threshold": outcome.threshold, "leakage": outcome.leakage,
+                          "test_share_with_train_duplicate": outcome.test_share(), "unreadable": outcome.unreadable,
+                          "settings": outcome.settings.to_dict()}), file=args.stdout)
+    else:
+        print("\n".join(outcome.lines()))
+    return 0 if outcome.status == "succeeded" else 1
+
+
+def _register_duplicates(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("duplicates", help="near-duplicate leakage (issue 17): find clips that are copies of each other "
+                                          "across train / val / test; held-out ones go to the review queue (reason "
+                                          "near_duplicate) and the share of test clips with a train duplicate is reported",
+                       parents=_parents(shared, "session", "seed", "json", "quiet"))
+    p.add_argument("--run", help="the trained run whose model embeds the clips (default: production; without a model, "
+                                 "log-mel fingerprints)")
+    _add_config_options(p, DuplicatesConfig, DUPLICATES_OPTIONS)
+    p.set_defaults(func=_cmd_duplicates)
+
+
 def _cmd_promote(args: argparse.Namespace) -> int:
     from core.store import Store
     from pipelines.promotion import promote
@@ -887,7 +922,7 @@ def build_parser() -> argparse.ArgumentParser:
                      _register_audit, _register_hygiene, _register_promote, _register_rollback, _register_compare,
                      _register_compare_detectors, _register_prompt_search, _register_grid, _register_heads_effect,
                      _register_crossval, _register_spotcheck, _register_agreement, _register_queue_mode,
-                     _register_serve):
+                     _register_duplicates, _register_serve):
         register(sub, shared)
     return parser
 

@@ -603,6 +603,28 @@ class HygieneConfig(Config):
 
 
 @dataclasses.dataclass
+class DuplicatesConfig(Config):
+    """Near-duplicate search (issue 17): what a duplicate is and how the search looks for one.
+    The similarity threshold is not here: each run derives it from the session's own clips."""
+    embedding: Literal["auto", "model", "logmel"] = option(
+        "auto", "What clips are compared by: model (the penultimate layer of the production model, or of --run), "
+                "logmel (a gain- and shift-robust log-mel fingerprint), auto (model when there is one, else logmel).")
+    neighbours: int = option(10, "Nearest neighbours looked at per clip; a clip with more duplicates than this still "
+                                 "gets a candidate, with its closest ones.")
+    calibration_clips: int = option(200, "Clips copied (at another gain, shifted a little) to learn how similar a "
+                                         "duplicate is in this session; fewer when the session is smaller.")
+    copy_gain_db: float = option(6.0, "A duplicate may be up to this much louder or quieter (dB).")
+    copy_shift_s: float = option(0.1, "A duplicate may start up to this much earlier or later (s).")
+    seed: int = option(0, "Seed of which clips are copied and how.")
+
+    def __post_init__(self) -> None:
+        check_range("duplicates.neighbours", self.neighbours, low=1, high=1000)
+        check_range("duplicates.calibration_clips", self.calibration_clips, low=10, high=100_000)
+        check_range("duplicates.copy_gain_db", self.copy_gain_db, low=0, high=40)
+        check_range("duplicates.copy_shift_s", self.copy_shift_s, low=0, high=5)
+
+
+@dataclasses.dataclass
 class ComparisonConfig(Config):
     """Speech detectors side by side (B5, B9): which VAD baselines to score beside the trained
     runs, how each detector's threshold is chosen on the dev (val) split, and how much the

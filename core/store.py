@@ -146,6 +146,16 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE decisions ADD COLUMN set_group VARCHAR",
         REFRESH_LABELS_VIEW,
     ]),
+    (7, [
+        # Near-duplicate search (issue 17): every pair of clips a run found above its thresholds,
+        # with both clips' splits as frozen (cross-split pairs are leakage candidates).
+        # similarity: of the embeddings (cosine); match: of the frame-by-frame patterns at the best lag.
+        """CREATE TABLE duplicate_pairs (
+            run_id VARCHAR NOT NULL, clip_a BIGINT NOT NULL, clip_b BIGINT NOT NULL, similarity DOUBLE NOT NULL,
+            match DOUBLE NOT NULL, split_a VARCHAR, split_b VARCHAR)""",
+        "CREATE INDEX duplicate_pairs_a ON duplicate_pairs (clip_a)",
+        "CREATE INDEX duplicate_pairs_b ON duplicate_pairs (clip_b)",
+    ]),
     (9, [
         # Blind double annotation: a review queue can ask N annotators per clip. Their answers are
         # a log of their own (append-only; a withdrawal is a row naming the one it withdraws), so
@@ -866,6 +876,24 @@ class Store:
                            QUALIFY row_number() OVER (PARTITION BY v.clip_id, v.detector
                                                       ORDER BY r.created_at DESC, r.id DESC) = 1
                            ORDER BY v.clip_id, v.detector""", [clip_id, clip_id, detector, detector])
+
+    def ingest_duplicate_pairs(self, run_id: str, pairs: pd.DataFrame) -> None:
+        """Replace a near-duplicate run's pairs (clip_a, clip_b, similarity, match, split_a, split_b)
+        in one transaction, so ingesting twice leaves one copy."""
+        columns = ["clip_a", "clip_b", "similarity", "match", "split_a", "split_b"]
+        missing = sorted(set(columns) - set(pairs.columns))
+        if missing:
+            raise ValueError(f"duplicate_pairs rows are missing columns {missing}")
+        with self._mutex, self._transaction(incoming_pairs=pairs[columns]):
+            self._exec("DELETE FROM duplicate_pairs WHERE run_id = ?", [run_id])
+            self._exec("INSERT INTO duplicate_pairs SELECT ?, * FROM incoming_pairs", [run_id])
+
+    def duplicate_pairs(self, *, run_id: str | None = None, clip_id: int | None = None) -> pd.DataFrame:
+        """Near-duplicate pairs (run_id, clip_a, clip_b, similarity, match, split_a, split_b), of one
+        run and/or involving one clip, most similar first."""
+        return self._df("""SELECT * FROM duplicate_pairs WHERE (?::VARCHAR IS NULL OR run_id = ?)
+                           AND (?::BIGINT IS NULL OR clip_a = ? OR clip_b = ?)
+                           ORDER BY similarity DESC, clip_a, clip_b""", [run_id, run_id, clip_id, clip_id, clip_id])
 
     # --- promotions ---------------------------------------------------------------------------
     def record_promotion(self, run_id: str | None, *, action: str, actor: str, reason: str | None = None,

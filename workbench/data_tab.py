@@ -3,7 +3,8 @@
 Import a dataset from a path on the server (layouts and class maps as `earmark import`, with a
 progress bar fed by the importer's own tqdm bars); the session's statistics (clips per class and
 split, the duration histogram) and its unreadable files with their reasons; VAD hygiene, whose
-failing speech / non-speech clips go to the Review queue (hygiene_panel.py); a before/after
+failing speech / non-speech clips go to the Review queue (hygiene_panel.py); near-duplicates across
+splits, queued beside their partners (duplicates_panel.py); a before/after
 preview of augmentations on one clip; the session's relabel rules, editable with the checks a
 rules file gets; and the corrected manifest (current labels, exclusions, decision provenance)
 exported as CSV or Parquet and offered as a download.
@@ -24,7 +25,7 @@ from core.store import RULE_ACTIONS, Rule
 from pipelines.export import FORMATS, default_export_path, export_manifest
 from pipelines.importing import LAYOUTS, ClassMap, import_dataset
 from pipelines.stats import duration_bin_names, session_stats
-from workbench import augment_preview, hygiene_panel
+from workbench import augment_preview, duplicates_panel, hygiene_panel
 from workbench.context import Workbench, safe
 
 CLASS_MAPS_DIR = Path(__file__).resolve().parent.parent / "data" / "class_maps"
@@ -118,6 +119,7 @@ def layout(wb: Workbench) -> Layout:
                               max_height=260, wrap=True, elem_id="em-data-unreadable")
 
     hygiene_panel.build(wb)
+    duplicates_panel.build(wb)
 
     gr.Markdown("### Relabel rules")
     gr.Markdown("What each tag pressed in Review does to a clip. Select a rule to edit it, or type a new tag to add "

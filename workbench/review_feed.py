@@ -18,6 +18,7 @@ import pandas as pd
 from core.store import Rule
 from pipelines.double_annotation import queue_for
 from pipelines.review_queue import decided_since, review_counts
+from workbench import duplicate_pair
 from workbench.common import FREQUENCY_RANGES, history_html, side_panel_html
 from workbench.context import Workbench
 from workbench.renderer import ClipUnavailable, newest_decision_id
@@ -44,7 +45,8 @@ def feed(wb: Workbench, ids: list[int], pos: int, run_id: str | None, freq: str,
             body = f"<p class='em-message-error'>{html.escape(str(exc))}</p>"
         else:
             seen = view.last_decision_id
-            body = (f"{view.html}<div class='em-slot-info'><div class='em-slot-side'>{side_panel_html(view)}</div>"
+            body = (f"{view.html}{duplicate_pair.pair_html(wb, rows, clip_id, run_id=run_id, fmax_hz=fmax)}"
+                    f"<div class='em-slot-info'><div class='em-slot-side'>{side_panel_html(view)}</div>"
                     f"<div class='em-slot-history'>{history_html(view.history)}</div></div>")
         key = f"{clip_id}:{seen}:{fmax}:{run_id}:{index}:{len(ids)}"
         slots.append({"key": key, "clip": clip_id, "seen": seen, "html": None if key in have else head + body})

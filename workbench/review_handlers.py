@@ -18,6 +18,7 @@ from core import review
 from core.label_issues import LABEL_QUALITY_METHODS
 from pipelines import double_annotation as double
 from pipelines.review_queue import default_run
+from workbench import duplicate_pair
 from workbench.common import run_choices
 from workbench.context import USER_ERRORS, Workbench, require_annotator
 from workbench.review_feed import feed, keys_help, queue_rows, queue_table, tag_buttons
@@ -246,4 +247,4 @@ def _keep(wb: Workbench, clip_id: int, who: str, seen_id: int | None, note: str 
 
 # action -> (what records it, how a repeat of it is described)
 DECISIONS = {"tag": (_tag, "tagged"), "relabel": (_relabel, "relabelled"), "exclude": (_exclude, "excluded"),
-             "keep": (_keep, "kept in quarantine")}
+             "keep": (_keep, "kept in quarantine"), **duplicate_pair.RESOLUTIONS}

@@ -307,6 +307,11 @@
       if (tab) tab.click();
       return;
     }
+    const resolve = event.target.closest && event.target.closest(".em-dup-resolve");  // a near-duplicate's way out
+    if (resolve && review.active()) {
+      review.decide(resolve.dataset.resolution, {partner: Number(resolve.dataset.partner)}, resolve.textContent.trim());
+      return;
+    }
     const button = event.target.closest && event.target.closest("[id^=em-tag-], #" + Object.keys(REVIEW_BUTTONS).join(", #"));
     if (!button || !review.active()) return;
     if (button.id.startsWith("em-tag-")) review.tag(button.id.slice("em-tag-".length));
