@@ -16,6 +16,10 @@ How decisions combine (a clip's state is, per field, the latest effective decisi
 - Exclude excludes and releases; include only clears the exclusion; keep only keeps the clip
   quarantined; the label stays as it stands for all three.
 - Undo drops one decision: the clip falls back to what the earlier decisions give.
+- An inbox clip (split `unlabelled`) given a label is moved in the same transaction, by a 'move'
+  decision recorded just before the label, to the split its source group has
+  (core/inbox_placement.py). Undoing the label puts it back in the inbox queue; it never trains
+  without a label, wherever the move put it.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from core.inbox_placement import placement
 from core.store import Rule, Store, StoreError
 
 
@@ -58,9 +63,9 @@ def apply_tag(store: Store, clip_id: int, *, tag: str, annotator: str, note: str
     rule = rule_for(store, tag)
     _check_fresh(store, clip_id, seen_decision_id=seen_decision_id, annotator=annotator)
     label = rule.target_label if rule.action == "relabel" else store.clip(clip_id)["original_label"]
-    return store.record_decision(
-        clip_id, annotator=annotator, action="tag", tag=tag, rule=rule.describe(), new_label=label,
-        set_excluded=rule.action == "exclude", set_quarantined=rule.keep_quarantined, note=note)
+    return _record_label(store, clip_id, annotator=annotator, action="tag", tag=tag, rule=rule.describe(),
+                         new_label=label, set_excluded=rule.action == "exclude", set_quarantined=rule.keep_quarantined,
+                         note=note)
 
 
 def relabel(store: Store, clip_id: int, *, label: str, annotator: str, note: str | None = None,
@@ -70,8 +75,20 @@ def relabel(store: Store, clip_id: int, *, label: str, annotator: str, note: str
     if not label or not label.strip():
         raise ValueError("label must be a non-empty class name")
     _check_fresh(store, clip_id, seen_decision_id=seen_decision_id, annotator=annotator)
-    return store.record_decision(clip_id, annotator=annotator, action="relabel", new_label=label.strip(),
-                                 set_excluded=False, set_quarantined=False, note=note)
+    return _record_label(store, clip_id, annotator=annotator, action="relabel", new_label=label.strip(),
+                         set_excluded=False, set_quarantined=False, note=note)
+
+
+def _record_label(store: Store, clip_id: int, **decision: Any) -> int:
+    """Record a decision that sets a label; an inbox clip's move comes with it, in one
+    transaction (the move first, so 'undo my last' takes back the label). Returns the id of
+    the labelling decision."""
+    move = placement(store, clip_id) if isinstance(decision.get("new_label"), str) else None
+    if move is None:
+        return store.record_decision(clip_id, **decision)
+    rows = pd.DataFrame([{"clip_id": clip_id, "annotator": decision["annotator"], "action": "move", **move},
+                         {"clip_id": clip_id, **decision}])
+    return store.record_decisions(rows)[-1]
 
 
 def exclude(store: Store, clip_id: int, *, annotator: str, note: str | None = None,

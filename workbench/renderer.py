@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import html
 import io
+import json
 import threading
 import urllib.parse
 from collections import OrderedDict
@@ -28,6 +29,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from core.checkpoint import checkpoint_dir, checkpoint_labels, has_checkpoint
+from core.run_folder import RESULT_FILE
 from core.store import Store
 
 DISPLAY_WIDTH_PX = 900
@@ -220,6 +222,9 @@ def run_labels(run_dir: Path) -> list[str]:
     """The class order of a run's probability vectors (saved in its checkpoint; runs are immutable)."""
     if has_checkpoint(checkpoint_dir(run_dir)):
         return checkpoint_labels(checkpoint_dir(run_dir))
+    result = run_dir / RESULT_FILE  # a run that predicts unlabelled clips (an inbox scoring) names its model's classes
+    if result.exists() and "labels" in (saved := json.loads(result.read_text())):
+        return list(saved["labels"])
     manifest = run_dir / "manifest.parquet"
     return sorted(pd.read_parquet(manifest, columns=["label"]).label.unique())
 
