@@ -79,7 +79,8 @@ def layout(wb: Workbench) -> Layout:
     with gr.Row(equal_height=True):
         # Narrow filters, so the whole row (Load queue included) fits one line at 1440 px and
         # the run list is wide enough to show which run is production.
-        source = gr.Dropdown(list(SOURCES), value="quarantine", label="queue", scale=1, min_width=120)
+        source = gr.Dropdown(list(SOURCES), value="quarantine", label="queue", scale=1, min_width=120,
+                             elem_id="em-review-source")
         status = gr.Dropdown(list(STATUSES), value="open", label="status", scale=1, min_width=110)
         label_filter = gr.Dropdown([""] + wb.labels(), value="", label="class", scale=1, min_width=120)
         reason_filter = gr.Dropdown(handlers.reasons(wb, "quarantine"), value=handlers.ANY_REASON,
