@@ -3,7 +3,9 @@ training manifests that must never see an unlabelled clip, scoring as a child jo
 after a fine-tune, and the CLI's refusals."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -175,7 +177,7 @@ def scored_session(trained_demo_session, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_scoring_ranks_the_inbox_and_labelling_a_clip_takes_it_off_the_queue(scored_session, tmp_path):
+def test_scoring_ranks_the_inbox_and_labelling_a_clip_takes_it_off_the_queue(scored_session, tmp_path, capsys):
     session = copy_session(scored_session, tmp_path / "session")
     with Store.open(session) as store:
         scoring = latest_scoring(store)
@@ -192,6 +194,9 @@ def test_scoring_ranks_the_inbox_and_labelling_a_clip_takes_it_off_the_queue(sco
         assert top not in set(build_queue(store, source="uncertain").clip_id)  # open only, by default
         assert build_queue(store, source="uncertain", status="resolved").clip_id.tolist() == [top]
         assert top in set(freeze_manifest(store)[0].clip_id)
+        assert app.main(["inbox", "queue", "--session", str(session), "--json"]) == 0  # a snapshot, beside the writer
+        listed = json.loads(capsys.readouterr().out)
+        assert [row["clip_id"] for row in listed] == queue.clip_id.iloc[1:].tolist()
         # A class of interest the model does not know is refused before a run is made.
         runs = len(store.runs())
         with pytest.raises(ConfigError, match="class_of_interest: 'drone' is not a class"):
@@ -206,9 +211,14 @@ def test_the_after_training_chain_rescores_the_inbox(scored_session, tmp_path):
     session = copy_session(scored_session, tmp_path / "session")
     with Store.open(session) as store:
         first = latest_scoring(store)
-        review.apply_tag(store, int(uncertain_queue(store).clip_id.iloc[0]), tag=store.rules()[0].tag, annotator="ann")
+        labelled = int(uncertain_queue(store).clip_id.iloc[0])
+        review.apply_tag(store, labelled, tag=store.rules()[0].tag, annotator="ann")
         trained = store.runs(kind="train").id.iloc[0]
         result = audit_then_gates(store, run_id=trained)
+        audited = pd.read_parquet(Path(store.run(result.audit_run_id)["run_dir"]) / "manifest.parquet")
+        inbox = inbox_clips(store)
+        assert labelled in set(audited.clip_id)  # labelled and moved to train: audited like any clip
+        assert not audited.clip_id.isin(inbox[inbox.label.isna()].clip_id).any()  # never an unlabelled one
         scoring = latest_scoring(store)
         assert result.gates is not None and scoring["id"] != first["id"]
         assert scoring["parent_run_id"] == trained

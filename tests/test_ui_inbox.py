@@ -12,6 +12,7 @@ from ui_support import browser_page, needs_chromium, open_tab, real_errors, runn
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 
+SETTLED = "window.emReview.pending.length === 0 && !window.emReview.inflight"
 SHOWN = "(document.querySelector('#em-review-stage .em-slot:not([hidden]) .em-player') || {dataset: {}}).dataset.clip"
 
 
@@ -61,6 +62,7 @@ def test_inbox_clips_are_scored_queued_and_labelled_by_key(inbox_session):
         page.locator("body").click(position={"x": 5, "y": 5})
         page.keyboard.press("1")  # the first tag's key: a class
         page.wait_for_function(f"{SHOWN} != '{queued[0]}'", timeout=20000)
+        page.wait_for_function(SETTLED, timeout=30000)  # the decision written and answered
         assert f"clip {queued[0]}: tagged" in page.locator("#em-review-message").inner_text()
         page.get_by_role("button", name="Load queue").click()  # open clips only: the labelled one has left
         page.wait_for_function(f"window.emReview.ids.length === {len(queued) - 1}", timeout=30000)

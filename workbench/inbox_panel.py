@@ -47,7 +47,7 @@ class Layout:
 
 
 def build(wb: Workbench, *, annotator: gr.Component) -> None:
-    wire(wb, layout(wb), annotator=annotator)
+    wire(wb, layout(wb), annotator=annotator, blocks=gr.context.Context.root_block)
 
 
 def layout(wb: Workbench) -> Layout:
@@ -79,11 +79,12 @@ def layout(wb: Workbench) -> Layout:
                   timer=gr.Timer(2.0), seen_version=gr.State(-1))
 
 
-def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component) -> None:
-    """Events to handlers; `safe` turns a bug into one toast that leaves the panel as it was."""
+def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component, blocks: gr.Blocks | None) -> None:
+    """Events to handlers; `safe` turns a bug into one toast that leaves the panel as it was.
+    blocks: the app, whose served paths an added folder joins (its clips play in Review)."""
     @safe
     def on_add(folder, pattern, assign, progress=gr.Progress(track_tqdm=True)):
-        return [add_folder(wb, folder, pattern, assign), _status_html(wb)]
+        return [add_folder(wb, blocks, folder, pattern, assign), _status_html(wb)]
 
     ui.add.click(on_add, [ui.folder, ui.group_pattern, ui.assign], [ui.message, ui.status])
 
@@ -102,8 +103,10 @@ def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component) -> None:
 
 
 # --- handlers: plain values in, the outputs' new values out -------------------------------------
-def add_folder(wb: Workbench, folder: str | None, group_pattern: str | None, assign: str) -> str:
-    """Add the folder's audio to the inbox; the import's lines, or the refusal in one line."""
+def add_folder(wb: Workbench, blocks: gr.Blocks | None, folder: str | None, group_pattern: str | None,
+               assign: str) -> str:
+    """Add the folder's audio to the inbox; the import's lines, or the refusal in one line. The
+    folder joins the paths `blocks` serves, as an import's root does (data_tab.run_import)."""
     if not folder or not folder.strip():
         return message_html("Type the folder of unlabelled audio first.", error=True)
     try:
@@ -111,6 +114,9 @@ def add_folder(wb: Workbench, folder: str | None, group_pattern: str | None, ass
                                assign=assign, progress=True)
     except REFUSALS as exc:
         return message_html(f"Nothing added: {exc}", error=True)
+    root = str(wb.store.dataset_roots()[summary.dataset_id])
+    if blocks is not None and root not in blocks.allowed_paths:
+        blocks.allowed_paths.append(root)
     return f'<pre class="em-inbox-summary">{html.escape(chr(10).join(summary.lines()))}</pre>'
 
 
