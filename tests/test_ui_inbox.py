@@ -57,6 +57,8 @@ def test_inbox_clips_are_scored_queued_and_labelled_by_key(inbox_session):
         page.wait_for_function(f"{SHOWN} == '{queued[0]}'", timeout=30000)
         head = page.locator("#em-review-stage .em-slot:not([hidden]) .em-slot-head").inner_text()
         assert "flagged: uncertain #1:" in head and "given (no label)" in head
+        side = page.locator("#em-review-stage .em-slot:not([hidden]) .em-slot-side").inner_text()
+        assert "no model predictions" not in side  # the scoring's probabilities, though production never saw the clip
         screenshot(page, "inbox_review_queue", full_page=False)
 
         page.locator("body").click(position={"x": 5, "y": 5})

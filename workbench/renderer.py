@@ -30,7 +30,8 @@ from PIL import Image
 
 from core.checkpoint import checkpoint_dir, checkpoint_labels, has_checkpoint
 from core.run_folder import RESULT_FILE
-from core.store import Store
+from core.store import UNLABELLED_SPLIT, Store
+from pipelines.inbox import latest_scoring
 
 DISPLAY_WIDTH_PX = 900
 DISPLAY_HEIGHT_PX = 300
@@ -193,6 +194,7 @@ def render_clip_view(store: Store, clip_id: int, *, run_id: str | None = None, f
                "given label": state["original_label"], "current label": state["label"],
                "excluded": bool(state["excluded"]), "quarantined": bool(state["quarantined"])}
     probabilities = pd.DataFrame(columns=["class", "probability"])
+    run_id = predicting_run(store, run_id, clip)
     if run_id:
         row = store.prediction(run_id, clip_id)
         if row is not None:
@@ -208,6 +210,15 @@ def render_clip_view(store: Store, clip_id: int, *, run_id: str | None = None, f
                                                        duration_s=duration, fmax_hz=fmax, vad_strips=strips),
                     details=details, probabilities=probabilities, history=history,
                     last_decision_id=int(history.id.max()) if len(history) else 0)
+
+
+def predicting_run(store: Store, run_id: str | None, clip: dict[str, Any]) -> str | None:
+    """The run whose prediction a clip's view shows: run_id; for an inbox clip that run_id never
+    predicted, the newest scoring of the inbox (its probabilities are why the clip is queued)."""
+    if clip["split"] != UNLABELLED_SPLIT or (run_id and store.prediction(run_id, int(clip["id"])) is not None):
+        return run_id
+    scoring = latest_scoring(store)
+    return run_id if scoring is None else scoring["id"]
 
 
 def newest_decision_id(store: Store, clip_id: int) -> int:
