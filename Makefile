@@ -45,6 +45,7 @@ bench: install
 	$(PY) bench/study.py
 	$(PY) bench/speech_llm.py
 	$(PY) bench/review_browser.py
+	$(PY) bench/active_learning.py
 
 clean-demo:
 	rm -rf sessions/demo data/demo_audio

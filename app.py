@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from core.config import AuditConfig, ComparisonConfig, DuplicatesConfig, HygieneConfig, list_presets
+from core.uncertainty import InboxConfig
 from core.store import StoreError, session_exists
 
 DEFAULT_SESSION = Path(__file__).resolve().parent / "sessions" / "demo"
@@ -271,7 +272,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
                           "test_accuracy": outcome.training.get("accuracy", {}).get("test"),
                           "audit_run_id": outcome.audit_run_id, "gates_passed": outcome.gates_passed,
                           "failed": outcome.gates["gates"]["failed"] if outcome.gates else None,
-                          "promoted": outcome.promoted, "error": outcome.error}, default=str), file=args.stdout)
+                          "promoted": outcome.promoted, "inbox": outcome.inbox_lines, "error": outcome.error},
+                         default=str), file=args.stdout)
     else:
         print("\n".join(outcome.lines()))
     if outcome.status != "succeeded":
@@ -502,6 +504,41 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
     return 0 if outcome.status == "succeeded" else 1
 
 
+def _cmd_inbox_add(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.inbox import add_to_inbox
+    if not Path(args.folder).expanduser().is_dir():  # before the session is opened: nothing is written
+        raise StoreError(f"nothing to add at {args.folder}: no such folder (the inbox takes a folder of audio files)")
+    with Store.open(args.session, create=False) as store:
+        summary = add_to_inbox(store, args.folder, name=args.name, group_pattern=args.group_pattern, assign=args.assign,
+                               seed=args.seed, progress=not (args.quiet or args.json))
+    if args.json:
+        print(json.dumps(summary.__dict__, default=str), file=args.stdout)
+    else:
+        print("\n".join(["inbox: " + summary.lines()[0], *summary.lines()[1:]]))
+    return 0
+
+
+INBOX_OPTIONS = tuple(InboxConfig.field_help())
+
+
+def _cmd_inbox_score(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.inbox import score_inbox
+    options = {name: getattr(args, name) for name in INBOX_OPTIONS if getattr(args, name) is not None}
+    with Store.open(args.session, create=False) as store:
+        outcome = score_inbox(store, run_id=args.run, progress=not (args.quiet or args.json), **options)
+    if args.json:
+        print(json.dumps({"run_id": outcome.run_id, "model_run_id": outcome.model_run_id, "status": outcome.status,
+                          "error": outcome.error, "scored": outcome.scored, "k": outcome.k, "k_reason": outcome.k_reason,
+                          "temperature": outcome.temperature, "settings": outcome.settings,
+                          "queue": outcome.queue.get("clip_id", []).tolist() if len(outcome.queue) else []}),
+              file=args.stdout)
+    else:
+        print("\n".join(outcome.lines()))
+    return 0 if outcome.status == "succeeded" else 1
+
+
 def _register_duplicates(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
     p = sub.add_parser("duplicates", help="near-duplicate leakage (issue 17): find clips that are copies of each other "
                                           "across train / val / test; held-out ones go to the review queue (reason "
@@ -511,6 +548,49 @@ def _register_duplicates(sub: argparse._SubParsersAction, shared: SharedOptions)
                                  "log-mel fingerprints)")
     _add_config_options(p, DuplicatesConfig, DUPLICATES_OPTIONS)
     p.set_defaults(func=_cmd_duplicates)
+
+
+def _cmd_inbox_queue(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.inbox import queue_json, scoring_summary, uncertain_queue
+    with Store.open_snapshot(args.session) as store:  # only reads: works while a server holds the session
+        queue, line = uncertain_queue(store), scoring_summary(store)
+    if not args.all:
+        queue = queue[queue.status == "open"]
+    if args.json:
+        print(queue_json(queue), file=args.stdout)
+        return 0
+    print(line)
+    for row in queue.itertuples():
+        print(f"  clip {row.clip_id} {row.file}: {row.reason}; predicted {row.predicted} ({row.confidence:.2f})"
+              + ("" if row.status == "open" else f"; now {row.label} in {row.split}"))
+    return 0
+
+
+def _register_inbox(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    p = sub.add_parser("inbox", help="active learning (A10): add unlabelled audio, rank it by the model's uncertainty, "
+                                     "label the top of the queue in the Review tab")
+    actions = p.add_subparsers(dest="inbox_command", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="register a folder of unlabelled audio as clips without a label",
+                             parents=_parents(shared, "session", "seed", "json", "quiet"))
+    add.add_argument("folder", help="folder of audio files (any depth); every file is probed like an import")
+    add.add_argument("--name", help="dataset name (default: inbox-<folder name>)")
+    add.add_argument("--group-pattern", help="regex on the file name whose first group is the source group "
+                                             "(recording); default: each file is its own group")
+    add.add_argument("--assign", default="train", choices=["train", "grouped"],
+                     help="where a labelled clip of a new source group goes: train (default), or grouped (a seeded "
+                          "60/20/20 draw per group); a group already in a split always joins it")
+    add.set_defaults(func=_cmd_inbox_add)
+    score = actions.add_parser("score", help="rank the unlabelled clips by a model's uncertainty (a child job); the top K "
+                                             "become the Review tab's 'uncertain' queue",
+                               parents=_parents(shared, "session", "json", "quiet"))
+    score.add_argument("--run", help="training run that scores (default: the production model)")
+    _add_config_options(score, InboxConfig, INBOX_OPTIONS)
+    score.set_defaults(func=_cmd_inbox_score)
+    queue = actions.add_parser("queue", help="list the uncertain queue (reads a snapshot: works while a server runs)",
+                               parents=_parents(shared, "session", "json"))
+    queue.add_argument("--all", action="store_true", help="also the queued clips labelled since the scoring")
+    queue.set_defaults(func=_cmd_inbox_queue)
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
@@ -922,7 +1002,7 @@ def build_parser() -> argparse.ArgumentParser:
                      _register_audit, _register_hygiene, _register_promote, _register_rollback, _register_compare,
                      _register_compare_detectors, _register_prompt_search, _register_grid, _register_heads_effect,
                      _register_crossval, _register_spotcheck, _register_agreement, _register_queue_mode,
-                     _register_duplicates, _register_serve):
+                     _register_duplicates, _register_inbox, _register_serve):
         register(sub, shared)
     return parser
 

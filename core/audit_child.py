@@ -81,7 +81,8 @@ def _audit(context: JobContext, job: AuditJob) -> dict[str, Any]:
     loaded = load_checkpoint(job.checkpoint, device=device)
     classes = loaded.labels
     events.write("start", clips=len(manifest), labels=classes, model_run_id=job.model_run_id, device=device)
-    probs, failed = _predict_streamed(manifest, loaded, job, context, device=device)
+    probs, failed = predict_streamed(manifest, loaded, context, cache_dir=job.cache_dir, batch_size=job.batch_size,
+                                     workers=job.workers, device=device)
     predicted = manifest[~manifest["path"].isin(failed)].reset_index(drop=True)
     if failed:
         events.write("warning", message=f"{len(failed)} clips could not be read and are left out",
@@ -160,25 +161,26 @@ def _judging_basis(predicted: pd.DataFrame, probs: np.ndarray, classes: list[str
     return record, calibrated, {**limits, "trusted": trusted_mask(trust, classes)}
 
 
-def _predict_streamed(manifest: pd.DataFrame, loaded, job: AuditJob, context: JobContext, *,
-                      device: str) -> tuple[np.ndarray, set[str]]:
+def predict_streamed(manifest: pd.DataFrame, loaded, context: JobContext, *, cache_dir: str, batch_size: int,
+                     workers: int, device: str) -> tuple[np.ndarray, set[str]]:
     """Probabilities (rows of readable clips, in manifest order) and the paths that failed.
 
-    Streams in batches of job.batch_size: features for a batch are built (or found) in the
-    cache, then predicted, so memory stays bounded by one batch whatever the session's size.
+    Streams in batches of batch_size: features for a batch are built (or found) in the cache
+    at cache_dir, then predicted, so memory stays bounded by one batch whatever the session's
+    size. The audit and the inbox's scoring (core/inbox_child.py) predict this way.
     """
-    cache = FeatureCache(job.cache_dir, loaded.feature_cfg)
+    cache = FeatureCache(cache_dir, loaded.feature_cfg)
     outputs: list[np.ndarray] = []
     failed: set[str] = set()
-    for start in range(0, len(manifest), job.batch_size):
+    for start in range(0, len(manifest), batch_size):
         context.check_stop("cancelled before every clip was predicted")
-        paths = manifest["path"].iloc[start:start + job.batch_size].tolist()
-        report = cache.build(paths, workers=job.workers, progress=False)
+        paths = manifest["path"].iloc[start:start + batch_size].tolist()
+        report = cache.build(paths, workers=workers, progress=False)
         failed.update(report.failed)
         readable = [p for p in paths if p not in report.failed]
         if readable:
             outputs.append(predict_probs(loaded.model, cache, cache.rows(readable), loaded.norm_stats, device=device))
-        context.events.write("progress", done=min(start + job.batch_size, len(manifest)), total=len(manifest))
+        context.events.write("progress", done=min(start + batch_size, len(manifest)), total=len(manifest))
     probs = np.concatenate(outputs) if outputs else np.zeros((0, len(loaded.labels)), dtype=np.float32)
     return probs, failed
 

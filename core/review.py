@@ -16,6 +16,10 @@ How decisions combine (a clip's state is, per field, the latest effective decisi
 - Exclude excludes and releases; include only clears the exclusion; keep only keeps the clip
   quarantined; the label stays as it stands for all three.
 - Undo drops one decision: the clip falls back to what the earlier decisions give.
+- An inbox clip (split `unlabelled`) given a label is moved in the same transaction, by a 'move'
+  decision recorded just before the label, to the split its source group has
+  (core/inbox_placement.py). Undoing the label puts it back in the inbox queue; it never trains
+  without a label, wherever the move put it.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from core.inbox_placement import placement
 from core.store import Rule, Store, StoreError
 
 
@@ -79,7 +84,7 @@ def apply_tag(store: Store, clip_id: int, *, tag: str, annotator: str, note: str
     (see the module docstring), so an earlier tag's exclusion never outlives a later tag."""
     fields = decision_fields(store, clip_id, action="tag", tag=tag)
     _check_fresh(store, clip_id, seen_decision_id=seen_decision_id, annotator=annotator)
-    return store.record_decision(clip_id, annotator=annotator, note=note, **fields)
+    return _record_label(store, clip_id, annotator=annotator, note=note, **fields)
 
 
 def relabel(store: Store, clip_id: int, *, label: str, annotator: str, note: str | None = None,
@@ -88,7 +93,19 @@ def relabel(store: Store, clip_id: int, *, label: str, annotator: str, note: str
     quarantine entry."""
     fields = decision_fields(store, clip_id, action="relabel", label=label)
     _check_fresh(store, clip_id, seen_decision_id=seen_decision_id, annotator=annotator)
-    return store.record_decision(clip_id, annotator=annotator, note=note, **fields)
+    return _record_label(store, clip_id, annotator=annotator, note=note, **fields)
+
+
+def _record_label(store: Store, clip_id: int, **decision: Any) -> int:
+    """Record a decision that sets a label; an inbox clip's move comes with it, in one
+    transaction (the move first, so 'undo my last' takes back the label). Returns the id of
+    the labelling decision."""
+    move = placement(store, clip_id) if isinstance(decision.get("new_label"), str) else None
+    if move is None:
+        return store.record_decision(clip_id, **decision)
+    rows = pd.DataFrame([{"clip_id": clip_id, "annotator": decision["annotator"], "action": "move", **move},
+                         {"clip_id": clip_id, **decision}])
+    return store.record_decisions(rows)[-1]
 
 
 def exclude(store: Store, clip_id: int, *, annotator: str, note: str | None = None,

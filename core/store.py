@@ -46,6 +46,9 @@ ANNOTATION_ACTIONS = ("tag", "relabel", "exclude", "keep")  # what a blind annot
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 CLIP_COLUMNS = ("path", "duration_s", "sample_rate_hz", "channels", "split", "fold", "source_group",
                 "original_label", "status", "reason", "metadata", "parent_clip_id")
+# The split of inbox clips (pipelines/inbox.py): unlabelled audio waiting to be scored and labelled.
+# A clip there never trains and is never evaluated; labelling one moves it (a 'move' decision).
+UNLABELLED_SPLIT = "unlabelled"
 
 
 class StoreError(RuntimeError):

@@ -26,7 +26,7 @@ from core.checkpoint import checkpoint_dir, has_checkpoint, read_configs
 from core.config import AUTO, ConfigError, ExperimentConfig, load_preset
 from core.models import ASSEMBLED_MODELS, available_models
 from core.models.speech_llm import check_base
-from core.store import Store, StoreError
+from core.store import UNLABELLED_SPLIT, Store, StoreError
 from core.run_folder import (CANCEL_FILE, CONFIG_FILE, EVENTS_FILE, LOG_FILE, MANIFEST_FILE, METRICS_FILE,
                              PREDICTIONS_FILE, RESULT_FILE)
 from core.aux_heads import describe_terms
@@ -81,12 +81,13 @@ def freeze_manifest(store: Store, *, as_of: int | None = None,
     Quarantined clips are kept only in the splits quarantined_in (audits pass every split), with
     the `quarantined` column saying which they are. Each clip's duration, dataset and metadata
     columns (`meta.<key>`) come along for breakdowns (core/breakdowns.py); duration and source
-    sample rate also fix 'auto' features (core/feature_fit.py)."""
+    sample rate also fix 'auto' features (core/feature_fit.py). Inbox clips still in the
+    unlabelled split never come, whatever their label."""
     as_of = store.last_decision_id() if as_of is None else as_of
     state = store.labels(as_of=as_of)
     keep_quarantined = state.split.isin(list(quarantined_in))
     usable = state[(state.status == "ok") & ~state.excluded & (keep_quarantined | ~state.quarantined)
-                   & state.label.notna() & state.split.notna()
+                   & state.label.notna() & state.split.notna() & (state.split != UNLABELLED_SPLIT)
                    & (state.parent_clip_id.isna() | (state.split == "train"))]
     clips = store.clips().set_index("id")
     roots = store.dataset_roots()

@@ -4,7 +4,9 @@ The CLI (`earmark finetune`) runs the whole sequence with `finetune_audit_gates`
 workbench's job queue trains the child itself (it shows live progress and cancels it) and
 then calls `audit_then_gates` for the rest, so both run the same audit and the same gates.
 Promotion happens only when asked (promote_if_passed) and every gate passes; otherwise
-production stays and a person decides.
+production stays and a person decides. When the inbox holds unlabelled clips and was scored
+before, the new model ranks them again (pipelines/inbox.py): the next round of labelling asks
+about what the model that learned from the last round still doubts.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from core.config import ConfigError, ExperimentConfig
 from core.store import Store
 from pipelines import finetune
 from pipelines.audit import audit
+from pipelines.inbox import rescore_after_training, waiting_for_rescore
 from pipelines.child_process import cancel as cancel_child
 from pipelines.promotion import gate_report, promote
 
@@ -33,6 +36,7 @@ class LoopResult:
     training: dict[str, Any] = dataclasses.field(default_factory=dict)   # the trainer's result
     audit_run_id: str | None = None
     audit_lines: list[str] = dataclasses.field(default_factory=list)
+    inbox_lines: list[str] = dataclasses.field(default_factory=list)  # the inbox re-scored by the new model
     gates: dict[str, Any] | None = None              # the gate report (gates/gate_report.json)
     promoted: bool = False
     error: str | None = None
@@ -52,6 +56,7 @@ class LoopResult:
         if self.gates is not None:
             lines += [f"  [{c['status']:>4}] {c['name']}: {c['detail']}" for c in self.gates["gates"]["criteria"]]
             lines.append(verdict_line(self.gates))
+        lines += self.inbox_lines
         if self.promoted:
             lines.append(f"run {self.run_id} promoted to production")
         if self.error:
@@ -105,6 +110,9 @@ def audit_then_gates(store: Store, *, run_id: str, progress: bool = False, on_ev
                                                                   f"{outcome.error}")
     show_phase("gates", "evaluating the promotion gates")
     result.gates = gate_report(store, run_id=run_id)
+    if waiting_for_rescore(store) and not cancelled():
+        show_phase("scoring", "re-scoring the inbox's unlabelled clips with the new model")
+        result.inbox_lines = rescore_after_training(store, run_id=run_id, progress=progress, on_event=on_event).lines()
     return result
 
 

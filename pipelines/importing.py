@@ -26,6 +26,8 @@ from core.store import Store
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au"}
 LAYOUTS = ("auto", "folder", "manifest", "esc50", "urbansound8k")
+# Every audio file under a folder, without labels: the inbox's layout (pipelines/inbox.py).
+UNLABELLED_LAYOUT = "unlabelled"
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "dev": "val", "test": "test", "testing": "test", "eval": "test", "evaluation": "test"}
@@ -152,7 +154,7 @@ def discover_dataset(source: str | Path, *, layout: str = "auto", name: str | No
     source = Path(source).expanduser()
     if not source.exists():
         raise DatasetImportError(f"nothing to import at {source}: no such file or folder")
-    if layout not in LAYOUTS:
+    if layout not in (*LAYOUTS, UNLABELLED_LAYOUT):
         raise DatasetImportError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     layout = detect_layout(source) if layout == "auto" else layout
     table = _discover(source, layout, root=Path(root).expanduser() if root else None, group_pattern=group_pattern)
@@ -184,12 +186,16 @@ def import_dataset(store: Store, source: str | Path, *, layout: str = "auto", na
 
 def import_discovered(store: Store, found: DiscoveredDataset, *, seed: int = 0,
                       probe_mode: Literal["auto", "full", "manifest"] = "auto",
-                      workers: int = 4, progress: bool = True) -> ImportSummary:
+                      workers: int = 4, progress: bool = True, split: str | None = None,
+                      min_sample_rate_hz: int | None = None, options: dict | None = None) -> ImportSummary:
     """Probe the discovered clips that are new to the session, split them, and store them.
 
     probe_mode "manifest" trusts duration/sample-rate columns of a manifest and only checks
     each file exists (fast, for huge manifests); "full" reads every file; "auto" picks
-    "manifest" when those columns are present.
+    "manifest" when those columns are present. split puts every clip in that split instead of
+    the dataset's own or a 60/20/20 one (the inbox's "unlabelled"). A file probed below
+    min_sample_rate_hz is recorded unreadable: upsampled, it lacks the band the model heard.
+    options are kept on the dataset beside the import's own (the inbox's split assignment).
     """
     started = time.perf_counter()
     summary = ImportSummary(dataset=found.name, dataset_id=-1, layout=found.layout,
@@ -197,7 +203,7 @@ def import_discovered(store: Store, found: DiscoveredDataset, *, seed: int = 0,
                             dropped_unmapped=found.dropped_unmapped, dropped_classes=found.dropped_classes)
     class_map = None if found.class_map is None else dataclasses.asdict(found.class_map)
     dataset_id = store.add_dataset(name=found.name, root=found.root, layout=found.layout, class_map=class_map,
-                                   options={"group_pattern": found.group_pattern, "seed": seed})
+                                   options={"group_pattern": found.group_pattern, "seed": seed, **(options or {})})
     summary.dataset_id = dataset_id
     known = store.existing_paths(dataset_id)
     table = found.table
@@ -209,7 +215,9 @@ def import_discovered(store: Store, found: DiscoveredDataset, *, seed: int = 0,
         has_meta = {"duration_s", "sample_rate_hz"} <= set(table.columns) and table[["duration_s", "sample_rate_hz"]].notna().all().all()
         probe_mode = "manifest" if found.layout == "manifest" and has_meta else "full"
     table = _probe_all(table, found.root, mode=probe_mode, workers=workers, progress=progress)
-    table, split_warnings = _assign_splits(table, seed=seed)
+    if min_sample_rate_hz is not None:
+        table = _refuse_low_rates(table, min_sample_rate_hz)
+    table, split_warnings = _assign_splits(table, seed=seed) if split is None else (table.assign(split=split), [])
     summary.warnings += split_warnings + table.attrs.get("warnings", [])
 
     summary.added = store.add_clips(dataset_id, _to_clip_rows(table))
@@ -233,6 +241,8 @@ def _discover(source: Path, layout: str, *, root: Path | None, group_pattern: st
         table = _discover_benchmark(source, BENCHMARK_LAYOUTS[layout])
     elif layout == "folder":
         table = _discover_folder(source)
+    elif layout == UNLABELLED_LAYOUT:
+        table = _discover_unlabelled(source)
     else:
         table = _discover_manifest(source, root=root)
     if group_pattern:
@@ -261,6 +271,19 @@ def _discover_folder(source: Path) -> pd.DataFrame:
     if not rows:
         raise DatasetImportError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in class sub-folders of {source}")
     table = pd.DataFrame(rows)
+    table.attrs["root"] = source.resolve()
+    return table
+
+
+def _discover_unlabelled(source: Path) -> pd.DataFrame:
+    """Every audio file under source, at any depth, with no label."""
+    if not source.is_dir():
+        raise DatasetImportError(f"unlabelled audio is added from a folder, got the file {source}")
+    paths = sorted(path.relative_to(source).as_posix() for path in source.rglob("*")
+                   if path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith("."))
+    if not paths:
+        raise DatasetImportError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {source}")
+    table = pd.DataFrame({"path": paths, "label": pd.Series([None] * len(paths), dtype="string")})
     table.attrs["root"] = source.resolve()
     return table
 
@@ -389,6 +412,18 @@ def _probe_all(table: pd.DataFrame, root: Path, *, mode: str, workers: int, prog
         table["duration_s"] = pd.to_numeric(pd.Series(duration, index=table.index, dtype="float64"))
         table["sample_rate_hz"] = pd.Series(rate, index=table.index, dtype="Int64")
         table["channels"] = pd.Series(channels, index=table.index, dtype="Int64")
+    return table
+
+
+def _refuse_low_rates(table: pd.DataFrame, min_rate_hz: int) -> pd.DataFrame:
+    """Readable files sampled below min_rate_hz become unreadable, with the rates in the reason."""
+    rates = pd.to_numeric(table["sample_rate_hz"], errors="coerce")
+    low = (table["status"] == "ok") & (rates < min_rate_hz)
+    table = table.copy()
+    table.loc[low, "status"] = "unreadable"
+    table.loc[low, "reason"] = [f"odd sample rate: {int(rate)} Hz, below the {min_rate_hz} Hz of the session's "
+                                "labelled clips (upsampled audio lacks the band the model was trained on)"
+                                for rate in rates[low]]
     return table
 
 

@@ -1,8 +1,10 @@
 """The clips worth a listen, as one table the Review tab (and the CLI) can filter and page.
 
 Sources: the quarantine queue (sorted by audit score), clips a run misclassifies against their
-current labels (most confident first), and clips a run is unsure about (least confident
-first). Predictions come from the chosen run, by default production, else the newest run.
+current labels (most confident first), clips a run is unsure about (least confident first), and
+the inbox's uncertain queue (unlabelled clips by rank, pipelines/inbox.py; its class filter
+is the predicted class). Predictions come from the chosen run, by default production, else the
+newest run; the uncertain queue's from the scoring that ranked it.
 """
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from typing import Literal
 import pandas as pd
 
 from core.store import Store
+from pipelines.inbox import uncertain_queue
 
-SOURCES = ("quarantine", "misclassified", "low_confidence")
+SOURCES = ("quarantine", "misclassified", "low_confidence", "uncertain")
 STATUSES = ("open", "resolved", "all")
 QUEUE_COLUMNS = ["clip_id", "file", "given", "label", "predicted", "confidence", "reason", "score", "status", "last_annotator"]
 LOW_CONFIDENCE = 0.6
@@ -31,7 +34,7 @@ def default_run(store: Store) -> str | None:
     return None
 
 
-def build_queue(store: Store, *, source: Literal["quarantine", "misclassified", "low_confidence"] = "quarantine",
+def build_queue(store: Store, *, source: Literal["quarantine", "misclassified", "low_confidence", "uncertain"] = "quarantine",
                 run_id: str | None = None, label: str | None = None, reason: str | None = None,
                 status: Literal["open", "resolved", "all"] = "open", annotator: str | None = None,
                 split: str | None = None) -> pd.DataFrame:
@@ -40,6 +43,10 @@ def build_queue(store: Store, *, source: Literal["quarantine", "misclassified", 
         raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
     if status not in STATUSES:
         raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+    if source == "uncertain":
+        queue = uncertain_queue(store)
+        return _filtered(queue[queue.predicted == label] if label else queue, reason=reason, status=status,
+                         annotator=annotator, split=split)
     predictions = _predictions(store, run_id)
     if source == "quarantine":
         queue = store.quarantine_queue(include_resolved=True)
@@ -64,6 +71,12 @@ def build_queue(store: Store, *, source: Literal["quarantine", "misclassified", 
                              status=queue.clip_id.isin(last.index).map({True: "resolved", False: "open"}))
     if label:
         queue = queue[(queue.label == label) | (queue.given == label)]
+    return _filtered(queue, reason=reason, status=status, annotator=annotator, split=split)
+
+
+def _filtered(queue: pd.DataFrame, *, reason: str | None, status: str, annotator: str | None,
+              split: str | None) -> pd.DataFrame:
+    """The filters every source shares, then QUEUE_COLUMNS."""
     if reason:
         queue = queue[queue.reason.astype(str).str.contains(reason, case=False, regex=False)]
     if status != "all":

@@ -6,8 +6,9 @@ split, the duration histogram) and its unreadable files with their reasons; VAD 
 failing speech / non-speech clips go to the Review queue (hygiene_panel.py); near-duplicates across
 splits, queued beside their partners (duplicates_panel.py); a before/after
 preview of augmentations on one clip; the session's relabel rules, editable with the checks a
-rules file gets; and the corrected manifest (current labels, exclusions, decision provenance)
-exported as CSV or Parquet and offered as a download.
+rules file gets; the corrected manifest (current labels, exclusions, decision provenance)
+exported as CSV or Parquet and offered as a download; and the inbox of unlabelled audio, ranked
+by the model's uncertainty for the Review tab (inbox_panel.py).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from core.store import RULE_ACTIONS, Rule
 from pipelines.export import FORMATS, default_export_path, export_manifest
 from pipelines.importing import LAYOUTS, ClassMap, import_dataset
 from pipelines.stats import duration_bin_names, session_stats
-from workbench import augment_preview, duplicates_panel, hygiene_panel
+from workbench import augment_preview, duplicates_panel, hygiene_panel, inbox_panel
 from workbench.context import Workbench, safe
 
 CLASS_MAPS_DIR = Path(__file__).resolve().parent.parent / "data" / "class_maps"
@@ -82,6 +83,7 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
     downloads = Path(tempfile.mkdtemp(prefix="earmark-exports-"))  # Gradio serves files from the temp dir
     ui = layout(wb)
     wire(wb, ui, blocks=gr.context.Context.root_block, downloads=downloads)
+    inbox_panel.build(wb, annotator=annotator)
 
 
 def layout(wb: Workbench) -> Layout:

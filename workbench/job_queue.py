@@ -7,10 +7,12 @@ fine-tune, a resumed fine-tune (a cancelled or crashed run continued from its la
 epoch, then audited and gated like any fine-tune), an audit of a run trained earlier, e.g.
 with `earmark train` while no server was running (the after-training steps alone: audit, then
 gates), an audio-LLM prompt search (pipelines/prompt_search.py: its child scores prompts,
-the writer ingests the best), and a study (pipelines/study.py: a grid or a cross-validation,
+the writer ingests the best), a study (pipelines/study.py: a grid or a cross-validation,
 one training run per trial, followed through the study's events and the running trial's; a
-cancel keeps the finished trials and the study resumes later). A job's id is its run's id (an
-audit job's, the audited run's).
+cancel keeps the finished trials and the study resumes later), an ensemble of finished runs
+(pipelines/ensemble.py: calibrated, evaluated, then audited and gated like a fine-tune), and a
+scoring of the inbox's unlabelled clips (pipelines/inbox.py: its child predicts them, the writer
+ranks them into the uncertain queue). A job's id is its run's id (an audit job's, the audited run's).
 
 Why a worker thread in the server: the server is the session's one writer (DESIGN.md). It freezes
 the manifest when the user clicks, launches the trainer as a child process, follows its
@@ -44,6 +46,8 @@ from pipelines import ensemble, finetune
 from pipelines.child_process import cancel as cancel_child
 from pipelines.child_process import follow, launch, read_events
 from pipelines.finetune_audit_gates import audit_then_gates, cancel_audit, verdict_line
+from pipelines.inbox import MODULE as INBOX_MODULE
+from pipelines.inbox import ingest_scoring, prepare_scoring
 from pipelines.prompt_search import ingest_prompt_search, prepare_prompt_search
 from pipelines.searched_prompt import KIND as SEARCH_KIND
 from pipelines.study import KIND as STUDY_KIND
@@ -70,10 +74,12 @@ PHASES = {
     "calibrate": "predicting every clip with each member, then fitting each member's temperature on val",
     "trials": "training the study's trials, one run each",
     "reporting": "writing the study's report",
+    "ranking": "predicting the inbox's unlabelled clips",
+    "scoring": "re-scoring the inbox's unlabelled clips with the new model",
     "done": "finished",
 }
 # Phases in which a child process runs: a cancel signals it.
-CHILD_PHASES = ("starting", "features", "training", "evaluate", "loading", "searching", "final", "calibrate")
+CHILD_PHASES = ("starting", "features", "training", "evaluate", "loading", "searching", "final", "calibrate", "ranking")
 ENSEMBLE_MODULE = "core.ensemble_child"
 SEARCH_MODULE = "core.prompt_search_child"
 NOT_STARTED = "cancelled before it started"
@@ -111,7 +117,7 @@ class Job:
     transfer: dict[str, Any] | None = None            # the trainer's record of the tensors it copied from `start`
     cancel_requested: bool = False
     finished_at: float | None = None
-    kind: Literal["fine-tune", "audit", "prompt-search", "study", "ensemble"] = "fine-tune"
+    kind: Literal["fine-tune", "audit", "prompt-search", "study", "ensemble", "inbox-score"] = "fine-tune"
     events_offset: int = 0                            # where the child's events start (a resumed run's earlier lines are history)
     search_done: int = 0                              # prompt search: clip answers scored so far, over every prompt
     search_total: int | None = None                   # ... and in all (prompts x val clips), from the child's start event
@@ -125,6 +131,8 @@ class Job:
     design: str | None = None                         # study: "grid" or "crossval"
     best: dict[str, Any] | None = None                # grid: the config leading so far (pipelines.study.best_so_far)
     metric: str | None = None                         # study: what ranks its configs (val f1_macro, ...)
+    clips_done: int = 0                               # inbox scoring: clips predicted so far
+    clips_total: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -155,6 +163,8 @@ class Job:
                 return 0.0
             running = min(self.step / self.total_steps, 1.0) if self.total_steps and self.trial else 0.0
             return 0.99 * min((self.trials_done + running) / self.trials_total, 1.0)
+        if self.kind == "inbox-score":
+            return 0.99 * min(self.clips_done / self.clips_total, 1.0) if self.clips_total else 0.0
         if self.kind == "prompt-search":
             tail = {"final": 0.95, "recording": 0.99}
             return tail.get(self.phase, 0.95 * min(self.search_done / self.search_total, 1.0) if self.search_total else 0.0)
@@ -163,7 +173,7 @@ class Job:
             return start + (0.99 - start) * min(self.audit_done / self.audit_total, 1.0)
         if self.kind == "audit":
             return 0.99 if self.phase == "gates" else 0.0
-        tail = {"evaluate": 0.9, "ingesting": 0.93, "auditing": 0.93, "gates": 0.99}
+        tail = {"evaluate": 0.9, "ingesting": 0.93, "auditing": 0.93, "gates": 0.99, "scoring": 0.99}
         if self.phase in tail:
             return tail[self.phase]
         if self.total_steps:
@@ -205,7 +215,7 @@ class AuditThenGates:
                                    on_phase=lambda phase, message: manager.set_phase(job, phase, message),
                                    cancelled=lambda: job.cancel_requested)
         manager.update(job, audit_run_id=outcome.audit_run_id)
-        for line in outcome.audit_lines:
+        for line in outcome.audit_lines + outcome.inbox_lines:
             manager.log_line(job, line)
         if outcome.status == "failed":
             raise RuntimeError(outcome.error)
@@ -366,6 +376,19 @@ class JobManager:
                        + (f", {done} finished already" if done else "") + f"; labels frozen at decision {study.as_of}")
         return self._enqueue(job)
 
+    def submit_inbox_score(self, *, run_id: str | None = None, submitted_by: str, **options: Any) -> Job:
+        """Freeze the inbox's unlabelled clips and queue their scoring by run_id (default:
+        production); options are InboxConfig fields. Refused in one line (ConfigError or
+        StoreError) before anything is queued: no model, an empty inbox, a bad setting."""
+        signer = _signer(submitted_by, "a scoring of the inbox")
+        score_id, run_dir = prepare_scoring(self.store, run_id=run_id, **options)
+        run = self.store.run(score_id)
+        job = Job(run_id=score_id, run_dir=run_dir, preset="-", overrides=[], submitted_by=signer,
+                  frozen_at_decision=int(run["manifest_decision_id"]), submitted_at=time.time(), kind="inbox-score")
+        self._log(job, f"queued by {signer}: scoring of the inbox by run {run['parent_run_id']}; clips frozen at "
+                       f"decision {job.frozen_at_decision}")
+        return self._enqueue(job)
+
     def _enqueue(self, job: Job) -> Job:
         """Put a job at the back of the queue and wake the worker. A run has one job at a time:
         a finished one of the same run (its fine-tune, an earlier audit) gives way."""
@@ -401,9 +424,9 @@ class JobManager:
                                "stay, and the study can be resumed from the Runs tab")
                 cancel_study(job.run_dir)
             elif job.phase in CHILD_PHASES:
-                self._log(job, "cancel requested: " + ("the search stops after its current batch of clips"
-                                                       if job.kind == "prompt-search" else
-                                                       "training stops after its current step"))
+                stops = {"prompt-search": "the search stops after its current batch of clips",
+                         "inbox-score": "the scoring stops after its current batch of clips"}
+                self._log(job, "cancel requested: " + stops.get(job.kind, "training stops after its current step"))
                 if self._process is not None:
                     cancel_child(job.run_dir, self._process)
             elif self.after_training is not None:
@@ -503,7 +526,8 @@ class JobManager:
 
     def _run(self, job: Job) -> None:
         {"fine-tune": self._run_training, "ensemble": self._run_training, "audit": self._run_audit,
-         "prompt-search": self._run_prompt_search, "study": self._run_study}[job.kind](job)
+         "prompt-search": self._run_prompt_search, "study": self._run_study,
+         "inbox-score": self._run_inbox_score}[job.kind](job)
 
     def _launch(self, job: Job, *, phase: str, module: str) -> bool:
         """Mark the job running and start its child; False (the job cancelled) when a cancel came
@@ -660,6 +684,28 @@ class JobManager:
                 self._log(job, describe_event(event))
             job.curve.extend(curve_points(event))
             self._touch()
+
+    def _run_inbox_score(self, job: Job) -> None:
+        if not self._launch(job, phase="ranking", module=INBOX_MODULE):
+            return
+        self._log(job, f"inbox scoring process started (pid {self._process.pid})")
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event.get("type") in ("start", "progress"):
+                self._set(job, clips_done=event.get("done", 0), clips_total=event.get("clips", event.get("total")))
+            elif event.get("type") in ("warning", "error"):
+                self.log_line(job, describe_event(event))
+
+        exit_code = follow(job.run_dir, self._process, on_event=on_event, poll_s=self.poll_s)
+        result = _child_result(job.run_dir, exit_code, what="inbox scoring")
+        if job.cancel_requested and result["status"] == "failed":  # stopped before it could catch the signal
+            result = {"status": "cancelled", "error": "cancelled while the scoring process was starting"}
+        outcome = ingest_scoring(self.store, job.run_id, result)
+        with self._lock:
+            job.result = result
+            for line in outcome.lines():
+                self._log(job, line)
+            self._finish(job, outcome.status, error=outcome.error)
 
     def _on_search_event(self, job: Job, event: dict[str, Any]) -> None:
         """Fold one prompt-search event into the job: prompts and answers to score, the prompt

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import html
 import io
+import json
 import threading
 import urllib.parse
 from collections import OrderedDict
@@ -28,7 +29,9 @@ from matplotlib import colormaps
 from PIL import Image
 
 from core.checkpoint import checkpoint_dir, checkpoint_labels, has_checkpoint
-from core.store import Store
+from core.run_folder import RESULT_FILE
+from core.store import UNLABELLED_SPLIT, Store
+from pipelines.inbox import latest_scoring
 
 DISPLAY_WIDTH_PX = 900
 DISPLAY_HEIGHT_PX = 300
@@ -191,6 +194,7 @@ def render_clip_view(store: Store, clip_id: int, *, run_id: str | None = None, f
                "given label": state["original_label"], "current label": state["label"],
                "excluded": bool(state["excluded"]), "quarantined": bool(state["quarantined"])}
     probabilities = pd.DataFrame(columns=["class", "probability"])
+    run_id = predicting_run(store, run_id, clip)
     if run_id:
         row = store.prediction(run_id, clip_id)
         if row is not None:
@@ -208,6 +212,15 @@ def render_clip_view(store: Store, clip_id: int, *, run_id: str | None = None, f
                     last_decision_id=int(history.id.max()) if len(history) else 0)
 
 
+def predicting_run(store: Store, run_id: str | None, clip: dict[str, Any]) -> str | None:
+    """The run whose prediction a clip's view shows: run_id; for an inbox clip that run_id never
+    predicted, the newest scoring of the inbox (its probabilities are why the clip is queued)."""
+    if clip["split"] != UNLABELLED_SPLIT or (run_id and store.prediction(run_id, int(clip["id"])) is not None):
+        return run_id
+    scoring = latest_scoring(store)
+    return run_id if scoring is None else scoring["id"]
+
+
 def newest_decision_id(store: Store, clip_id: int) -> int:
     """The clip's newest decision id, undos and undone decisions included (0 for none): what its
     history shows changes exactly when this does."""
@@ -220,6 +233,9 @@ def run_labels(run_dir: Path) -> list[str]:
     """The class order of a run's probability vectors (saved in its checkpoint; runs are immutable)."""
     if has_checkpoint(checkpoint_dir(run_dir)):
         return checkpoint_labels(checkpoint_dir(run_dir))
+    result = run_dir / RESULT_FILE  # a run that predicts unlabelled clips (an inbox scoring) names its model's classes
+    if result.exists() and "labels" in (saved := json.loads(result.read_text())):
+        return list(saved["labels"])
     manifest = run_dir / "manifest.parquet"
     return sorted(pd.read_parquet(manifest, columns=["label"]).label.unique())
 
