@@ -68,7 +68,7 @@ def test_a_grid_table_reads_keys_and_comma_separated_values_as_the_cli_grid():
     (dict(yaml_text="grid:\n  train.lr: [0.1]\nseeds: [1]\n"), "grid YAML: unknown section 'seeds'"),
     (dict(seeds="42, x"), "seeds: 'x' is not a whole number"),
     (dict(metric="loss"), "metric: 'loss' is not one of f1_macro, accuracy, balanced_accuracy"),
-    (dict(design="crossval", folds=2), "folds: 2 must be a whole number >= 3"),
+    (dict(design="crossval", folds=None), "folds: give a number of folds (K), or choose leave one group out"),
 ])
 def test_a_bad_study_form_is_one_line_naming_what_is_wrong(fields, message):
     with pytest.raises(ConfigError) as refused:
@@ -94,6 +94,7 @@ def one_group_session(tmp_path_factory) -> Path:
     (dict(rows=[["train.lr", "0.001, -1"]]), "grid config 'train.lr=-1': train.lr: -1.0 is out of range (0, 10]"),
     (dict(rows=[["train.schedule", "cosine, steps"]]), "grid config 'train.schedule=steps': train.schedule: 'steps' is "
                                                        "not one of 'cosine', 'linear', 'constant'"),
+    (dict(design="crossval", folds=2), "folds: 2 must be a whole number >= 3"),
     (dict(design="crossval", folds=4), "folds: 4 folds need at least 4 source groups; the pool has 1"),
     (dict(design="crossval", loso=True), "leave_one_group_out: needs at least 3 source groups"),
 ])
