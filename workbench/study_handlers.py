@@ -18,7 +18,7 @@ from pipelines.study_crossval import pool_groups
 from workbench import study_form
 from workbench.common import message_html
 from workbench.context import Workbench, require_annotator
-from workbench.study_form import CROSSVAL, GRID, StudyForm
+from workbench.study_form import GRID, StudyForm
 from workbench.train_handlers import ahead, resolve
 
 STUDY_FIELDS = 8  # design, grid from YAML, grid table, grid YAML, seeds, metric, folds, leave one group out
