@@ -715,6 +715,8 @@ class Store:
             raise StoreError(f"no clip set named {name!r} in this session (clip sets: {known})")
         record = row.iloc[0].to_dict()
         record["settings"] = json.loads(record["settings"]) if isinstance(record["settings"], str) else None
+        record.update(id=int(record["id"]), clips=int(record["clips"]),
+                      replaces=None if pd.isna(record["replaces"]) else int(record["replaces"]))
         with self._mutex:
             rows = self._exec("SELECT clip_id FROM clip_set_members WHERE set_id = ? ORDER BY clip_id",
                               [record["id"]]).fetchall()
