@@ -23,7 +23,7 @@ the new set, without proposals, and the 95% interval of its accuracy on each is 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -156,9 +156,11 @@ def _per_class(value: PerClass, labels: list[str], option: str) -> dict[str, int
 
 def build_expanded_test(store: Store, *, name: str = DEFAULT_NAME, groups: PerClass | str, per_group: PerClass | str,
                         seed: int = 0, replace: bool = False, actor: str, score_with: str | None = "production",
-                        progress: bool = True) -> ExpandedTestOutcome:
+                        progress: bool = True,
+                        on_event: Callable[[dict[str, Any]], None] | None = None) -> ExpandedTestOutcome:
     """Draw the set, record it as clip set `name`, then score it (see the module docstring).
-    score_with: "production", a training run id, or None (do not score). Refused in one line
+    score_with: "production", a training run id, or None (do not score); on_event receives the
+    scoring audit's child events (a UI's progress). Refused in one line
     (ConfigError / StoreError) before anything is written: a bad name or count, a name that
     exists without replace, too few eligible groups for a class."""
     try:
@@ -184,9 +186,9 @@ def build_expanded_test(store: Store, *, name: str = DEFAULT_NAME, groups: PerCl
     model = store.production_run() if score_with == "production" else score_with
     if model is None:
         outcome.note = ("no model to score it with (no production model yet); audit one later with "
-                        f"'earmark audit --run RUN' (audits include every clip set)")
+                        "'earmark audit --run RUN' (audits include every clip set)")
         return outcome
-    return score(store, outcome, model_run_id=model, progress=progress)
+    return score(store, outcome, model_run_id=model, progress=progress, on_event=on_event)
 
 
 def _per_class_summary(eligible: pd.DataFrame, chosen: pd.DataFrame) -> dict[str, dict[str, int]]:
@@ -198,10 +200,12 @@ def _per_class_summary(eligible: pd.DataFrame, chosen: pd.DataFrame) -> dict[str
     return summary
 
 
-def score(store: Store, outcome: ExpandedTestOutcome, *, model_run_id: str, progress: bool) -> ExpandedTestOutcome:
+def score(store: Store, outcome: ExpandedTestOutcome, *, model_run_id: str, progress: bool,
+          on_event: Callable[[dict[str, Any]], None] | None = None) -> ExpandedTestOutcome:
     """Audit the model on the test split and the new set (no proposals: scoring only), and put
     the 95% intervals of its accuracy on each on the outcome."""
-    audited = audit(store, run_id=model_run_id, splits=["test", outcome.name], propose=False, progress=progress)
+    audited = audit(store, run_id=model_run_id, splits=["test", outcome.name], propose=False, progress=progress,
+                    on_event=on_event)
     outcome.model_run_id, outcome.audit_run_id = audited.model_run_id, audited.run_id
     if audited.status != "succeeded":
         outcome.note = f"the audit {audited.run_id} {audited.status}: {audited.error}"
