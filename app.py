@@ -765,7 +765,7 @@ def _register_expand_test(sub: argparse._SubParsersAction, shared: SharedOptions
     p.add_argument("--replace", action="store_true", help="record a new version of an existing set (the old one "
                                                          "stays in the history)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--run", help="training run to score the sets with (default: the production model)")
+    which.add_argument("--run", help="training run to score test and the new set with (default: the production model)")
     which.add_argument("--no-score", action="store_true", help="only build the set; do not audit a model on it")
     p.add_argument("--actor", default=getpass.getuser(), help="who records the set (default: your login name)")
     p.set_defaults(func=_cmd_expand_test)

@@ -33,7 +33,7 @@ from core.accuracy_interval import accuracy_interval
 from core.clip_sets import check_clip_set_name
 from core.config import ConfigError
 from core.store import Store
-from pipelines.audit import audit
+from pipelines.audit import audit, resolve_model_run
 from pipelines.crossval import clip_groups
 from pipelines.promotion import scored_run
 
@@ -173,6 +173,9 @@ def build_expanded_test(store: Store, *, name: str = DEFAULT_NAME, groups: PerCl
         raise ConfigError(f"clip set {name!r} exists ({int(existing.loc[existing.name == name, 'clips'].iloc[0])} clips); "
                           "pass --replace to record a new version (the old one stays in the history), or choose "
                           "another --name")
+    # the model is checked before anything is written: a bad --run leaves no set behind
+    model = store.production_run() if score_with == "production" else score_with
+    model = None if model is None else resolve_model_run(store, model)
     as_of = store.last_decision_id()
     eligible, leaky = eligible_clips(store, as_of=as_of)
     chosen = sample_expanded_test(eligible, groups=groups, per_group=per_group, seed=seed)
@@ -183,7 +186,6 @@ def build_expanded_test(store: Store, *, name: str = DEFAULT_NAME, groups: PerCl
     outcome = ExpandedTestOutcome(
         name=name, set_id=set_id, replaces=store.clip_set(name)["replaces"], clips=chosen, per_class=per_class,
         eligible={"clips": len(eligible), "groups": int(eligible["group"].nunique()), "leaky_clips": leaky})
-    model = store.production_run() if score_with == "production" else score_with
     if model is None:
         outcome.note = ("no model to score it with (no production model yet); audit one later with "
                         "'earmark audit --run RUN' (audits include every clip set)")

@@ -13,7 +13,7 @@ import app
 from conftest import LENIENT_GATES, TINY_CNN, copy_session
 from core.accuracy_interval import accuracy_interval
 from core.config import ConfigError
-from core.store import Store
+from core.store import Store, StoreError
 from pipelines.audit import audit
 from pipelines.crossval import clip_groups
 from pipelines.expanded_test import build_expanded_test, eligible_clips, sample_expanded_test
@@ -107,6 +107,8 @@ def test_bad_requests_are_refused_in_one_line_and_write_nothing(expanded, tmp_pa
             with pytest.raises(ConfigError, match=message) as refused:
                 build_expanded_test(store, actor="tester", score_with=None, progress=False, **options)
             assert "\n" not in str(refused.value)
+        with pytest.raises(StoreError, match="no run with id 'nope'"):  # the model is checked before the set is written
+            build_expanded_test(store, name="other", groups=1, per_group=1, actor="tester", score_with="nope")
         pd.testing.assert_frame_equal(store.clip_sets(history=True), before)
 
 
@@ -165,3 +167,30 @@ def test_train_with_seeds_reports_mean_std_and_interval_over_seeds(small_demo_se
     assert seeds == [1, 2] and (runs.kind == "study").sum() == 1
     assert app.main(["train", "--session", str(session), "--seeds", "1", "--processes", "2"]) == 2
     assert "--processes does not apply to --seeds" in capsys.readouterr().err
+
+
+def test_clips_without_a_split_are_eligible_and_audited_in_a_set(expanded, tmp_path):
+    """A held-out import (no split) is drawn from like the test split, and an audit of the set
+    predicts and scores those clips although no split holds them."""
+    session = copy_session(expanded["session"], tmp_path / "session")
+    with Store.open(session) as store:
+        test = store.labels().query("split == 'test'").head(2)
+        clips = store.clips().set_index("id").loc[test.clip_id]
+        folder = tmp_path / "held-out"
+        folder.mkdir()
+        for i, path in enumerate(clips["dataset_root"] + "/" + clips["path"]):
+            (folder / f"h{i}.wav").write_bytes(open(path, "rb").read())
+        dataset = store.add_dataset(name="held-out", root=folder, layout="folder")
+        store.add_clips(dataset, pd.DataFrame({"path": ["h0.wav", "h1.wav"], "status": "ok", "split": None,
+                                               "original_label": test.label.tolist(), "source_group": "new-speaker",
+                                               "duration_s": clips["duration_s"].tolist(),
+                                               "sample_rate_hz": clips["sample_rate_hz"].tolist()}))
+        held = store.labels().query("source_group == 'new-speaker'")
+        eligible, _ = eligible_clips(store)
+        assert set(held.clip_id) <= set(eligible.clip_id) and held.split.isna().all()
+        members = [*held.clip_id, *test.clip_id]
+        store.add_clip_set("held", members, actor="tester")
+        outcome = audit(store, run_id=expanded["model"], splits=["held"], propose=False, progress=False)
+        assert outcome.status == "succeeded" and outcome.counts["held"]["clips"] == 4
+        predicted = store.predictions(outcome.run_id, split="held")
+        assert sorted(predicted.clip_id) == sorted(members) and predicted.split.isna().sum() == 2
