@@ -59,8 +59,8 @@ class ExpandedTestOutcome:
     def lines(self) -> list[str]:
         head = (f"clip set {self.name!r} (id {self.set_id}" + (f", replaces {self.replaces}" if self.replaces else "")
                 + f"): {len(self.clips)} clips from {self.clips['group'].nunique()} source groups, none in train or val")
-        lines = [head, "  " + "; ".join(f"{label}: {c['groups']} groups x {c['per_group']} clips (of {c['eligible_groups']} "
-                                         f"eligible groups)" for label, c in self.per_class.items())]
+        lines = [head, *(f"  {label}: {c['groups']} groups x {c['per_group']} clips (of {c['eligible_groups']} eligible "
+                         "groups)" for label, c in self.per_class.items())]
         lines.append(f"  drawn from {self.eligible['clips']} eligible clips in {self.eligible['groups']} groups; "
                      f"{self.eligible['leaky_clips']} test clips were left out: their group has clips in train or val")
         if self.note:
@@ -171,8 +171,8 @@ def build_expanded_test(store: Store, *, name: str = DEFAULT_NAME, groups: PerCl
     existing = store.clip_sets()
     if name in set(existing["name"]) and not replace:
         raise ConfigError(f"clip set {name!r} exists ({int(existing.loc[existing.name == name, 'clips'].iloc[0])} clips); "
-                          "pass --replace to record a new version (the old one stays in the history), or choose "
-                          "another --name")
+                          "replace it (--replace) to record a new version (the old one stays in the history), or "
+                          "choose another name")
     # the model is checked before anything is written: a bad --run leaves no set behind
     model = store.production_run() if score_with == "production" else score_with
     model = None if model is None else resolve_model_run(store, model)

@@ -98,7 +98,7 @@ def test_bad_requests_are_refused_in_one_line_and_write_nothing(expanded, tmp_pa
         for options, message in (
                 ({"groups": 2, "per_group": 1, "name": "other"}, "--groups: class '.+' has 1 eligible source groups with at least 1 "
                                                  "clips .*allowed at most 1"),
-                ({"groups": 1, "per_group": 2}, f"clip set '{NAME}' exists .*pass --replace"),
+                ({"groups": 1, "per_group": 2}, f"clip set '{NAME}' exists .*replace it \\(--replace\\)"),
                 ({"groups": 1, "per_group": 1, "name": "test"}, "is a split's name"),
                 ({"groups": 1, "per_group": 1, "name": "Bad name"}, "use lower-case letters"),
                 ({"groups": "1", "per_group": "0", "name": "other"}, "--per-group: '0' is not a whole number >= 1"),
