@@ -189,6 +189,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"earmark: error: {'--set' if args.set else '--init-from'} does not apply to --resume: a resumed run "
               "continues with the config and start it was launched with", file=sys.stderr)
         return 2
+    if args.seeds is not None:
+        return _train_seeds(args)
     progress = not (args.quiet or args.json)
     with Store.open(args.session, create=False) as store:
         if args.resume:
@@ -225,6 +227,23 @@ def _print_run_result(args: argparse.Namespace, outcome: typing.Any) -> int:
     return 0 if result["status"] == "succeeded" else 1
 
 
+def _train_seeds(args: argparse.Namespace) -> int:
+    """`train --seeds`: the preset once per seed, as a one-config study (pipelines/study.py), so
+    the numbers come as mean ± std with a 95% interval over the seeds."""
+    from core.store import Store
+    from pipelines.study import default_parallel, run_grid
+    if args.resume or args.processes != 1:
+        print(f"earmark: error: {'--resume' if args.resume else '--processes'} does not apply to --seeds: each seed "
+              "trains as one process of a study (continue a stopped one with 'earmark grid --resume STUDY')",
+              file=sys.stderr)
+        return 2
+    with Store.open(args.session, create=False) as store:
+        outcome = run_grid(store, preset=args.preset, seeds=args.seeds, overrides=args.set,
+                           init_from=args.init_from or "production", parallel=default_parallel(),
+                           progress=not (args.quiet or args.json))
+    return _study_output(args, outcome)
+
+
 def _register_train(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
     p = sub.add_parser("train", help="fine-tune on the session's current labels (a child process; Ctrl-C cancels cleanly)",
                        parents=_parents(shared, "session", "set", "json", "quiet"))
@@ -235,6 +254,8 @@ def _register_train(sub: argparse._SubParsersAction, shared: SharedOptions) -> N
                             "the config and manifest it started with (--set and --init-from do not apply)")
     p.add_argument("--init-from", help="production (default), none, a run id, or a checkpoint folder")
     p.add_argument("--processes", type=int, default=1, help="training processes (Accelerate DDP); default 1")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 42,123,456: train the preset once per seed (a "
+                                   "one-config study) and report each number as mean ± std [95%% interval] over seeds")
     p.set_defaults(func=_cmd_train)
 
 
@@ -379,7 +400,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     with Store.open(args.session, create=False) as store:
         options = {name: getattr(args, name) for name in (*AUDIT_OPTIONS, *LABEL_ISSUE_OPTIONS, "calibrate")
                    if getattr(args, name) is not None}
-        outcome = audit(store, run_id=args.run, splits=_split_list(args.splits), label_issues=args.label_issues,
+        outcome = audit(store, run_id=args.run, splits=_split_list(args.splits) if args.splits else None,
+                        label_issues=args.label_issues,
                         cv_preset=args.cv_preset, cv_overrides=args.cv_set,
                         seed=args.seed, progress=not (args.quiet or args.json), **options)
         key_classes = _key_classes(store, outcome.model_run_id)
@@ -401,7 +423,8 @@ def _register_audit(sub: argparse._SubParsersAction, shared: SharedOptions) -> N
     which.add_argument("--run", help="training run to audit (default: the production model)")
     which.add_argument("--production", dest="run", action="store_const", const=None,
                        help="audit the production model (the default)")
-    p.add_argument("--splits", default="test,val,train", help="comma-separated splits to audit (default test,val,train)")
+    p.add_argument("--splits", help="comma-separated splits and clip sets to audit (default test,val,train and every "
+                                    "clip set, e.g. test_expanded)")
     _add_config_options(p, AuditConfig, AUDIT_OPTIONS)
     p.add_argument("--no-calibrate", dest="calibrate", action="store_false", default=None,
                    help="judge on the model's own probabilities (by default: "
@@ -719,7 +742,7 @@ def _register_compare_detectors(sub: argparse._SubParsersAction, shared: SharedO
     p.set_defaults(func=_cmd_compare_detectors)
 
 
-STUDY_PLAN_FLAGS = ("grid", "seeds", "metric", "init_from", "folds", "leave_one_group_out")  # fixed when a study starts
+STUDY_PLAN_FLAGS = ("grid", "seeds", "metric", "init_from", "folds", "leave_one_group_out", "group_class")  # fixed when a study starts
 
 
 def _cmd_grid(args: argparse.Namespace) -> int:
@@ -872,7 +895,7 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
         else:
             folds = None if args.leave_one_group_out else args.folds or 5
             outcome = run_crossval(store, preset=args.preset, folds=folds, leave_one_group_out=args.leave_one_group_out,
-                                   seeds=args.seeds or DEFAULT_SEEDS, overrides=args.set, split_seed=args.seed, **options)
+                                   group_class=args.group_class, seeds=args.seeds or DEFAULT_SEEDS, overrides=args.set, split_seed=args.seed, **options)
     return _study_output(args, outcome)
 
 
@@ -890,9 +913,51 @@ def _register_crossval(sub: argparse._SubParsersAction, shared: SharedOptions) -
     design.add_argument("--folds", type=int, help="k folds of whole source groups (default 5)")
     design.add_argument("--leave-one-group-out", action="store_true",
                         help="one fold per source group (the speaker, for speech): LOSO")
+    p.add_argument("--group-class", metavar="CLASS",
+                   help="with --leave-one-group-out: one fold per group of this class (e.g. SPEECH: its groups are the "
+                        "speakers); the other classes' groups are dealt over the folds as extra test clips")
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0); --seeds are the "
                                                        "training seeds")
     p.set_defaults(func=_cmd_crossval)
+
+
+def _cmd_expand_test(args: argparse.Namespace) -> int:
+    from core.store import Store
+    from pipelines.expanded_test import build_expanded_test
+    with Store.open(args.session, create=False) as store:
+        outcome = build_expanded_test(store, name=args.name, groups=args.groups, per_group=args.per_group,
+                                      seed=args.seed, replace=args.replace, actor=args.actor,
+                                      score_with=None if args.no_score else args.run or "production",
+                                      progress=not (args.quiet or args.json))
+    if args.json:
+        print(json.dumps({"name": outcome.name, "set_id": outcome.set_id, "replaces": outcome.replaces,
+                          "clips": len(outcome.clips), "groups": int(outcome.clips["group"].nunique()),
+                          "per_class": outcome.per_class, "eligible": outcome.eligible,
+                          "model_run_id": outcome.model_run_id, "audit_run_id": outcome.audit_run_id,
+                          "intervals": outcome.intervals, "note": outcome.note}), file=args.stdout)
+    else:
+        print("\n".join(outcome.lines()))
+    return 0
+
+
+def _register_expand_test(sub: argparse._SubParsersAction, shared: SharedOptions) -> None:
+    from pipelines.expanded_test import DEFAULT_NAME
+    p = sub.add_parser("expand-test", help="build an expanded test set (B4): N source groups x M clips per class, none "
+                                           "in train or val, as a named clip set that audits score and gates can read "
+                                           "(gates.split); reports the 95%% interval of accuracy on test and on the set",
+                       parents=_parents(shared, "session", "seed", "json", "quiet"))
+    p.add_argument("--name", default=DEFAULT_NAME, help=f"name of the clip set (default {DEFAULT_NAME})")
+    p.add_argument("--groups", required=True, help="source groups (speakers, recordings) per class: one number, or "
+                                                   "CLASS=N pairs, e.g. SPEECH=10,NONSPEECH=20")
+    p.add_argument("--per-group", required=True, help="clips drawn from each group: one number, or CLASS=N pairs, "
+                                                      "e.g. SPEECH=5,NONSPEECH=3")
+    p.add_argument("--replace", action="store_true", help="record a new version of an existing set (the old one "
+                                                         "stays in the history)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--run", help="training run to score test and the new set with (default: the production model)")
+    which.add_argument("--no-score", action="store_true", help="only build the set; do not audit a model on it")
+    p.add_argument("--actor", default=getpass.getuser(), help="who records the set (default: your login name)")
+    p.set_defaults(func=_cmd_expand_test)
 
 
 def _cmd_spotcheck(args: argparse.Namespace) -> int:
@@ -1002,7 +1067,7 @@ def build_parser() -> argparse.ArgumentParser:
                      _register_audit, _register_hygiene, _register_promote, _register_rollback, _register_compare,
                      _register_compare_detectors, _register_prompt_search, _register_grid, _register_heads_effect,
                      _register_crossval, _register_spotcheck, _register_agreement, _register_queue_mode,
-                     _register_duplicates, _register_inbox, _register_serve):
+                     _register_duplicates, _register_inbox, _register_expand_test, _register_serve):
         register(sub, shared)
     return parser
 

@@ -41,6 +41,7 @@ from core.extreme_off import extreme_off_counts, extreme_off_proposals, per_clas
 from core.model_trust import held_out_calibration, trust_report, trusted_mask
 from core.breakdowns import plan_breakdowns
 from core.checkpoint import load_checkpoint
+from core.clip_sets import members
 from core.child_job import JobContext, JobSpec, command_line, plot_split, predictions_frame, run_child_job
 from core.config import AuditConfig, EvaluationConfig
 from core.evaluate import apply_temperature
@@ -60,11 +61,12 @@ class AuditJob(JobSpec):
     model_run_id: str
     checkpoint: str
     cache_dir: str
-    splits: list[str]  # audited; the manifest also holds the val clips the model is calibrated and checked on
+    splits: list[str]  # audited splits and clip sets; the manifest also holds the val clips the model is calibrated on
     judging: dict[str, Any]  # AuditConfig
     frozen_at_decision: int
     excluded: dict[str, int] = dataclasses.field(default_factory=dict)  # per split: excluded by a decision, not frozen
     evaluation: dict[str, Any] = dataclasses.field(default_factory=dict)  # EvaluationConfig of the audited model's run
+    clip_sets: dict[str, int] = dataclasses.field(default_factory=dict)  # audited clip set -> its version id
     batch_size: int = 256
     workers: int = 2
 
@@ -91,7 +93,7 @@ def _audit(context: JobContext, job: AuditJob) -> dict[str, Any]:
     events.write("phase", phase="evaluate")
     judging, calibrated, limits = _judging_basis(predicted, probs, classes,
                                                  AuditConfig.from_dict(job.judging, prefix="audit."))
-    audited = predicted["split"].isin(job.splits).to_numpy()
+    audited = np.logical_or.reduce([members(predicted, name) for name in job.splits])
     predicted, probs, calibrated = predicted[audited].reset_index(drop=True), probs[audited], calibrated[audited]
     class_index = {label: i for i, label in enumerate(classes)}
     y = predicted["label"].map(class_index)
@@ -106,7 +108,7 @@ def _audit(context: JobContext, job: AuditJob) -> dict[str, Any]:
     metrics: dict[str, Any] = {"labels": classes, "splits": {}, "counts": {}, "extreme_off": {}, "judging": judging,
                                "breakdowns": {}, "breakdowns_skipped": plan.skipped}
     for split in job.splits:
-        in_split = (predicted["split"] == split).to_numpy()
+        in_split = members(predicted, split)
         scorable = in_split & known
         quarantined = predicted["quarantined"].to_numpy()[scorable]
         metrics["counts"][split] = {

@@ -35,6 +35,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from core.clip_sets import SPLIT_NAMES, check_clip_set_name
+
 DB_FILENAME = "workbench.duckdb"
 LOCK_FILENAME = "workbench.lock"
 # as_of value meaning "everything": larger than any id the sequence will hand out.
@@ -148,6 +150,16 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE decisions ADD COLUMN set_split VARCHAR",
         "ALTER TABLE decisions ADD COLUMN set_group VARCHAR",
         REFRESH_LABELS_VIEW,
+    ]),
+    (6, [
+        # Named clip sets (B4: an expanded test set beside the test split). Append-only: a set
+        # replaced keeps its earlier versions; a version's id comes from event_seq, so "as of
+        # decision D" also fixes which version of each set was current.
+        """CREATE TABLE clip_sets (
+            id BIGINT PRIMARY KEY, name VARCHAR NOT NULL, actor VARCHAR NOT NULL, settings VARCHAR,
+            replaces BIGINT, created_at TIMESTAMP NOT NULL)""",
+        "CREATE TABLE clip_set_members (set_id BIGINT NOT NULL, clip_id BIGINT NOT NULL)",
+        "CREATE INDEX clip_set_members_set ON clip_set_members (set_id)",
     ]),
     (7, [
         # Near-duplicate search (issue 17): every pair of clips a run found above its thresholds,
@@ -564,7 +576,8 @@ class Store:
 
     def last_decision_id(self) -> int:
         """The newest event id (decision or import): the 'as of' to freeze a manifest at."""
-        return int(self._scalar("SELECT coalesce(max(id), 0) FROM (SELECT max(id) AS id FROM decisions UNION ALL SELECT max(import_seq) FROM clips)"))
+        return int(self._scalar("SELECT coalesce(max(id), 0) FROM (SELECT max(id) AS id FROM decisions UNION ALL "
+                                "SELECT max(import_seq) FROM clips UNION ALL SELECT max(id) FROM clip_sets)"))
 
     def decision_count(self) -> int:
         return int(self._scalar("SELECT count(*) FROM decisions"))
@@ -780,6 +793,66 @@ class Store:
         with self._mutex:
             self._exec("DELETE FROM relabel_rules WHERE tag = ?", [tag])
 
+    # --- clip sets -------------------------------------------------------------------------
+    # A named set of clips evaluated beside the splits (B4's expanded test set): a clip may be in
+    # the test split and in a set. Versions are appended, never changed: replacing a set adds a
+    # version that names the one it replaces.
+    def add_clip_set(self, name: str, clip_ids: Sequence[int], *, actor: str, settings: dict | None = None,
+                     replace: bool = False) -> int:
+        """Record a version of the clip set `name` and return its id. An existing name is refused
+        (StoreError) unless replace=True, which appends a new version; earlier ones stay in
+        clip_sets(history=True)."""
+        check_clip_set_name(name)
+        if not actor or not actor.strip():
+            raise ValueError("actor must be a non-empty name")
+        ids = [int(c) for c in clip_ids]
+        if not ids:
+            raise ValueError(f"clip set {name!r}: needs at least one clip")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"clip set {name!r}: a clip is listed twice")
+        with self._mutex, self._transaction(incoming_members=pd.DataFrame({"clip_id": ids})):
+            current = self._fetch_one("SELECT id FROM clip_sets WHERE name = ? ORDER BY id DESC LIMIT 1", [name])
+            if current is not None and not replace:
+                raise StoreError(f"clip set {name!r} exists (version {current[0]}); replace it explicitly to record a "
+                                 "new version (the old one stays in the history), or choose another name")
+            unknown = self._fetch_one("SELECT count(*) FROM incoming_members i ANTI JOIN clips c ON c.id = i.clip_id")[0]
+            if unknown:
+                raise StoreError(f"clip set {name!r}: {unknown} of its clips do not exist in this session")
+            set_id = self._next_event()
+            self._exec("INSERT INTO clip_sets VALUES (?, ?, ?, ?, ?, ?)",
+                       [set_id, name, actor, _json(settings), current[0] if current else None, _now()])
+            self._exec("INSERT INTO clip_set_members SELECT ?, clip_id FROM incoming_members", [set_id])
+        return set_id
+
+    def clip_sets(self, *, as_of: int | None = None, history: bool = False) -> pd.DataFrame:
+        """The version of each clip set current as of a decision id (default: now), or with
+        history=True every version: id, name, clips, actor, settings (JSON text), replaces,
+        created_at; newest first."""
+        bound = LATEST if as_of is None else int(as_of)
+        return self._df("""SELECT s.*, (SELECT count(*) FROM clip_set_members m WHERE m.set_id = s.id) AS clips
+                           FROM clip_sets s WHERE s.id <= ?
+                           QUALIFY ? OR row_number() OVER (PARTITION BY s.name ORDER BY s.id DESC) = 1
+                           ORDER BY s.id DESC""", [bound, history])
+
+    def clip_set(self, name: str, *, as_of: int | None = None) -> dict[str, Any]:
+        """The version of set `name` current as of a decision id (default: now): id, name, actor,
+        settings (dict), replaces, created_at, clip_ids (sorted). StoreError for a name with no
+        version by then."""
+        sets = self.clip_sets(as_of=as_of)
+        row = sets[sets.name == name]
+        if row.empty:
+            known = ", ".join(sorted(sets.name)) or "none yet"
+            raise StoreError(f"no clip set named {name!r} in this session (clip sets: {known})")
+        record = row.iloc[0].to_dict()
+        record["settings"] = json.loads(record["settings"]) if isinstance(record["settings"], str) else None
+        record.update(id=int(record["id"]), clips=int(record["clips"]),
+                      replaces=None if pd.isna(record["replaces"]) else int(record["replaces"]))
+        with self._mutex:
+            rows = self._exec("SELECT clip_id FROM clip_set_members WHERE set_id = ? ORDER BY clip_id",
+                              [record["id"]]).fetchall()
+        record["clip_ids"] = [int(r[0]) for r in rows]
+        return record
+
     # --- runs -------------------------------------------------------------------------------
     # Written by the session's writer only: it registers a run when it freezes the manifest
     # and ingests what the child job left in the run folder when the job ends. A run folder
@@ -927,6 +1000,16 @@ class Store:
         return None if frame.empty else frame.iloc[0].to_dict()
 
     def predictions(self, run_id: str, *, split: str | None = None) -> pd.DataFrame:
+        """A run's predictions, of one split or clip set (the version current when the run froze
+        its labels: a clip keeps its own split in the rows) or of every clip (split None)."""
+        if split is not None and split not in SPLIT_NAMES:
+            as_of = self._scalar("SELECT manifest_decision_id FROM runs WHERE id = ?", [run_id])
+            version = self._scalar("SELECT max(id) FROM clip_sets WHERE name = ? AND id <= ?",
+                                   [split, LATEST if as_of is None else int(as_of)])
+            if version is not None:
+                return self._df("""SELECT p.* FROM predictions p SEMI JOIN clip_set_members m
+                                   ON m.clip_id = p.clip_id AND m.set_id = ? WHERE p.run_id = ? ORDER BY p.clip_id""",
+                                [version, run_id])
         return self._df("""SELECT * FROM predictions WHERE run_id = ? AND (?::VARCHAR IS NULL OR split = ?)
                            ORDER BY clip_id""", [run_id, split, split])
 

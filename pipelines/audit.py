@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from core.audit_child import CALIBRATION_SPLIT, EXTREME_OFF_FILE, AuditJob
 from core.breakdowns import describe
 from core.checkpoint import checkpoint_dir, has_checkpoint
+from core.clip_sets import CLIP_SETS_COLUMN, members
 from core.config import AuditConfig, ConfigError, load_preset
 from core.label_issues import estimate_label_noise, label_issue_proposals, label_issue_queue_size, label_quality
 from core.model_trust import trust_lines, trust_report, trusted_mask
@@ -112,12 +113,15 @@ class AuditOutcome:
         return lines
 
 
-def audit(store: Store, *, run_id: str | None = None, splits: Sequence[str] = DEFAULT_SPLITS,
-          settings: AuditConfig | None = None, label_issues: bool = False,
+def audit(store: Store, *, run_id: str | None = None, splits: Sequence[str] | None = None,
+          settings: AuditConfig | None = None, label_issues: bool = False, propose: bool = True,
           cv_preset: str = DEFAULT_CV_PRESET, cv_overrides: Sequence[str] = (),
           seed: int = 0, progress: bool = True, on_event: Callable[[dict[str, Any]], None] | None = None,
           **options: Any) -> AuditOutcome:
     """Audit run_id (default: the production model) on `splits`; see the module docstring.
+
+    splits: split names and the session's clip set names (e.g. an expanded test set); default
+    test, val, train and every clip set. propose=False scores only: no quarantine proposals.
 
     settings: how to judge and how far to trust the model (AuditConfig: calibration, thresholds,
     trust floor, queue size, ranking method and folds); options: AuditConfig fields to change on
@@ -129,7 +133,7 @@ def audit(store: Store, *, run_id: str | None = None, splits: Sequence[str] = DE
     trusted on, at most settings.max_queue_share of the ranked clips, or max_label_issues).
     on_event receives every child event (the UI's progress); progress shows tqdm bars.
     """
-    splits = _check_splits(splits)
+    splits = _check_splits(store, splits)
     settings = AuditConfig.from_dict({**(settings or AuditConfig()).to_dict(), **options}, prefix="audit.")
     method, folds = settings.method, settings.folds
     if label_issues:
@@ -154,7 +158,9 @@ def audit(store: Store, *, run_id: str | None = None, splits: Sequence[str] = DE
                                             settings=settings, progress=progress, on_event=on_event)
                 outcome.label_issues = ranked["summary"]
                 proposals.insert(0, ranked["proposals"])  # first listed wins a clip both methods flag
-            outcome.proposals = raise_proposals(store, pd.concat(proposals, ignore_index=True), audit_run_id=job.run_id)
+            if propose:
+                outcome.proposals = raise_proposals(store, pd.concat(proposals, ignore_index=True),
+                                                    audit_run_id=job.run_id)
         outcome.status, outcome.error = result["status"], result.get("error")
     except (CrossvalCancelled, KeyboardInterrupt):
         outcome.status, outcome.error = "cancelled", "cancelled by the user"
@@ -185,11 +191,17 @@ def resolve_model_run(store: Store, run_id: str | None) -> str:
     return run_id
 
 
-def _check_splits(splits: Sequence[str]) -> list[str]:
+def _check_splits(store: Store, splits: Sequence[str] | None) -> list[str]:
+    """The splits and clip sets to audit; None: the default splits and every clip set."""
+    sets = list(store.clip_sets().sort_values("name")["name"])
+    if splits is None:
+        return [*DEFAULT_SPLITS, *sets]
     splits = list(dict.fromkeys(splits))
-    unknown = [s for s in splits if s not in SPLITS]
+    unknown = [s for s in splits if s not in SPLITS and s not in sets]
     if not splits or unknown:
-        raise ConfigError(f"splits: {unknown or splits!r} must be a non-empty list drawn from {', '.join(SPLITS)}")
+        allowed = ", ".join([*SPLITS, *sets])
+        raise ConfigError(f"splits: {unknown or splits!r} must be a non-empty list drawn from {allowed} "
+                          "(the splits and the session's clip sets)")
     return splits
 
 
@@ -198,12 +210,17 @@ def _prepare(store: Store, *, model_run_id: str, splits: list[str], settings: Au
              cv_overrides: list[str]) -> tuple[AuditJob, Path, pd.DataFrame]:
     """Freeze the clips to audit, and the val clips the model is calibrated and checked on,
     into a new run folder and register the run."""
-    manifest, as_of = freeze_manifest(store, quarantined_in=SPLITS)
-    frozen = manifest["split"].isin([*splits, CALIBRATION_SPLIT])
-    manifest = manifest[manifest["parent_clip_id"].isna() & frozen].reset_index(drop=True)
-    state = store.labels(as_of=as_of)
-    excluded = state[(state.status == "ok") & state.excluded & state.parent_clip_id.isna() & state.split.isin(splits)]
-    if not manifest["split"].isin(splits).any():
+    as_of = store.last_decision_id()
+    sets = {name: store.clip_set(name, as_of=as_of) for name in splits if name not in SPLITS}
+    in_sets = {name: set(record["clip_ids"]) for name, record in sets.items()}
+    manifest, as_of = freeze_manifest(store, as_of=as_of, quarantined_in=SPLITS, unsplit=set().union(*in_sets.values()))
+    manifest = _with_clip_sets(manifest, in_sets)
+    audited = _audited(manifest, splits)
+    frozen = audited | (manifest["split"] == CALIBRATION_SPLIT).to_numpy()
+    manifest = manifest[manifest["parent_clip_id"].isna().to_numpy() & frozen].reset_index(drop=True)
+    state = _with_clip_sets(store.labels(as_of=as_of), in_sets)
+    excluded_clips = state[(state.status == "ok") & state.excluded & state.parent_clip_id.isna()]
+    if not _audited(manifest, splits).any():
         raise StoreError(f"no usable clips in the {', '.join(splits)} split(s) of this session: nothing to audit")
     run_id = new_run_id("audit")
     run_dir = Path(store.session_dir) / "runs" / run_id
@@ -214,8 +231,10 @@ def _prepare(store: Store, *, model_run_id: str, splits: list[str], settings: Au
     job = AuditJob(run_id=run_id, model_run_id=model_run_id, checkpoint=str(checkpoint_dir(model_dir)),
                    cache_dir=str(Path(store.session_dir) / "cache"), splits=splits, judging=settings.to_dict(),
                    frozen_at_decision=as_of,
-                   excluded={str(k): int(v) for k, v in excluded.groupby("split").size().items()},
-                   evaluation=(model_run["config"] or {}).get("evaluation", {}))
+                   excluded={name: int(members(excluded_clips, name).sum()) for name in splits
+                             if members(excluded_clips, name).any()},
+                   evaluation=(model_run["config"] or {}).get("evaluation", {}),
+                   clip_sets={name: int(record["id"]) for name, record in sets.items()})
     job.save(run_dir)
     config = {**dataclasses.asdict(job), "label_issues": label_issues}
     if label_issues:
@@ -223,6 +242,17 @@ def _prepare(store: Store, *, model_run_id: str, splits: list[str], settings: Au
     store.create_run(run_id, kind="audit", preset=None, config=config, parent_run_id=model_run_id,
                      manifest_decision_id=as_of, run_dir=run_dir)
     return job, run_dir, manifest
+
+
+def _with_clip_sets(frame: pd.DataFrame, in_sets: dict[str, set[int]]) -> pd.DataFrame:
+    """frame (with clip_id) and a clip_sets column: the names of the audited sets each clip is in."""
+    return frame.assign(**{CLIP_SETS_COLUMN: [[name for name, ids in in_sets.items() if clip in ids]
+                                              for clip in frame["clip_id"]]})
+
+
+def _audited(frame: pd.DataFrame, splits: Sequence[str]) -> np.ndarray:
+    """The rows in any of the audited splits or clip sets."""
+    return np.logical_or.reduce([members(frame, name) for name in splits])
 
 
 def _ingest(store: Store, job: AuditJob, outcome: AuditOutcome) -> None:

@@ -73,7 +73,8 @@ TRAINING_QUARANTINE_SPLITS = ("val", "test")
 
 
 def freeze_manifest(store: Store, *, as_of: int | None = None,
-                    quarantined_in: Collection[str] = TRAINING_QUARANTINE_SPLITS) -> tuple[pd.DataFrame, int]:
+                    quarantined_in: Collection[str] = TRAINING_QUARANTINE_SPLITS,
+                    unsplit: Collection[int] = ()) -> tuple[pd.DataFrame, int]:
     """The training manifest as of a decision id: usable, non-excluded clips with their current
     labels, absolute paths, and whether each is a 'hard' example (A7: relabelled since import,
     or misclassified by the production model). Derived clips (augmented copies) come with their
@@ -81,13 +82,15 @@ def freeze_manifest(store: Store, *, as_of: int | None = None,
     Quarantined clips are kept only in the splits quarantined_in (audits pass every split), with
     the `quarantined` column saying which they are. Each clip's duration, dataset and metadata
     columns (`meta.<key>`) come along for breakdowns (core/breakdowns.py); duration and source
-    sample rate also fix 'auto' features (core/feature_fit.py). Inbox clips still in the
-    unlabelled split never come, whatever their label."""
+    sample rate also fix 'auto' features (core/feature_fit.py). unsplit: clip ids kept even
+    without a split (split None; an audited clip set's held-out members), quarantined or not.
+    Inbox clips still in the unlabelled split never come, whatever their label."""
     as_of = store.last_decision_id() if as_of is None else as_of
     state = store.labels(as_of=as_of)
-    keep_quarantined = state.split.isin(list(quarantined_in))
+    unsplit_kept = state.split.isna() & state.clip_id.isin(list(unsplit))
+    keep_quarantined = state.split.isin(list(quarantined_in)) | unsplit_kept
     usable = state[(state.status == "ok") & ~state.excluded & (keep_quarantined | ~state.quarantined)
-                   & state.label.notna() & state.split.notna() & (state.split != UNLABELLED_SPLIT)
+                   & state.label.notna() & (state.split.notna() | unsplit_kept) & (state.split != UNLABELLED_SPLIT)
                    & (state.parent_clip_id.isna() | (state.split == "train"))]
     clips = store.clips().set_index("id")
     roots = store.dataset_roots()
@@ -97,7 +100,7 @@ def freeze_manifest(store: Store, *, as_of: int | None = None,
         "path": [str(roots[d] / p) for d, p in zip(usable.dataset_id, usable.path)],
         "label": usable.label.astype(str),
         "original_label": usable.original_label.astype(str),
-        "split": usable.split.astype(str),
+        "split": [split if isinstance(split, str) else None for split in usable.split],
         "source_group": usable.source_group.astype(str),
         "true_label": [_true_label(clips.at[c, "metadata"]) for c in usable.clip_id],
         "parent_clip_id": usable.parent_clip_id.astype("Int64"),

@@ -25,6 +25,7 @@ import pandas as pd
 
 from core.breakdowns import plan_breakdowns
 from core.checkpoint import checkpoint_dir, checkpoint_labels, has_checkpoint
+from core.clip_sets import SPLIT_NAMES
 from core.config import ConfigError, EvaluationConfig, ExperimentConfig
 from core.evaluate import classification_report
 from core.gates import compare_predictions, evaluate_gates, write_comparison
@@ -148,6 +149,10 @@ def gate_report(store: Store, *, run_id: str) -> dict[str, Any]:
     if run["kind"] != "train" or run["status"] != "succeeded":
         raise StoreError(f"run {run_id} is a {run['status']} {run['kind']} run; only a succeeded training run can be promoted")
     policy = ExperimentConfig.from_dict(run["config"]).gates
+    sets = set(store.clip_sets()["name"])
+    if policy.split not in SPLIT_NAMES and policy.split not in sets:
+        raise StoreError(f"gates.split: {policy.split!r} is neither a split ({', '.join(SPLIT_NAMES)}) nor a clip set of "
+                         f"this session ({', '.join(sorted(sets)) or 'none yet'}); build it with 'earmark expand-test'")
     audit_id = latest_audit(store, run_id, split=policy.split)
     if audit_id is None:
         raise StoreError(f"run {run_id} has no audit of the {policy.split} split yet; run "

@@ -118,16 +118,22 @@ def best_run(trials: pd.DataFrame, name: str, column: str) -> str | None:
 
 def _crossval(store: Store, study: Study, trials: pd.DataFrame) -> dict[str, Any]:
     splits = study.splits()
+    left_out = set(splits.loc[splits["left_out"], "group"]) if "left_out" in splits else set(splits["group"])
     folds = summarise(trials, by="name", columns=CROSSVAL_COLUMNS)
-    held_out = {fold: sorted(splits.loc[splits[fold] == "test", "group"].unique()) for fold in folds["name"]}
+    held_out = {fold: sorted(splits.loc[splits[fold] == "test", "group"].unique(), key=lambda g: (g not in left_out, g))
+                for fold in folds["name"]}
     folds.insert(1, "groups", [len(held_out[f]) for f in folds["name"]])
     folds.insert(2, "held_out", [_names(held_out[f]) for f in folds["name"]])
     folds.insert(3, "test_clips", [int((splits[f] == "test").sum()) for f in folds["name"]])
     across = {c: spread(folds[f"{c}_mean"].tolist()) for c in CROSSVAL_COLUMNS}
     groups = group_accuracy(store, trials, splits)
-    worst = groups.iloc[0].to_dict() if len(groups) else None
+    own = groups[groups["group"].isin(left_out)]  # leave one speaker out: the worst speaker, not a dealt sound
+    worst = own.iloc[0].to_dict() if len(own) else None
     settings = study.settings
     how = ("leave one group out" if settings["leave_one_group_out"] else f"{settings['folds']}-fold") + " by source group"
+    if settings.get("group_class"):
+        how = (f"leave one {settings['group_class']} group out (the other classes' groups dealt over the folds as "
+               "extra test clips)")
     report = {"folds": _records(folds), "across_folds": across, "worst_group": worst, "groups": _records(groups),
               "design": how, "held_out_groups": held_out}
     markdown = [f"# Study {study.study_id}: cross-validation of {study.preset}", "",

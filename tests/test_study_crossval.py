@@ -51,6 +51,25 @@ def test_leave_one_group_out_tests_one_group_per_fold_and_validates_on_whole_oth
     assert sorted(table.loc[table[f] == "test", "group"].iloc[0] for f in folds) == [f"speaker{i}" for i in range(6)]
 
 
+def test_leave_one_speaker_out_folds_by_the_speakers_and_deals_the_other_sounds_over_the_folds():
+    speakers = [f"spk{i // 3}" for i in range(12)]  # 4 speakers x 3 SPEECH clips
+    sounds = [f"sound{i // 2}" for i in range(16)]  # 8 non-speech sources x 2 clips
+    clips = pool(speakers + sounds + ["spk0"], ["SPEECH"] * 12 + ["NONSPEECH"] * 16 + ["NONSPEECH"])  # one mislabelled
+    table = fold_splits(clips, leave_one_group_out=True, group_class="SPEECH", seed=1)
+    folds = [c for c in table.columns if c.startswith("fold-")]
+    assert len(folds) == 4 and sorted(table.loc[table.left_out, "group"].unique()) == [f"spk{i}" for i in range(4)]
+    for fold in folds:
+        held = table.loc[table[fold] == "test", "group"]
+        assert held[held.str.startswith("spk")].nunique() == 1 and held.str.startswith("sound").sum() == 4
+        assert (table.groupby("group")[fold].nunique() == 1).all() and (table[fold] == "train").any()
+    assert ((table[folds] == "test").sum(axis=1) == 1).all()  # every sound is tested once, in one fold
+    assert table.equals(fold_splits(clips, leave_one_group_out=True, group_class="SPEECH", seed=1))
+    for options, message in (({"group_class": "SPEECH", "folds": 3}, "group_class: applies to leave_one_group_out only"),
+                             ({"group_class": "MUSIC", "leave_one_group_out": True}, "group_class: 'MUSIC' is not a label")):
+        with pytest.raises(ConfigError, match=message):
+            fold_splits(clips, **options)
+
+
 @pytest.mark.parametrize("options, message", [
     ({"folds": 5}, "folds: 5 folds need at least 5 source groups; the pool has 3"),
     ({"folds": 2}, "folds: 2 must be a whole number >= 3"),

@@ -26,7 +26,7 @@ from core.store import RULE_ACTIONS, Rule
 from pipelines.export import FORMATS, default_export_path, export_manifest
 from pipelines.importing import LAYOUTS, ClassMap, import_dataset
 from pipelines.stats import duration_bin_names, session_stats
-from workbench import augment_preview, duplicates_panel, hygiene_panel, inbox_panel
+from workbench import augment_preview, duplicates_panel, expanded_test_panel, hygiene_panel, inbox_panel
 from workbench.context import Workbench, safe
 
 CLASS_MAPS_DIR = Path(__file__).resolve().parent.parent / "data" / "class_maps"
@@ -84,6 +84,7 @@ def build(wb: Workbench, *, annotator: gr.Component) -> None:
     ui = layout(wb)
     wire(wb, ui, blocks=gr.context.Context.root_block, downloads=downloads)
     inbox_panel.build(wb, annotator=annotator)
+    expanded_test_panel.build(wb, annotator=annotator)
 
 
 def layout(wb: Workbench) -> Layout:
