@@ -72,10 +72,13 @@ def tick(wb: Workbench, seen: Any, base: str | None, cand: str | None, run_id: s
 def study_tick(wb: Workbench, seen: Any, run_id: str | None, sort_by: str | None, target: str | None) -> Any:
     """The timer, for a selected study: as its trials finish (or an audit of its chosen trial
     ends) its views and the chosen trial's gate panel follow; one skip of every output when
-    nothing moved or no study is selected. seen: the overview's signature before this tick."""
-    if run_id is None or signature(wb) == seen or not study_views.is_study(wb.store.run(run_id)):
+    nothing moved or no study is selected. seen: the store's signature this timer last drew
+    (its own: the overview's timer updates another one on the same tick, in no set order);
+    returned first, then the views."""
+    now = signature(wb)
+    if run_id is None or now == seen or not study_views.is_study(wb.store.run(run_id)):
         return gr.skip()
-    return study_panel(wb, run_id, sort_by, target)
+    return [now, *study_panel(wb, run_id, sort_by, target)]
 
 
 def tab_shown(wb: Workbench, seen: Any, base: str | None, cand: str | None, run_id: str | None, *,

@@ -93,6 +93,7 @@ class Layout:
     history_message: gr.HTML
     history: gr.Dataframe
     signature: gr.State       # runs_views.signature of what the overview shows
+    study_signature: gr.State  # ... and of what the selected study's views show (handlers.study_tick)
     selected: gr.State        # the selected run's id
     timer: gr.Timer
 
@@ -165,7 +166,8 @@ def layout(wb: Workbench, *, annotator: gr.Component) -> Layout:
         with gr.Tab("Production history"):
             history = _history(wb)
     return Layout(production_line=production_line, refresh=refresh, runs_table=runs_table, **run, **compared,
-                  **history, signature=signature_now, selected=selected, timer=gr.Timer(3.0))
+                  **history, signature=signature_now, study_signature=gr.State(None), selected=selected,
+                  timer=gr.Timer(3.0))
 
 
 def _selected_run(wb: Workbench, annotator: gr.Component) -> dict[str, Any]:
@@ -314,8 +316,8 @@ def wire(wb: Workbench, ui: Layout, *, annotator: gr.Component, tab: gr.Tab, pag
     ui.timer.tick(safe(lambda *current: handlers.tick(wb, *current)), [*ui.overview_inputs, ui.selected],
                   [*ui.overview_outputs, ui.title, ui.resume_button], show_progress="hidden")
     ui.timer.tick(safe(lambda *current: handlers.study_tick(wb, *current)),
-                  [ui.signature, ui.selected, ui.study_sort, ui.study_target], [*ui.study_outputs, *ui.panel.outputs],
-                  show_progress="hidden")
+                  [ui.study_signature, ui.selected, ui.study_sort, ui.study_target],
+                  [ui.study_signature, *ui.study_outputs, *ui.panel.outputs], show_progress="hidden")
     ui.refresh.click(safe(lambda *current: handlers.overview(wb, *current, force=True)), ui.overview_inputs,
                      ui.overview_outputs)
 
