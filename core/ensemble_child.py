@@ -25,8 +25,8 @@ from core.config import EvaluationConfig, ModelConfig
 from core.evaluate import apply_temperature, fit_temperature
 from core.features import FeatureCache
 from core.models.ensemble import ENSEMBLE, EnsembleClassifier, Member, ensemble_features
-from core.run_folder import METRICS_FILE, EventLog, write_json
-from core.train import EVAL_BATCH, done_summary, evaluate_splits, read_manifest
+from core.run_folder import METRICS_FILE, write_json
+from core.train import EVAL_BATCH, done_summary, evaluate_splits, read_manifest, readable_rows
 
 CALIBRATION_SPLIT = "val"
 
@@ -58,7 +58,9 @@ def _assemble(context: JobContext, job: EnsembleJob) -> dict[str, Any]:
     manifest = read_manifest(run_dir, job.labels)
     events.write("start", run_id=job.run_id, clips=len(manifest), labels=job.labels, members=[m.run_id for m in members])
     events.write("phase", phase="features", clips=len(manifest))
-    cache, manifest = _cached_waveforms(manifest, FeatureCache(job.cache_dir, feature_cfg), job, events)
+    cache = FeatureCache(job.cache_dir, feature_cfg)
+    report = cache.build(manifest["path"].tolist(), workers=job.workers, progress=False)
+    manifest = readable_rows(cache, manifest, report, events)
 
     events.write("phase", phase="calibrate")
     per_member = _member_probabilities(model, cache, manifest["row"].to_numpy(), context)
@@ -83,18 +85,6 @@ def _assemble(context: JobContext, job: EnsembleJob) -> dict[str, Any]:
     _write_card(run_dir, job, metrics)
     return {"status": "succeeded", "members": [m.run_id for m in members], "seconds": context.seconds(),
             **done_summary(metrics, events)}
-
-
-def _cached_waveforms(manifest: pd.DataFrame, cache: FeatureCache, job: EnsembleJob,
-                      events: EventLog) -> tuple[FeatureCache, pd.DataFrame]:
-    """The waveform cache for every frozen clip, and the manifest without unreadable ones."""
-    report = cache.build(manifest["path"].tolist(), workers=job.workers, progress=False)
-    if report.failed:
-        bad = set(report.failed)
-        events.write("warning", message=f"{len(bad)} clips could not be read and are left out", clips=sorted(bad)[:20])
-        manifest = manifest[~manifest["path"].isin(bad)].reset_index(drop=True)
-    manifest["row"] = cache.rows(manifest["path"].tolist())
-    return cache, manifest
 
 
 def _member_probabilities(model: EnsembleClassifier, cache: FeatureCache, rows: np.ndarray,

@@ -72,7 +72,7 @@ from core.split_report import UNQUARANTINED, headline_accuracy, quarantine_count
 # CHECKPOINT_DIR and the run-folder file names stay importable from here: callers name a run's
 # outputs through the trainer that writes them.
 __all__ = ["CHECKPOINT_DIR", "EVAL_BATCH", "MANIFEST_COLUMNS", "METRICS_FILE", "PLOTS_DIR", "PREDICTIONS_FILE",
-           "Job", "TrainState", "done_summary", "evaluate_splits", "main", "predict_probs", "predict_sharded", "read_manifest",
+           "Job", "TrainState", "done_summary", "evaluate_splits", "main", "predict_probs", "predict_sharded", "read_manifest", "readable_rows",
            "run_training", "saved_progress"]
 
 EVAL_BATCH = 64
@@ -270,12 +270,18 @@ def _cached_features(manifest: pd.DataFrame, config: ExperimentConfig, job: Job,
     cache = FeatureCache(job.cache_dir, config.features)
     with accelerator.main_process_first():
         report = cache.build(manifest["path"].tolist(), workers=job.workers, progress=False)
+    return cache, readable_rows(cache, manifest, report, events)
+
+
+def readable_rows(cache: FeatureCache, manifest: pd.DataFrame, report: Any, events: EventLog) -> pd.DataFrame:
+    """The manifest without the clips the cache build could not read (a warning names them),
+    with each clip's cache row."""
     if report.failed:
         bad = set(report.failed)
         events.write("warning", message=f"{len(bad)} clips could not be read and are left out", clips=sorted(bad)[:20])
         manifest = manifest[~manifest["path"].isin(bad)].reset_index(drop=True)
     manifest["row"] = cache.rows(manifest["path"].tolist())
-    return cache, manifest
+    return manifest
 
 
 def _build_model(config: ExperimentConfig, job: Job, events: EventLog) -> tuple[torch.nn.Module, dict[str, Any]]:
