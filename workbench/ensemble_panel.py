@@ -41,8 +41,9 @@ def member_choices(wb: Workbench) -> list[tuple[str, str]]:
     runs = wb.store.runs(kind="train")
     production = wb.store.production_run()
     usable = runs[(runs.status == "succeeded") & ~runs.preset.isin(["ensemble"])]
-    return [(f"{r.id} ({r.preset}){' (production)' if r.id == production else ''}", r.id) for r in usable.itertuples()
-            if json.loads(r.config or "{}").get("model", {}).get("name") not in NOT_MEMBERS]
+    models = {r.id: json.loads(r.config or "{}").get("model", {}).get("name") for r in usable.itertuples()}
+    return [(f"{r.id} ({models[r.id]}, preset {r.preset}){' (production)' if r.id == production else ''}", r.id)
+            for r in usable.itertuples() if models[r.id] not in NOT_MEMBERS]
 
 
 def parse_weights(text: str | None, count: int) -> list[float] | None:
